@@ -1,0 +1,707 @@
+//! Configuration: `/etc/ssu-agent/agent.toml` plus drop-ins in `agent.d/*.toml`.
+//!
+//! Files are read in order (the main file, then the drop-ins sorted by name); a key set in a
+//! later file overrides the same key from an earlier one, table by table. Everything is
+//! validated once, at start, into the typed [`Config`]; the daemon never re-reads a key later.
+//!
+//! Every error names the file, the key and the reason (`FILE:LINE: KEY: REASON`), because the
+//! person reading it is an integrator editing a drop-in on a device, not a Rust developer.
+//! Unknown keys are errors: a misspelt key silently falling back to a default is how a device
+//! ends up never checking for updates.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use jiff::civil::Date;
+use jiff::{SignedDuration, Span, SpanRelativeTo};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ssu-agent/agent.toml";
+
+/// Largest configuration file we read. Real files are a few KiB; the bound keeps a broken
+/// symlink to a device node or a huge file from eating memory at boot.
+const MAX_FILE_BYTES: u64 = 256 * 1024;
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub device: DeviceConfig,
+    pub check: CheckConfig,
+}
+
+/// `[agent]`: the daemon itself.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// SQLite store and metadata cache. Must be absolute.
+    pub state_dir: PathBuf,
+    /// Default log filter when `RUST_LOG` is not set.
+    pub log_level: LogLevel,
+}
+
+/// `[device]`: what this device is and what its factory image contains.
+///
+/// `version` and `security_patch_level` describe the image as built (an image recipe writes
+/// them into a drop-in); once the agent has applied an update, the store's record wins.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// Marketing model name, shown to users (ETSI 5.3-16).
+    pub model: String,
+    /// Hardware id used to pick targets and support periods from signed metadata.
+    pub hardware_id: String,
+    /// Version of the factory image.
+    pub version: String,
+    /// Security patch level of the factory image (YYYY-MM-DD).
+    pub security_patch_level: Option<PatchDate>,
+}
+
+/// `[check]`: when the agent looks for updates (SEC-0020, ETSI 5.3-5).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckConfig {
+    /// Delay after start before the first check, so boot-time work settles first.
+    pub boot_delay: Dur,
+    /// Time between periodic checks.
+    pub interval: Dur,
+    /// Each periodic check moves by a random amount up to this, so a fleet does not hit the
+    /// servers in the same second.
+    pub jitter: Dur,
+    /// A patch level older than this is reported as `overdue`.
+    pub overdue_after: Dur,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            state_dir: PathBuf::from("/var/lib/ssu-agent"),
+            log_level: LogLevel::Info,
+        }
+    }
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            boot_delay: Dur(SignedDuration::from_mins(2)),
+            interval: Dur(SignedDuration::from_hours(24)),
+            jitter: Dur(SignedDuration::from_hours(1)),
+            overdue_after: Dur(SignedDuration::from_hours(90 * 24)),
+        }
+    }
+}
+
+#[allow(clippy::derivable_impls)] // spelled out so the defaults sit in one place with the others
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            agent: AgentConfig::default(),
+            device: DeviceConfig::default(),
+            check: CheckConfig::default(),
+        }
+    }
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// A calendar date written as `"YYYY-MM-DD"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PatchDate(pub Date);
+
+impl<'de> Deserialize<'de> for PatchDate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_date(&s)
+            .map(PatchDate)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a strict `YYYY-MM-DD` date (no times, no offsets).
+pub fn parse_date(s: &str) -> Result<Date, String> {
+    let ok_shape = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !ok_shape {
+        return Err(format!("invalid date {s:?}: expected YYYY-MM-DD"));
+    }
+    s.parse::<Date>()
+        .map_err(|e| format!("invalid date {s:?}: {e}"))
+}
+
+/// A positive duration written like `"90s"`, `"5m"`, `"24h"`, `"30d"` or `"1h 30m"`.
+/// Days count as 24 hours; months and years are refused because their length varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub struct Dur(pub SignedDuration);
+
+impl From<Dur> for String {
+    fn from(d: Dur) -> String {
+        format!("{:#}", d.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a duration as [`Dur`] describes.
+pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
+    let span: Span = s
+        .parse()
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(format!(
+            "invalid duration {s:?}: months and years vary in length; use days"
+        ));
+    }
+    let d = span
+        .to_duration(SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    if d.is_negative() {
+        return Err(format!("invalid duration {s:?}: must not be negative"));
+    }
+    Ok(d)
+}
+
+/// A configuration error: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {reason}")]
+    Read { path: PathBuf, reason: String },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("{}", describe_invalid(path, *line, key, reason))]
+    Invalid {
+        path: PathBuf,
+        /// 1-based line of the offending value, 0 when unknown.
+        line: usize,
+        /// Dotted key path, e.g. `check.interval`; empty for syntax errors.
+        key: String,
+        reason: String,
+    },
+}
+
+/// `FILE:LINE: KEY: REASON`, leaving out a line or key that is not known.
+fn describe_invalid(path: &Path, line: usize, key: &str, reason: &str) -> String {
+    let mut s = path.display().to_string();
+    if line > 0 {
+        s.push_str(&format!(":{line}"));
+    }
+    if !key.is_empty() {
+        s.push_str(&format!(": {key}"));
+    }
+    format!("{s}: {reason}")
+}
+
+impl ConfigError {
+    fn invalid(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            line: 0,
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which file last set each leaf key, so a validation error names the right file.
+type Provenance = BTreeMap<String, PathBuf>;
+
+/// A loaded configuration and the files it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub files: Vec<PathBuf>,
+}
+
+/// The files that make up the configuration rooted at `main`: `main` itself (which must
+/// exist) and `agent.d/*.toml` next to it, sorted by file name.
+pub fn files_for(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut files = vec![main.to_owned()];
+    let dropin_dir = main
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("agent.d");
+    match std::fs::read_dir(&dropin_dir) {
+        Ok(entries) => {
+            let mut dropins: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            dropins.sort();
+            files.extend(dropins);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ConfigError::Read {
+                path: dropin_dir,
+                reason: e.to_string(),
+            });
+        }
+    }
+    Ok(files)
+}
+
+/// Loads and validates the configuration rooted at `main` (see [`files_for`]).
+pub fn load(main: &Path) -> Result<Loaded, ConfigError> {
+    let files = files_for(main)?;
+    let mut sources = Vec::with_capacity(files.len());
+    for path in &files {
+        sources.push((path.clone(), read_bounded(path)?));
+    }
+    let config = from_sources(&sources)?;
+    Ok(Loaded { config, files })
+}
+
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_err = |e: std::io::Error| ConfigError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    let n = file
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if n as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::Read {
+            path: path.to_owned(),
+            reason: format!("larger than {MAX_FILE_BYTES} bytes"),
+        });
+    }
+    Ok(text)
+}
+
+/// Builds the configuration from `(file name, contents)` pairs, later ones overriding earlier
+/// ones. Pure apart from no I/O at all, so tests feed it strings.
+pub fn from_sources(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
+    let mut merged = toml::Table::new();
+    let mut provenance = Provenance::new();
+    for (path, text) in sources {
+        // Each file on its own must already be well-typed: that is how an error names the
+        // file the bad value is in, with its line.
+        check_one(path, text)?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::invalid(path, "", e.message()))?;
+        merge(&mut merged, table, "", path, &mut provenance);
+    }
+    let config: Config = Config::deserialize(toml::Value::Table(merged)).map_err(|e| {
+        // Cannot happen for leaves (each file was checked); kept as an error, not a panic.
+        ConfigError::invalid(
+            sources
+                .last()
+                .map(|s| s.0.as_path())
+                .unwrap_or(Path::new("")),
+            "",
+            e.to_string(),
+        )
+    })?;
+    validate(&config, &provenance)?;
+    Ok(config)
+}
+
+fn check_one(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: line_of(text, e.span()),
+        key: String::new(),
+        reason: e.message().to_owned(),
+    })?;
+    serde_path_to_error::deserialize::<_, Config>(de)
+        .map(drop)
+        .map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, inner.span()),
+                key: if key == "." { String::new() } else { key },
+                reason: inner.message().to_owned(),
+            }
+        })
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> usize {
+    span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(0)
+}
+
+/// Deep-merges `from` into `into`, recording which file set each leaf.
+fn merge(
+    into: &mut toml::Table,
+    from: toml::Table,
+    prefix: &str,
+    path: &Path,
+    provenance: &mut Provenance,
+) {
+    for (key, value) in from {
+        let full = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(new)) => {
+                merge(existing, new, &full, path, provenance);
+            }
+            (_, value) => {
+                record_leaves(&value, &full, path, provenance);
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+fn record_leaves(value: &toml::Value, full: &str, path: &Path, provenance: &mut Provenance) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                record_leaves(v, &format!("{full}.{k}"), path, provenance);
+            }
+        }
+        _ => {
+            provenance.insert(full.to_owned(), path.to_owned());
+        }
+    }
+}
+
+/// Checks that need more than one value's type.
+fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
+    let err = |key: &str, reason: String| {
+        let path = provenance.get(key).cloned().unwrap_or_default();
+        Err(ConfigError::invalid(&path, key, reason))
+    };
+    if !c.agent.state_dir.is_absolute() {
+        return err(
+            "agent.state_dir",
+            format!("{} is not an absolute path", c.agent.state_dir.display()),
+        );
+    }
+    if !c.device.hardware_id.is_empty()
+        && !c
+            .device
+            .hardware_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return err(
+            "device.hardware_id",
+            "may contain only letters, digits, '.', '_' and '-'".to_owned(),
+        );
+    }
+    let check = &c.check;
+    if check.interval.0 < SignedDuration::from_mins(5) {
+        return err(
+            "check.interval",
+            format!(
+                "{} is shorter than the minimum of 5m",
+                String::from(check.interval)
+            ),
+        );
+    }
+    if check.jitter.0 >= check.interval.0 {
+        return err(
+            "check.jitter",
+            "must be shorter than check.interval".to_owned(),
+        );
+    }
+    if check.boot_delay.0 > SignedDuration::from_hours(24) {
+        return err("check.boot_delay", "must be at most 24h".to_owned());
+    }
+    if check.overdue_after.0 < SignedDuration::from_hours(24) {
+        return err("check.overdue_after", "must be at least 1d".to_owned());
+    }
+    Ok(())
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Result<Config, ConfigError> {
+        from_sources(&[(PathBuf::from("/etc/ssu-agent/agent.toml"), text.to_owned())])
+    }
+
+    fn expect_invalid(text: &str, key: &str, reason_part: &str) {
+        match one(text) {
+            Err(ConfigError::Invalid {
+                path,
+                key: k,
+                reason,
+                ..
+            }) => {
+                assert_eq!(path, Path::new("/etc/ssu-agent/agent.toml"));
+                assert_eq!(k, key, "reason was {reason}");
+                assert!(
+                    reason.contains(reason_part),
+                    "reason {reason:?} lacks {reason_part:?}"
+                );
+            }
+            other => panic!("expected an Invalid error for {text:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = one("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.agent.state_dir, Path::new("/var/lib/ssu-agent"));
+        assert_eq!(c.check.interval.0, SignedDuration::from_hours(24));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = one(r#"
+            [agent]
+            state_dir = "/data/ssu"
+            log_level = "debug"
+            [device]
+            model = "Gateway 3000"
+            hardware_id = "gw3000-revb"
+            version = "1.4.0"
+            security_patch_level = "2026-11-01"
+            [check]
+            boot_delay = "30s"
+            interval = "12h"
+            jitter = "30m"
+            overdue_after = "60d"
+            "#)
+        .unwrap();
+        assert_eq!(c.agent.log_level, LogLevel::Debug);
+        assert_eq!(
+            c.device.security_patch_level,
+            Some(PatchDate(jiff::civil::date(2026, 11, 1)))
+        );
+        assert_eq!(c.check.overdue_after.0, SignedDuration::from_hours(60 * 24));
+        assert_eq!(c.check.boot_delay.0, SignedDuration::from_secs(30));
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_reason() {
+        expect_invalid(
+            "[check]\nintervall = \"1h\"\n",
+            "check.intervall",
+            "unknown field `intervall`",
+        );
+        expect_invalid("[nope]\n", "nope", "unknown field `nope`");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        expect_invalid(
+            "[check]\ninterval = 3600\n",
+            "check.interval",
+            "invalid type",
+        );
+        expect_invalid(
+            "[agent]\nstate_dir = [1]\n",
+            "agent.state_dir",
+            "invalid type",
+        );
+    }
+
+    #[test]
+    fn bad_dates_are_refused() {
+        for bad in [
+            "2026-13-01",
+            "2026-02-30",
+            "26-11-01",
+            "2026-11-01T00:00:00Z",
+            "",
+            "yesterday",
+        ] {
+            expect_invalid(
+                &format!("[device]\nsecurity_patch_level = {bad:?}\n"),
+                "device.security_patch_level",
+                "invalid date",
+            );
+        }
+        // An unquoted TOML date is a different type: refused with a clear message too.
+        expect_invalid(
+            "[device]\nsecurity_patch_level = 2026-11-01\n",
+            "device.security_patch_level",
+            "invalid type",
+        );
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        expect_invalid(
+            "[check]\ninterval = \"soon\"\n",
+            "check.interval",
+            "invalid duration",
+        );
+        expect_invalid(
+            "[check]\ninterval = \"1 month\"\n",
+            "check.interval",
+            "months",
+        );
+        expect_invalid(
+            "[check]\ninterval = \"-1h\"\n",
+            "check.interval",
+            "negative",
+        );
+        expect_invalid("[check]\ninterval = \"1m\"\n", "check.interval", "minimum");
+        expect_invalid(
+            "[check]\ninterval = \"1h\"\njitter = \"2h\"\n",
+            "check.jitter",
+            "shorter",
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        match one("[agent]\nlog_level = \"info\"\nstate_dir = \n") {
+            Err(ConfigError::Invalid { line, key, .. }) => {
+                assert_eq!(line, 3);
+                assert_eq!(key, "");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        expect_invalid(
+            "[agent]\nstate_dir = \"var/lib\"\n",
+            "agent.state_dir",
+            "absolute",
+        );
+        expect_invalid(
+            "[agent]\nlog_level = \"loud\"\n",
+            "agent.log_level",
+            "unknown variant",
+        );
+        expect_invalid(
+            "[device]\nhardware_id = \"gw 3000/../x\"\n",
+            "device.hardware_id",
+            "only letters",
+        );
+    }
+
+    #[test]
+    fn later_files_override_and_errors_name_the_right_file() {
+        let main = (
+            PathBuf::from("/etc/ssu-agent/agent.toml"),
+            "[device]\nmodel = \"A\"\nversion = \"1.0\"\n[check]\ninterval = \"24h\"\n".to_owned(),
+        );
+        let dropin = (
+            PathBuf::from("/etc/ssu-agent/agent.d/10-image.toml"),
+            "[device]\nversion = \"2.0\"\n".to_owned(),
+        );
+        let c = from_sources(&[main.clone(), dropin]).unwrap();
+        assert_eq!(c.device.model, "A");
+        assert_eq!(c.device.version, "2.0");
+
+        // A drop-in whose value only fails cross-field validation is still named.
+        let bad = (
+            PathBuf::from("/etc/ssu-agent/agent.d/20-jitter.toml"),
+            "[check]\njitter = \"30h\"\n".to_owned(),
+        );
+        match from_sources(&[main, bad]) {
+            Err(ConfigError::Invalid { path, key, .. }) => {
+                assert_eq!(path, Path::new("/etc/ssu-agent/agent.d/20-jitter.toml"));
+                assert_eq!(key, "check.jitter");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn display_is_file_line_key_reason() {
+        let e = one("[check]\ninterval = 5\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("/etc/ssu-agent/agent.toml:2: check.interval: invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_reads_dropins_in_name_order_and_bounds_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("agent.toml");
+        std::fs::write(&main, "[device]\nversion = \"1\"\n").unwrap();
+        std::fs::create_dir(dir.path().join("agent.d")).unwrap();
+        std::fs::write(
+            dir.path().join("agent.d/20-b.toml"),
+            "[device]\nversion = \"3\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("agent.d/10-a.toml"),
+            "[device]\nversion = \"2\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("agent.d/README"), "not toml").unwrap();
+        let loaded = load(&main).unwrap();
+        assert_eq!(loaded.config.device.version, "3");
+        assert_eq!(loaded.files.len(), 3);
+
+        std::fs::write(
+            dir.path().join("agent.d/30-huge.toml"),
+            "#".repeat(300 * 1024),
+        )
+        .unwrap();
+        assert!(matches!(load(&main), Err(ConfigError::Read { .. })));
+
+        assert!(matches!(
+            load(&dir.path().join("missing.toml")),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn non_utf8_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("agent.toml");
+        std::fs::write(&main, [0xff, 0xfe, b'[', 0x00]).unwrap();
+        assert!(matches!(load(&main), Err(ConfigError::Read { .. })));
+    }
+}

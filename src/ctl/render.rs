@@ -1,0 +1,305 @@
+//! Human-readable output of `ssuctl`, written like a settings screen.
+//!
+//! Input is the JSON form of what the agent serves (`GetStatus`, `GetHistory`), so these
+//! functions are pure and tested with literal values. Times are shown in the given time zone.
+
+use std::fmt::Write;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde_json::Value;
+
+use crate::config::parse_date;
+
+fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn u64_at(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// `"2026-11-01"` → `"1 November 2026"`; anything else is shown as given, or "unknown".
+pub fn long_date(s: &str) -> String {
+    if s.is_empty() {
+        return "unknown".to_owned();
+    }
+    match parse_date(s) {
+        Ok(d) => d.strftime("%-d %B %Y").to_string(),
+        Err(_) => s.to_owned(),
+    }
+}
+
+/// Seconds since the epoch → `"27 November 2026, 19:45 UTC"`; 0 → `None`.
+pub fn long_time(secs: u64, tz: &TimeZone) -> Option<String> {
+    if secs == 0 {
+        return None;
+    }
+    let t = Timestamp::from_second(i64::try_from(secs).ok()?).ok()?;
+    Some(
+        t.to_zoned(tz.clone())
+            .strftime("%-d %B %Y, %H:%M %Z")
+            .to_string(),
+    )
+}
+
+fn staleness_text(s: &str) -> &'static str {
+    match s {
+        "current" => "up to date (verified recently)",
+        "overdue" => "overdue: the installed security patches are old",
+        "unverified" => "unverified: could not confirm recently whether updates are available",
+        _ => "unknown",
+    }
+}
+
+/// The `ssuctl status` screen.
+pub fn status(st: &Value, tz: &TimeZone) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| {
+        let _ = writeln!(out, "{:<22}{}", format!("{label}:"), value);
+    };
+    line(
+        "Security patch level",
+        &long_date(str_at(st, "SecurityPatchLevel")),
+    );
+    line(
+        "Applied on",
+        &long_time(u64_at(st, "PatchAppliedAt"), tz).unwrap_or_else(|| "factory image".to_owned()),
+    );
+    line(
+        "Installed version",
+        or_unknown(str_at(st, "InstalledVersion")),
+    );
+    line("Update state", or_unknown(str_at(st, "State")));
+    line("Update status", staleness_text(str_at(st, "Staleness")));
+    let last = match long_time(u64_at(st, "LastCheck"), tz) {
+        Some(t) => {
+            let result = str_at(st, "LastCheckResult");
+            if result.is_empty() {
+                t
+            } else {
+                format!("{t} ({result})")
+            }
+        }
+        None => "never".to_owned(),
+    };
+    line("Last check", &last);
+    let model = str_at(st, "Model");
+    let hw = str_at(st, "HardwareId");
+    line(
+        "Model",
+        &match (model.is_empty(), hw.is_empty()) {
+            (false, false) => format!("{model} ({hw})"),
+            (false, true) => model.to_owned(),
+            (true, false) => hw.to_owned(),
+            (true, true) => "unknown".to_owned(),
+        },
+    );
+    line("Support", &support(st));
+    line("Compatible", or_unknown(str_at(st, "Compatible")));
+    line("Booted slot", or_unknown(str_at(st, "BootSlot")));
+    line("Mobile network", &subscription(st));
+    line("Components", &components(st));
+    let err = str_at(st, "LastError");
+    if !err.is_empty() {
+        line("Last error", err);
+    }
+    let slots = st.get("Slots").and_then(Value::as_array);
+    if let Some(slots) = slots.filter(|s| !s.is_empty()) {
+        let _ = writeln!(out, "Slots:");
+        for s in slots {
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<3} {:<9} {:<5} {}",
+                str_at(s, "name"),
+                str_at(s, "bootname"),
+                str_at(s, "state"),
+                str_at(s, "boot_status"),
+                str_at(s, "bundle_version"),
+            );
+        }
+    }
+    out
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() { "unknown" } else { s }
+}
+
+fn support(st: &Value) -> String {
+    let end = str_at(st, "SupportEnd");
+    let state = or_unknown(str_at(st, "SupportState"));
+    if end.is_empty() {
+        state.to_owned()
+    } else {
+        format!("{state}, security updates until {}", long_date(end))
+    }
+}
+
+fn subscription(st: &Value) -> String {
+    let Some(sub) = st.get("Subscription") else {
+        return "unknown".to_owned();
+    };
+    match str_at(sub, "modem") {
+        "running" => {}
+        "unavailable" => return "ModemManager not running".to_owned(),
+        _ => return "unknown".to_owned(),
+    }
+    if u64_at(sub, "modems") == 0 {
+        return "no modem".to_owned();
+    }
+    let mut parts = Vec::new();
+    let name = str_at(sub, "operator_name");
+    let home = str_at(sub, "home_mcc_mnc");
+    match (name.is_empty(), home.is_empty()) {
+        (false, false) => parts.push(format!("{name} ({home})")),
+        (false, true) => parts.push(name.to_owned()),
+        (true, false) => parts.push(home.to_owned()),
+        (true, true) => parts.push("no SIM".to_owned()),
+    }
+    let iccid = str_at(sub, "iccid");
+    if !iccid.is_empty() {
+        parts.push(format!("SIM {iccid}"));
+    }
+    parts.join(", ")
+}
+
+fn components(st: &Value) -> String {
+    let Some(map) = st.get("Components").and_then(Value::as_object) else {
+        return "unknown".to_owned();
+    };
+    map.iter()
+        .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("unknown")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What `ssuctl check` prints after the check ran.
+pub fn check(st: &Value, tz: &TimeZone) -> String {
+    let when = long_time(u64_at(st, "LastCheck"), tz).unwrap_or_else(|| "never".to_owned());
+    let result = or_unknown(str_at(st, "LastCheckResult"));
+    format!(
+        "Checked {when}: {result}\nUpdate status: {}\n",
+        staleness_text(str_at(st, "Staleness"))
+    )
+}
+
+/// The `ssuctl history` list, newest first.
+pub fn history(entries: &[Value], tz: &TimeZone) -> String {
+    if entries.is_empty() {
+        return "No updates recorded yet.\n".to_owned();
+    }
+    let mut out = String::new();
+    for e in entries {
+        let when = long_time(u64_at(e, "at"), tz).unwrap_or_else(|| "unknown time".to_owned());
+        let _ = write!(out, "{when}  {} {}", str_at(e, "kind"), str_at(e, "action"));
+        let version = str_at(e, "version");
+        if !version.is_empty() {
+            let _ = write!(out, " {version}");
+        }
+        let level = str_at(e, "security_patch_level");
+        if !level.is_empty() {
+            let _ = write!(out, " (security patch level {})", long_date(level));
+        }
+        let _ = writeln!(out);
+        let detail = str_at(e, "detail");
+        if !detail.is_empty() {
+            let _ = writeln!(out, "    {detail}");
+        }
+        if let Some(cves) = e
+            .get("cves")
+            .and_then(Value::as_array)
+            .filter(|c| !c.is_empty())
+        {
+            let ids: Vec<&str> = cves.iter().filter_map(Value::as_str).collect();
+            let _ = writeln!(out, "    fixes {}", ids.join(", "));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn patch_level_reads_like_a_settings_screen() {
+        assert_eq!(long_date("2026-11-01"), "1 November 2026");
+        assert_eq!(long_date(""), "unknown");
+        assert_eq!(long_date("garbage"), "garbage");
+    }
+
+    #[test]
+    fn status_screen() {
+        let st = json!({
+            "SecurityPatchLevel": "2026-11-01",
+            "PatchAppliedAt": 1_795_000_000u64,
+            "InstalledVersion": "1.2.0",
+            "State": "idle",
+            "Staleness": "unverified",
+            "LastCheck": 0,
+            "Model": "Sandbox Gateway",
+            "HardwareId": "sandbox-gw-1",
+            "SupportState": "unknown",
+            "Compatible": "ssu-sandbox",
+            "BootSlot": "A",
+            "Subscription": {"modem": "running", "modems": 1, "operator_name": "Sandbox Telecom",
+                             "home_mcc_mnc": "26201", "iccid": "…1234"},
+            "Components": {"modemmanager": "running", "rauc": "running"},
+            "Slots": [{"name": "rootfs.0", "bootname": "A", "state": "booted", "boot_status": "good"}],
+        });
+        let text = status(&st, &TimeZone::UTC);
+        assert!(
+            text.contains("Security patch level: 1 November 2026\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Applied on:           18 November 2026, 11:06 UTC\n"),
+            "{text}"
+        );
+        assert!(text.contains("Update status:        unverified"), "{text}");
+        assert!(text.contains("Last check:           never"), "{text}");
+        assert!(
+            text.contains("Model:                Sandbox Gateway (sandbox-gw-1)"),
+            "{text}"
+        );
+        assert!(text.contains("Booted slot:          A"), "{text}");
+        assert!(
+            text.contains("Sandbox Telecom (26201), SIM …1234"),
+            "{text}"
+        );
+        assert!(
+            text.contains("modemmanager running, rauc running"),
+            "{text}"
+        );
+        assert!(text.contains("  rootfs.0     A   booted    good"), "{text}");
+    }
+
+    #[test]
+    fn missing_and_hostile_fields_render_as_unknown() {
+        let text = status(
+            &json!({"PatchAppliedAt": "x", "Slots": 5, "Subscription": []}),
+            &TimeZone::UTC,
+        );
+        assert!(text.contains("Security patch level: unknown"), "{text}");
+        assert!(
+            text.contains("Applied on:           factory image"),
+            "{text}"
+        );
+        assert!(text.contains("Mobile network:       unknown"), "{text}");
+        assert!(long_time(u64::MAX, &TimeZone::UTC).is_none());
+    }
+
+    #[test]
+    fn history_lines() {
+        let h = vec![
+            json!({"at": 1_795_000_000u64, "kind": "security", "action": "installed",
+            "version": "1.2.0", "security_patch_level": "2026-11-01", "cves": ["CVE-2026-1234"]}),
+        ];
+        let text = history(&h, &TimeZone::UTC);
+        assert!(text.starts_with("18 November 2026, 11:06 UTC  security installed 1.2.0 (security patch level 1 November 2026)\n"), "{text}");
+        assert!(text.contains("fixes CVE-2026-1234"), "{text}");
+        assert_eq!(history(&[], &TimeZone::UTC), "No updates recorded yet.\n");
+    }
+}

@@ -1,0 +1,163 @@
+//! Wires the parts together for the `ssu-agent` binary: store, bus connection, adapters'
+//! watchers, engine, D-Bus service and systemd notifications.
+//!
+//! Order matters: the store opens first (a broken database stops the agent before it claims
+//! the bus name), the engine exists before the object is served, and the name is taken only
+//! once the object answers. `READY=1` follows the name, so `systemctl start` returns when
+//! clients can talk to the agent.
+
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::sync::watch;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::engine::{Engine, EngineError, Handle, Inputs};
+use crate::status::{ModemInfo, RaucInfo, Status};
+use crate::store::{Store, StoreError};
+use crate::{dbus, modem, rauc};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot connect to the system bus: {0}")]
+    Bus(#[source] zbus::Error),
+    #[error(transparent)]
+    Serve(#[from] dbus::ServeError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
+    let state_dir = &config.agent.state_dir;
+    create_private_dir(state_dir).map_err(|source| DaemonError::StateDir {
+        path: state_dir.clone(),
+        source,
+    })?;
+    let store = Store::open(&state_dir.join(crate::store::FILE_NAME))?;
+
+    let conn = zbus::Connection::system().await.map_err(DaemonError::Bus)?;
+
+    let (rauc_tx, rauc_rx) = watch::channel(RaucInfo::default());
+    let (modem_tx, modem_rx) = watch::channel(ModemInfo::default());
+    tokio::spawn(rauc::watch(conn.clone(), move |info| {
+        rauc_tx.send_replace(info);
+    }));
+    tokio::spawn(modem::watch(conn.clone(), move |info| {
+        modem_tx.send_replace(info);
+    }));
+
+    let inputs = Inputs {
+        rauc: rauc_rx,
+        modem: modem_rx,
+    };
+    let (engine, handle) = Engine::new(
+        config.clone(),
+        store,
+        SystemClock,
+        inputs,
+        device_seed(&config),
+    )?;
+    tokio::spawn(dbus::forward_changes(conn.clone(), handle.subscribe()));
+    dbus::serve(&conn, handle.clone()).await?;
+
+    tracing::info!(name = dbus::BUS_NAME, "serving on the system bus");
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&summary(&handle.status())),
+    ]);
+    tokio::spawn(report_status(handle.subscribe()));
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        tokio::spawn(watchdog(handle.clone(), period));
+    }
+
+    engine.run(shutdown).await;
+    notify(&[NotifyState::Stopping]);
+    // Dropping the connection releases the name; clients see the agent go.
+    drop(conn);
+    Ok(())
+}
+
+/// The state directory holds the update history and trust state: only the agent's user
+/// reads it.
+fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// A per-device seed for the check jitter: stable across restarts (so the schedule does not
+/// drift) and different between devices (so a fleet spreads out).
+fn device_seed(config: &Config) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    config.device.hardware_id.hash(&mut h);
+    if let Ok(id) = std::fs::read_to_string("/etc/machine-id") {
+        id.trim().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// One line for `systemctl status`.
+pub fn summary(st: &Status) -> String {
+    let level = st
+        .installed
+        .as_ref()
+        .map(|i| i.security_patch_level.to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!(
+        "{}; security patch level {level}; {}",
+        st.state.as_str(),
+        st.staleness.as_str()
+    )
+}
+
+async fn report_status(mut rx: watch::Receiver<Status>) {
+    let mut last = String::new();
+    while rx.changed().await.is_ok() {
+        let line = summary(&rx.borrow_and_update());
+        if line != last {
+            notify(&[NotifyState::Status(&line)]);
+            last = line;
+        }
+    }
+}
+
+/// Pings systemd only when the engine answers, so a wedged engine gets the agent restarted.
+async fn watchdog(engine: Handle, period: Duration) {
+    let every = period / 2;
+    loop {
+        tokio::time::sleep(every).await;
+        match tokio::time::timeout(every, engine.ping()).await {
+            Ok(Ok(())) => notify(&[NotifyState::Watchdog]),
+            Ok(Err(_)) => return,
+            Err(_) => tracing::warn!("engine did not answer the watchdog ping in time"),
+        }
+    }
+}
+
+fn notify(state: &[NotifyState<'_>]) {
+    // Outside systemd there is no socket; that is not an error worth a log line.
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(state)
+    {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}

@@ -1,0 +1,289 @@
+//! The `org.ssu.Agent1` service on the system bus.
+//!
+//! The interface object holds nothing but a [`Handle`] to the engine: property getters read
+//! the engine's latest [`Status`] snapshot, methods send commands. A separate task
+//! ([`forward_changes`]) turns each new snapshot into one `PropertiesChanged` signal listing
+//! exactly the properties that changed. The introspection XML in `dbus/org.ssu.Agent1.xml` is
+//! the contract; a test fails when the served interface and that file differ.
+
+pub mod view;
+
+use std::collections::{BTreeMap, HashMap};
+
+use tokio::sync::watch;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, OwnedVariant, Variant};
+
+use crate::engine::{EngineError, HISTORY_LIMIT, Handle};
+use crate::status::Status;
+
+/// Well-known bus name.
+pub const BUS_NAME: &str = "org.ssu.Agent1";
+/// Object path of the one agent object.
+pub const OBJECT_PATH: &str = "/org/ssu/Agent1";
+/// Interface name.
+pub const INTERFACE: &str = "org.ssu.Agent1";
+
+/// Errors returned to D-Bus callers. The names (`org.ssu.Agent1.Error.<Variant>`) are a
+/// stable contract: UIs match on them.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.ssu.Agent1.Error")]
+#[non_exhaustive]
+pub enum AgentError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// The caller may not do this.
+    NotAuthorized(String),
+    /// Another operation is running; try again later.
+    Busy(String),
+    /// There is no update to install.
+    NothingToInstall(String),
+    /// Policy forbids this (e.g. a scope violation).
+    PolicyRefused(String),
+    /// Update metadata or a bundle failed verification.
+    VerificationFailed(String),
+    /// The agent is shutting down or a part it needs is unavailable.
+    Unavailable(String),
+    /// An internal failure (e.g. the store); the message says what.
+    Internal(String),
+}
+
+impl From<EngineError> for AgentError {
+    fn from(e: EngineError) -> AgentError {
+        match e {
+            EngineError::Busy(m) => AgentError::Busy(m),
+            EngineError::Stopped => AgentError::Unavailable(e.to_string()),
+            other => AgentError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The served object.
+pub struct Agent1 {
+    engine: Handle,
+    status: watch::Receiver<Status>,
+}
+
+impl Agent1 {
+    pub fn new(engine: Handle) -> Agent1 {
+        let status = engine.subscribe();
+        Agent1 { engine, status }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Status) -> T) -> T {
+        f(&self.status.borrow())
+    }
+}
+
+#[zbus::interface(name = "org.ssu.Agent1")]
+impl Agent1 {
+    /// Everything a hub needs in one call: every property, keyed by its name.
+    #[zbus(out_args("status"))]
+    async fn get_status(&self) -> view::Dict {
+        self.with(view::properties)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
+    /// Applied updates and other recorded events, newest first.
+    #[zbus(out_args("entries"))]
+    async fn get_history(&self) -> Result<Vec<view::Dict>, AgentError> {
+        let entries = self.engine.history(HISTORY_LIMIT).await?;
+        Ok(entries.iter().map(view::history_entry).collect())
+    }
+
+    /// Check for updates now. Returns when the check has run; its outcome shows in
+    /// `LastCheck`, `LastCheckResult` and `Staleness`.
+    async fn check_now(&self) -> Result<(), AgentError> {
+        self.engine.check_now().await.map_err(AgentError::from)
+    }
+
+    #[zbus(property)]
+    fn security_patch_level(&self) -> String {
+        self.with(view::security_patch_level)
+    }
+
+    #[zbus(property)]
+    fn patch_applied_at(&self) -> u64 {
+        self.with(view::patch_applied_at)
+    }
+
+    #[zbus(property)]
+    fn installed_version(&self) -> String {
+        self.with(view::installed_version)
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.with(view::state)
+    }
+
+    #[zbus(property)]
+    fn progress(&self) -> u32 {
+        self.with(view::progress)
+    }
+
+    #[zbus(property)]
+    fn available(&self) -> view::Dict {
+        self.with(view::available)
+    }
+
+    #[zbus(property)]
+    fn last_check(&self) -> u64 {
+        self.with(view::last_check)
+    }
+
+    #[zbus(property)]
+    fn last_check_result(&self) -> String {
+        self.with(view::last_check_result)
+    }
+
+    #[zbus(property)]
+    fn staleness(&self) -> String {
+        self.with(view::staleness)
+    }
+
+    #[zbus(property)]
+    fn support_end(&self) -> String {
+        self.with(view::support_end)
+    }
+
+    #[zbus(property)]
+    fn support_state(&self) -> String {
+        self.with(view::support_state)
+    }
+
+    #[zbus(property)]
+    fn replacement_info(&self) -> view::Dict {
+        self.with(view::replacement_info)
+    }
+
+    #[zbus(property)]
+    fn integrity_state(&self) -> String {
+        self.with(view::integrity_state)
+    }
+
+    #[zbus(property)]
+    fn update_source(&self) -> view::Dict {
+        self.with(view::update_source)
+    }
+
+    #[zbus(property)]
+    fn subscription(&self) -> view::Dict {
+        self.with(view::subscription)
+    }
+
+    #[zbus(property)]
+    fn auto_install(&self) -> bool {
+        self.with(view::auto_install)
+    }
+
+    #[zbus(property)]
+    fn postponed_until(&self) -> u64 {
+        self.with(view::postponed_until)
+    }
+
+    #[zbus(property)]
+    fn model(&self) -> String {
+        self.with(view::model)
+    }
+
+    #[zbus(property)]
+    fn hardware_id(&self) -> String {
+        self.with(view::hardware_id)
+    }
+
+    #[zbus(property)]
+    fn compatible(&self) -> String {
+        self.with(view::compatible)
+    }
+
+    #[zbus(property)]
+    fn boot_slot(&self) -> String {
+        self.with(view::boot_slot)
+    }
+
+    #[zbus(property)]
+    fn slots(&self) -> Vec<view::Dict> {
+        self.with(view::slots)
+    }
+
+    #[zbus(property)]
+    fn components(&self) -> HashMap<String, String> {
+        self.with(view::components)
+    }
+
+    #[zbus(property)]
+    fn last_error(&self) -> String {
+        self.with(view::last_error)
+    }
+}
+
+/// Why the service could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("cannot serve {OBJECT_PATH}: {0}")]
+    Object(#[source] zbus::Error),
+    #[error(
+        "cannot own {BUS_NAME}: {0} (is the bus policy file org.ssu.Agent1.conf installed, and \
+         does this process run as the user it names?)"
+    )]
+    Name(#[source] zbus::Error),
+    #[error("{BUS_NAME} is already owned by another process (is another ssu-agent running?)")]
+    NameTaken,
+}
+
+/// Serves the object, then takes the name — in that order, so no call arrives before the
+/// object exists.
+pub async fn serve(conn: &Connection, engine: Handle) -> Result<(), ServeError> {
+    conn.object_server()
+        .at(OBJECT_PATH, Agent1::new(engine))
+        .await
+        .map_err(ServeError::Object)?;
+    match conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+    {
+        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(()),
+        Ok(_) => Err(ServeError::NameTaken),
+        Err(e) => Err(ServeError::Name(e)),
+    }
+}
+
+/// Emits `PropertiesChanged` for every published status change, naming only the properties
+/// whose values changed. Runs until the engine stops publishing.
+pub async fn forward_changes(conn: Connection, mut status: watch::Receiver<Status>) {
+    let mut last: BTreeMap<&'static str, OwnedVariant> = view::properties(&status.borrow());
+    let emitter = match SignalEmitter::new(&conn, OBJECT_PATH) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot emit signals");
+            return;
+        }
+    };
+    while status.changed().await.is_ok() {
+        let now = view::properties(&status.borrow_and_update());
+        let changed: HashMap<&str, Variant<'_>> = now
+            .iter()
+            .filter(|(k, v)| last.get(*k) != Some(*v))
+            .map(|(k, v)| (*k, Variant::from(v.clone())))
+            .collect();
+        if !changed.is_empty() {
+            let iface = zbus::names::InterfaceName::from_static_str_unchecked(INTERFACE);
+            if let Err(e) = zbus::fdo::Properties::properties_changed(
+                &emitter,
+                iface,
+                changed,
+                std::borrow::Cow::Borrowed(&[]),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "cannot emit PropertiesChanged");
+            }
+        }
+        last = now;
+    }
+}

@@ -1,0 +1,224 @@
+//! How a [`Status`] looks on D-Bus: one function per property, used by both the property
+//! getters and [`properties`] (which feeds `GetStatus` and `PropertiesChanged`), so the three
+//! cannot disagree.
+//!
+//! Unknown values are explicit and documented (`docs/dbus.md`): empty strings, `0` for
+//! times, `"unknown"` for states, empty dicts — never a made-up value.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use zbus::{OwnedVariant, Str, Variant};
+
+use crate::status::{Availability, SlotInfo, Status};
+use crate::store::HistoryEntry;
+
+/// A D-Bus `a{sv}` dictionary.
+pub type Dict = HashMap<String, OwnedVariant>;
+
+/// Seconds since the Unix epoch, 0 for "never/unknown" (times before 1970 do not occur).
+fn secs(t: Option<Timestamp>) -> u64 {
+    t.map(|t| t.as_second().max(0) as u64).unwrap_or(0)
+}
+
+/// Converts a value to an owned variant. Only file descriptors can fail to convert and the
+/// views contain none.
+fn ov<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
+    let v: Variant<'a> = v.into();
+    OwnedVariant::try_from(v).unwrap_or_else(|_| OwnedVariant::from(false))
+}
+
+fn s(v: &str) -> OwnedVariant {
+    OwnedVariant::from(Str::from(v.to_owned()))
+}
+
+fn put_nonempty(d: &mut Dict, key: &str, value: &str) {
+    if !value.is_empty() {
+        d.insert(key.to_owned(), s(value));
+    }
+}
+
+pub fn security_patch_level(st: &Status) -> String {
+    st.installed
+        .as_ref()
+        .map(|i| i.security_patch_level.to_string())
+        .unwrap_or_default()
+}
+
+pub fn patch_applied_at(st: &Status) -> u64 {
+    secs(st.installed.as_ref().and_then(|i| i.applied_at))
+}
+
+pub fn installed_version(st: &Status) -> String {
+    st.installed
+        .as_ref()
+        .map(|i| i.version.clone())
+        .unwrap_or_default()
+}
+
+pub fn state(st: &Status) -> String {
+    st.state.as_str().to_owned()
+}
+
+pub fn progress(st: &Status) -> u32 {
+    st.progress
+}
+
+/// The update on offer; empty until update metadata is wired in.
+pub fn available(_st: &Status) -> Dict {
+    Dict::new()
+}
+
+pub fn last_check(st: &Status) -> u64 {
+    secs(st.last_check.as_ref().map(|c| c.at))
+}
+
+pub fn last_check_result(st: &Status) -> String {
+    st.last_check
+        .as_ref()
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+pub fn staleness(st: &Status) -> String {
+    st.staleness.as_str().to_owned()
+}
+
+/// Support end date; empty until signed per-model metadata provides it.
+pub fn support_end(_st: &Status) -> String {
+    String::new()
+}
+
+pub fn support_state(_st: &Status) -> String {
+    "unknown".to_owned()
+}
+
+pub fn replacement_info(_st: &Status) -> Dict {
+    Dict::new()
+}
+
+pub fn integrity_state(_st: &Status) -> String {
+    "unknown".to_owned()
+}
+
+pub fn update_source(_st: &Status) -> Dict {
+    Dict::new()
+}
+
+/// The subscription as the modem shows it; identifiers arrive masked from the adapter.
+pub fn subscription(st: &Status) -> Dict {
+    let m = &st.modem;
+    let mut d = Dict::new();
+    d.insert("modem".to_owned(), s(m.availability.as_str()));
+    d.insert("modems".to_owned(), OwnedVariant::from(m.modems));
+    put_nonempty(&mut d, "home_mcc_mnc", &m.home_mcc_mnc);
+    put_nonempty(&mut d, "operator_name", &m.operator_name);
+    put_nonempty(&mut d, "iccid", &m.iccid_masked);
+    put_nonempty(&mut d, "serving_mcc_mnc", &m.serving_mcc_mnc);
+    put_nonempty(&mut d, "modem_model", &m.model);
+    if let Some(r) = m.registration_state {
+        d.insert("registration_state".to_owned(), OwnedVariant::from(r));
+    }
+    d
+}
+
+pub fn auto_install(st: &Status) -> bool {
+    st.auto_install
+}
+
+pub fn postponed_until(st: &Status) -> u64 {
+    secs(st.postponed_until)
+}
+
+pub fn model(st: &Status) -> String {
+    st.model.clone()
+}
+
+pub fn hardware_id(st: &Status) -> String {
+    st.hardware_id.clone()
+}
+
+pub fn compatible(st: &Status) -> String {
+    st.rauc.compatible.clone()
+}
+
+pub fn boot_slot(st: &Status) -> String {
+    st.rauc.boot_slot.clone()
+}
+
+pub fn slots(st: &Status) -> Vec<Dict> {
+    st.rauc.slots.iter().map(slot).collect()
+}
+
+fn slot(sl: &SlotInfo) -> Dict {
+    let mut d = Dict::new();
+    d.insert("name".to_owned(), s(&sl.name));
+    put_nonempty(&mut d, "class", &sl.class);
+    put_nonempty(&mut d, "state", &sl.state);
+    put_nonempty(&mut d, "bootname", &sl.bootname);
+    put_nonempty(&mut d, "boot_status", &sl.boot_status);
+    put_nonempty(&mut d, "bundle_version", &sl.bundle_version);
+    put_nonempty(&mut d, "installed_timestamp", &sl.installed_timestamp);
+    d
+}
+
+pub fn components(st: &Status) -> HashMap<String, String> {
+    let name = |a: Availability| a.as_str().to_owned();
+    HashMap::from([
+        ("rauc".to_owned(), name(st.rauc.availability)),
+        ("modemmanager".to_owned(), name(st.modem.availability)),
+    ])
+}
+
+pub fn last_error(st: &Status) -> String {
+    st.last_error.clone()
+}
+
+/// Every property by its D-Bus name. `GetStatus` returns exactly this, and the service
+/// diffs two of these to emit `PropertiesChanged`.
+pub fn properties(st: &Status) -> BTreeMap<&'static str, OwnedVariant> {
+    BTreeMap::from([
+        ("SecurityPatchLevel", s(&security_patch_level(st))),
+        ("PatchAppliedAt", OwnedVariant::from(patch_applied_at(st))),
+        ("InstalledVersion", s(&installed_version(st))),
+        ("State", s(&state(st))),
+        ("Progress", OwnedVariant::from(progress(st))),
+        ("Available", OwnedVariant::from(available(st))),
+        ("LastCheck", OwnedVariant::from(last_check(st))),
+        ("LastCheckResult", s(&last_check_result(st))),
+        ("Staleness", s(&staleness(st))),
+        ("SupportEnd", s(&support_end(st))),
+        ("SupportState", s(&support_state(st))),
+        ("ReplacementInfo", OwnedVariant::from(replacement_info(st))),
+        ("IntegrityState", s(&integrity_state(st))),
+        ("UpdateSource", OwnedVariant::from(update_source(st))),
+        ("Subscription", OwnedVariant::from(subscription(st))),
+        ("AutoInstall", OwnedVariant::from(auto_install(st))),
+        ("PostponedUntil", OwnedVariant::from(postponed_until(st))),
+        ("Model", s(&model(st))),
+        ("HardwareId", s(&hardware_id(st))),
+        ("Compatible", s(&compatible(st))),
+        ("BootSlot", s(&boot_slot(st))),
+        ("Slots", ov(slots(st))),
+        ("Components", OwnedVariant::from(components(st))),
+        ("LastError", s(&last_error(st))),
+    ])
+}
+
+/// One history entry as `a{sv}`.
+pub fn history_entry(e: &HistoryEntry) -> Dict {
+    let mut d = Dict::new();
+    d.insert("id".to_owned(), OwnedVariant::from(e.id));
+    d.insert("at".to_owned(), OwnedVariant::from(secs(Some(e.at))));
+    d.insert("kind".to_owned(), s(&e.kind));
+    d.insert("action".to_owned(), s(&e.action));
+    if let Some(v) = &e.version {
+        d.insert("version".to_owned(), s(v));
+    }
+    if let Some(l) = e.security_patch_level {
+        d.insert("security_patch_level".to_owned(), s(&l.to_string()));
+    }
+    put_nonempty(&mut d, "detail", &e.detail);
+    d.insert("cves".to_owned(), ov(e.cves.clone()));
+    d
+}

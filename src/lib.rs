@@ -1,0 +1,28 @@
+//! # ssu-agent
+//!
+//! The device-side daemon that keeps a Linux cellular device patched the way GSMA FS.25 asks,
+//! and proves it. The parts, and how a request flows through them:
+//!
+//! - [`config`]: `/etc/ssu-agent/agent.toml` + `agent.d/*.toml`, validated once at start.
+//! - [`policy`]: pure decisions (staleness, check schedule, …); takes `now` as an argument.
+//! - [`engine`]: one task owning all state, fed by an event channel (D-Bus commands, timers,
+//!   RAUC and modem changes); persists every transition in [`store`] before acting.
+//! - adapters behind traits: [`rauc`] (RAUC's D-Bus API), [`modem`] (ModemManager),
+//!   [`store`] (SQLite), [`clock`].
+//! - [`dbus`]: the `org.ssu.Agent1` service; it reads the engine's [`status::Status`]
+//!   snapshot and sends commands, nothing more.
+//! - [`daemon`]: wires the parts together for the `ssu-agent` binary; [`ctl`] renders what
+//!   `ssuctl` prints.
+
+pub mod clock;
+pub mod config;
+pub mod ctl;
+pub mod daemon;
+pub mod dbus;
+pub mod engine;
+pub mod logging;
+pub mod modem;
+pub mod policy;
+pub mod rauc;
+pub mod status;
+pub mod store;

@@ -1,0 +1,11 @@
+//! Pure decisions. Nothing in here does I/O or reads a clock: `now`, seeds and every other
+//! input are arguments, so each rule is a table-driven unit test away from being proven.
+//!
+//! - [`schedule`]: when to check for updates next (SEC-0020, ETSI 5.3-5).
+//! - [`staleness`]: whether the device may say it is current (SEC-0020, ETSI 5.3-8).
+
+pub mod schedule;
+pub mod staleness;
+
+pub use schedule::{Cadence, next_check};
+pub use staleness::staleness;

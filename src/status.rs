@@ -1,0 +1,187 @@
+//! The status snapshot: everything the agent knows and shows, as plain data.
+//!
+//! The engine owns the one authoritative [`Status`] and publishes copies through a
+//! `tokio::sync::watch` channel; the D-Bus service and tests only read it. Adapters report
+//! what they observe as [`RaucInfo`] and [`ModemInfo`] values; these types carry no I/O.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::Serialize;
+
+/// Where the agent is in the update lifecycle (ARCHITECTURE.md, "Update lifecycle").
+///
+/// The string forms ([`UpdateState::as_str`]) are part of the D-Bus contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateState {
+    Idle,
+    Checking,
+    Available,
+    Deferred,
+    Downloading,
+    Verifying,
+    Installing,
+    RebootRequired,
+    Confirming,
+    Failed,
+    RolledBack,
+}
+
+impl UpdateState {
+    /// Stable name used on D-Bus, in the store and in `ssuctl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateState::Idle => "idle",
+            UpdateState::Checking => "checking",
+            UpdateState::Available => "available",
+            UpdateState::Deferred => "deferred",
+            UpdateState::Downloading => "downloading",
+            UpdateState::Verifying => "verifying",
+            UpdateState::Installing => "installing",
+            UpdateState::RebootRequired => "reboot-required",
+            UpdateState::Confirming => "confirming",
+            UpdateState::Failed => "failed",
+            UpdateState::RolledBack => "rolled-back",
+        }
+    }
+}
+
+/// How fresh the device's knowledge of available security updates is (SEC-0020).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Staleness {
+    /// Fresh signed metadata was verified within the check interval and the patch level is
+    /// not overdue.
+    Current,
+    /// The installed patch level is older than the cadence plus grace allows.
+    Overdue,
+    /// Fresh signed metadata could not be obtained: the agent cannot claim "up to date".
+    Unverified,
+}
+
+impl Staleness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Staleness::Current => "current",
+            Staleness::Overdue => "overdue",
+            Staleness::Unverified => "unverified",
+        }
+    }
+}
+
+/// Whether an external component the agent depends on is reachable on the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Availability {
+    /// Not yet looked at.
+    #[default]
+    Unknown,
+    /// The service owns its bus name and answered.
+    Running,
+    /// The service is not on the bus (or did not answer); the agent keeps going without it.
+    Unavailable,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Unknown => "unknown",
+            Availability::Running => "running",
+            Availability::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One RAUC slot as reported by `GetSlotStatus`, with the fields a settings screen shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SlotInfo {
+    /// RAUC slot name, e.g. `rootfs.0`.
+    pub name: String,
+    /// Slot class, e.g. `rootfs`.
+    pub class: String,
+    /// `booted`, `active` or `inactive` as RAUC says.
+    pub state: String,
+    /// Bootname (`A`/`B`), empty when RAUC gives none.
+    pub bootname: String,
+    /// `good`/`bad` from the bootloader, empty when unknown.
+    pub boot_status: String,
+    /// Version of the bundle last installed into this slot, empty when unknown.
+    pub bundle_version: String,
+    /// When RAUC installed into this slot (RFC 3339 as RAUC reports it), empty when unknown.
+    pub installed_timestamp: String,
+}
+
+/// What RAUC reports through its D-Bus API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct RaucInfo {
+    pub availability: Availability,
+    /// `Compatible` property; empty while unknown.
+    pub compatible: String,
+    /// `BootSlot` property (a bootname); empty while unknown.
+    pub boot_slot: String,
+    /// `Operation` property (`idle`, `installing`).
+    pub operation: String,
+    /// `LastError` property.
+    pub last_error: String,
+    pub slots: Vec<SlotInfo>,
+}
+
+/// What ModemManager reports. Identifiers that name a subscriber (IMSI, ICCID, IMEI) are
+/// masked by the adapter before they reach this struct.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ModemInfo {
+    pub availability: Availability,
+    /// Number of modems ModemManager exports.
+    pub modems: u32,
+    /// Modem model string of the first modem, empty when unknown.
+    pub model: String,
+    /// Home operator of the SIM (`OperatorIdentifier`, MCC-MNC), empty when unknown.
+    pub home_mcc_mnc: String,
+    /// `OperatorName` of the SIM, empty when unknown.
+    pub operator_name: String,
+    /// ICCID masked to its last digits (e.g. `…1234`), empty when unknown.
+    pub iccid_masked: String,
+    /// Serving network MCC-MNC (`3gpp.OperatorCode`), empty when unknown.
+    pub serving_mcc_mnc: String,
+    /// `RegistrationState` (MMModem3gppRegistrationState), `None` when unknown.
+    pub registration_state: Option<u32>,
+}
+
+/// An installed release as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Installed {
+    pub version: String,
+    /// Security patch level, Android convention (a date).
+    pub security_patch_level: Date,
+    /// When it was applied; `None` for the factory image.
+    pub applied_at: Option<Timestamp>,
+}
+
+/// Outcome of the most recent check for updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckRecord {
+    pub at: Timestamp,
+    /// True when signed metadata was fetched and verified.
+    pub verified: bool,
+    /// Human-readable outcome (e.g. "no update source configured").
+    pub message: String,
+}
+
+/// The whole snapshot the engine publishes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub state: UpdateState,
+    /// 0..=100 while an operation runs, 0 otherwise.
+    pub progress: u32,
+    pub installed: Option<Installed>,
+    pub last_check: Option<CheckRecord>,
+    pub staleness: Staleness,
+    pub model: String,
+    pub hardware_id: String,
+    pub auto_install: bool,
+    pub postponed_until: Option<Timestamp>,
+    /// Human-readable reason for the last failure, empty when none.
+    pub last_error: String,
+    pub rauc: RaucInfo,
+    pub modem: ModemInfo,
+}

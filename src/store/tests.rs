@@ -1,0 +1,685 @@
+use std::collections::BTreeMap;
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::*;
+use crate::store::migrations::LATEST;
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn date(s: &str) -> Date {
+    s.parse().unwrap()
+}
+
+fn installed(version: &str) -> Installed {
+    Installed {
+        version: version.to_owned(),
+        security_patch_level: date("2024-05-05"),
+        applied_at: Some(ts("2024-05-20T10:11:12.5Z")),
+    }
+}
+
+fn entry(n: u32) -> NewHistoryEntry {
+    NewHistoryEntry {
+        at: ts("2024-06-01T00:00:00Z") + jiff::SignedDuration::from_secs(n.into()),
+        kind: "security".to_owned(),
+        action: "installed".to_owned(),
+        version: Some(format!("1.{n}")),
+        security_patch_level: Some(date("2024-06-05")),
+        detail: format!("entry {n}"),
+        cves: vec![format!("CVE-2024-{n:04}"), "CVE-2023-0001".to_owned()],
+    }
+}
+
+fn check(message: &str) -> CheckRecord {
+    CheckRecord {
+        at: ts("2024-06-02T03:04:05Z"),
+        verified: true,
+        message: message.to_owned(),
+    }
+}
+
+/// Every file in `dir` with its bytes: compared before and after an open that must not write.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let contents = if e.file_type().unwrap().is_dir() {
+                b"<directory>".to_vec()
+            } else {
+                fs::read(e.path()).unwrap()
+            };
+            (e.file_name().to_string_lossy().into_owned(), contents)
+        })
+        .collect()
+}
+
+/// Like `assert_eq!` on two snapshots, but reports names and sizes instead of every byte.
+#[track_caller]
+fn assert_same_files(after: &BTreeMap<String, Vec<u8>>, before: &BTreeMap<String, Vec<u8>>) {
+    if after != before {
+        let summary = |m: &BTreeMap<String, Vec<u8>>| -> Vec<(String, usize)> {
+            m.iter().map(|(k, v)| (k.clone(), v.len())).collect()
+        };
+        let changed: Vec<&String> = after
+            .iter()
+            .filter(|(k, v)| before.get(*k).is_some_and(|b| b != *v))
+            .map(|(k, _)| k)
+            .collect();
+        panic!(
+            "files differ\n before: {:?}\n after:  {:?}\n changed contents: {changed:?}",
+            summary(before),
+            summary(after)
+        );
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    snapshot(dir).into_keys().collect()
+}
+
+/// A store on disk with some data in it, closed again so that only the main file remains.
+fn populated_db(dir: &Path) -> PathBuf {
+    let path = dir.join(FILE_NAME);
+    let store = Store::open(&path).unwrap();
+    store.set_installed(&installed("1.0")).unwrap();
+    for n in 0..100 {
+        store.append_history(&entry(n)).unwrap();
+    }
+    drop(store);
+    assert_eq!(
+        names(dir),
+        [FILE_NAME],
+        "closing checkpoints and removes the WAL"
+    );
+    path
+}
+
+fn pragma_i64(store: &Store, name: &str) -> i64 {
+    store.conn.pragma_query_one(None, name).unwrap()
+}
+
+#[test]
+fn installed_round_trips() {
+    let store = Store::open_in_memory().unwrap();
+    assert_eq!(store.installed().unwrap(), None);
+    store.set_installed(&installed("1.0")).unwrap();
+    assert_eq!(store.installed().unwrap(), Some(installed("1.0")));
+    let factory = Installed {
+        applied_at: None,
+        ..installed("0.9")
+    };
+    store.set_installed(&factory).unwrap();
+    assert_eq!(store.installed().unwrap(), Some(factory));
+}
+
+#[test]
+fn history_round_trips_newest_first() {
+    let store = Store::open_in_memory().unwrap();
+    assert!(store.history(10).unwrap().is_empty());
+    let first = store.append_history(&entry(1)).unwrap();
+    let bare = NewHistoryEntry {
+        kind: "event".to_owned(),
+        action: "check".to_owned(),
+        version: None,
+        security_patch_level: None,
+        cves: Vec::new(),
+        ..entry(2)
+    };
+    let second = store.append_history(&bare).unwrap();
+    let third = store.append_history(&entry(3)).unwrap();
+    assert!(first.id < second.id && second.id < third.id);
+    assert_eq!(first.detail, "entry 1");
+    assert_eq!(second.version, None);
+
+    assert_eq!(
+        store.history(10).unwrap(),
+        [third.clone(), second.clone(), first]
+    );
+    assert_eq!(store.history(2).unwrap(), [third, second]);
+    assert!(store.history(0).unwrap().is_empty());
+    assert_eq!(store.history(usize::MAX).unwrap().len(), 3);
+}
+
+#[test]
+fn history_limit_walks_the_primary_key_backwards() {
+    let store = Store::open_in_memory().unwrap();
+    let plan: Vec<String> = store
+        .conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT id, at, kind, action, version, security_patch_level,
+             detail, cves FROM history ORDER BY id DESC LIMIT 5",
+        )
+        .unwrap()
+        .query_map([], |row| row.get(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(plan, ["SCAN history"], "no sort, no temporary b-tree");
+}
+
+#[test]
+fn last_check_round_trips() {
+    let store = Store::open_in_memory().unwrap();
+    assert_eq!(store.last_check().unwrap(), None);
+    store.set_last_check(&check("ok")).unwrap();
+    assert_eq!(store.last_check().unwrap(), Some(check("ok")));
+    let failed = CheckRecord {
+        verified: false,
+        ..check("no update source configured")
+    };
+    store.set_last_check(&failed).unwrap();
+    assert_eq!(store.last_check().unwrap(), Some(failed));
+}
+
+#[test]
+fn settings_and_state_round_trip_separately() {
+    let store = Store::open_in_memory().unwrap();
+    assert_eq!(store.setting("auto_install").unwrap(), None);
+    store.set_setting("auto_install", "true").unwrap();
+    store.set_setting("auto_install", "false").unwrap();
+    assert_eq!(
+        store.setting("auto_install").unwrap().as_deref(),
+        Some("false")
+    );
+    assert_eq!(store.state("auto_install").unwrap(), None);
+
+    store.set_state("pending", Some("1.2")).unwrap();
+    assert_eq!(store.state("pending").unwrap().as_deref(), Some("1.2"));
+    assert_eq!(store.setting("pending").unwrap(), None);
+    store.set_state("pending", None).unwrap();
+    assert_eq!(store.state("pending").unwrap(), None);
+    store.set_state("pending", None).unwrap();
+}
+
+#[test]
+fn transaction_commits_every_write() {
+    let mut store = Store::open_in_memory().unwrap();
+    let id = store
+        .transaction(|tx| {
+            tx.set_installed(&installed("2.0"))?;
+            tx.set_state("pending", None)?;
+            tx.set_setting("postponed_until", "2024-07-01T00:00:00Z")?;
+            tx.set_last_check(&check("ok"))?;
+            let e = tx.append_history(&entry(7))?;
+            // Reads inside the transaction see its own writes.
+            assert_eq!(tx.installed()?, Some(installed("2.0")));
+            assert_eq!(tx.history(1)?, std::slice::from_ref(&e));
+            Ok(e.id)
+        })
+        .unwrap();
+    assert_eq!(store.installed().unwrap(), Some(installed("2.0")));
+    assert_eq!(store.history(5).unwrap()[0].id, id);
+    assert_eq!(store.last_check().unwrap(), Some(check("ok")));
+    assert!(store.setting("postponed_until").unwrap().is_some());
+}
+
+#[test]
+fn transaction_error_keeps_nothing() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.set_state("pending", Some("1.0")).unwrap();
+    let err = store
+        .transaction(|tx| -> Result<(), StoreError> {
+            tx.set_installed(&installed("2.0"))?;
+            tx.append_history(&entry(1))?;
+            tx.set_state("pending", None)?;
+            tx.set_setting("auto_install", "true")?;
+            tx.set_last_check(&check("ok"))?;
+            Err(StoreError::Invalid {
+                what: "test",
+                value: "abort".to_owned(),
+            })
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { what: "test", .. }));
+    assert_eq!(store.installed().unwrap(), None);
+    assert!(store.history(10).unwrap().is_empty());
+    assert_eq!(store.state("pending").unwrap().as_deref(), Some("1.0"));
+    assert_eq!(store.setting("auto_install").unwrap(), None);
+    assert_eq!(store.last_check().unwrap(), None);
+}
+
+#[test]
+fn transaction_panic_keeps_nothing_and_the_store_stays_usable() {
+    let mut store = Store::open_in_memory().unwrap();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        store.transaction(|tx| -> Result<(), StoreError> {
+            tx.append_history(&entry(1))?;
+            panic!("engine bug");
+        })
+    }));
+    assert!(result.is_err());
+    assert!(store.history(10).unwrap().is_empty());
+    store.append_history(&entry(2)).unwrap();
+    assert_eq!(store.history(10).unwrap().len(), 1);
+}
+
+#[test]
+fn invalid_stored_values_are_errors_not_panics() {
+    type Read = fn(&Store) -> Result<(), StoreError>;
+    let cases: &[(&str, Read)] = &[
+        (
+            "UPDATE installed SET security_patch_level = '2024-13-01'",
+            |s| s.installed().map(drop),
+        ),
+        (
+            "UPDATE installed SET security_patch_level = '2024-05-05T00:00:00'",
+            |s| s.installed().map(drop),
+        ),
+        ("UPDATE installed SET applied_at = 'yesterday'", |s| {
+            s.installed().map(drop)
+        }),
+        ("UPDATE installed SET version = x'ff00'", |s| {
+            s.installed().map(drop)
+        }),
+        ("UPDATE history SET at = 42", |s| s.history(10).map(drop)),
+        ("UPDATE history SET cves = 'not json'", |s| {
+            s.history(10).map(drop)
+        }),
+        ("UPDATE history SET cves = '[1, 2]'", |s| {
+            s.history(10).map(drop)
+        }),
+        (
+            "UPDATE history SET security_patch_level = '2024-02-30'",
+            |s| s.history(10).map(drop),
+        ),
+        ("UPDATE history SET detail = CAST(x'c328' AS TEXT)", |s| {
+            s.history(10).map(drop)
+        }),
+        ("UPDATE last_check SET verified = 7", |s| {
+            s.last_check().map(drop)
+        }),
+        ("UPDATE last_check SET verified = 'yes'", |s| {
+            s.last_check().map(drop)
+        }),
+        ("UPDATE last_check SET at = ''", |s| {
+            s.last_check().map(drop)
+        }),
+        ("UPDATE settings SET value = x'00'", |s| {
+            s.setting("auto_install").map(drop)
+        }),
+        ("UPDATE state SET value = x'0102'", |s| {
+            s.state("pending").map(drop)
+        }),
+    ];
+    for (damage, read) in cases {
+        let store = Store::open_in_memory().unwrap();
+        store.set_installed(&installed("1.0")).unwrap();
+        store.append_history(&entry(1)).unwrap();
+        store.set_last_check(&check("ok")).unwrap();
+        store.set_setting("auto_install", "true").unwrap();
+        store.set_state("pending", Some("1.1")).unwrap();
+        read(&store).unwrap();
+        // Stands in for a file edited or damaged outside the agent; the schema's CHECK
+        // constraints would refuse some of these.
+        store
+            .conn
+            .execute_batch(&format!("PRAGMA ignore_check_constraints = ON; {damage}"))
+            .unwrap_or_else(|e| panic!("{damage}: {e}"));
+        match read(&store) {
+            Err(StoreError::Invalid { .. }) => {}
+            other => panic!("{damage}: expected Invalid, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn dates_outside_four_digit_years_are_refused_on_write() {
+    let store = Store::open_in_memory().unwrap();
+    let odd = Installed {
+        security_patch_level: Date::MIN,
+        ..installed("1.0")
+    };
+    assert!(matches!(
+        store.set_installed(&odd),
+        Err(StoreError::Invalid { .. })
+    ));
+    assert_eq!(store.installed().unwrap(), None);
+}
+
+#[test]
+fn a_new_file_gets_wal_full_sync_foreign_keys_and_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.path(), Some(path.as_path()));
+    let mode: String = store.conn.pragma_query_one(None, "journal_mode").unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(pragma_i64(&store, "synchronous"), 2, "FULL");
+    assert_eq!(pragma_i64(&store, "foreign_keys"), 1);
+    assert_eq!(pragma_i64(&store, "user_version"), LATEST);
+    assert!(
+        !names(dir.path()).iter().any(|n| n.contains(".new")),
+        "{:?}",
+        names(dir.path())
+    );
+    assert_eq!(Store::open_in_memory().unwrap().path(), None);
+}
+
+#[test]
+fn an_empty_file_counts_as_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    fs::write(&path, b"").unwrap();
+    // A WAL next to an empty database cannot belong to it; it must not be replayed.
+    fs::write(dir.path().join("agent.db-wal"), [0x37u8; 4096]).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(pragma_i64(&store, "user_version"), LATEST);
+    store.append_history(&entry(1)).unwrap();
+    drop(store);
+    assert_eq!(Store::open(&path).unwrap().history(5).unwrap().len(), 1);
+}
+
+#[test]
+fn a_leftover_from_an_interrupted_creation_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("agent.db.new"), b"half-written junk").unwrap();
+    fs::write(dir.path().join("agent.db.new-journal"), b"junk").unwrap();
+    let path = dir.path().join(FILE_NAME);
+    Store::open(&path)
+        .unwrap()
+        .set_state("k", Some("v"))
+        .unwrap();
+    assert_eq!(names(dir.path()), [FILE_NAME]);
+    assert_eq!(
+        Store::open(&path).unwrap().state("k").unwrap().as_deref(),
+        Some("v")
+    );
+}
+
+#[test]
+fn an_empty_sqlite_database_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE t (x); DROP TABLE t;")
+        .unwrap();
+    drop(conn);
+    assert!(fs::metadata(&path).unwrap().len() > 0);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(pragma_i64(&store, "user_version"), LATEST);
+}
+
+#[test]
+fn reopening_keeps_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let store = Store::open(&path).unwrap();
+    store.set_installed(&installed("1.0")).unwrap();
+    let e = store.append_history(&entry(1)).unwrap();
+    store.set_last_check(&check("ok")).unwrap();
+    store.set_setting("auto_install", "true").unwrap();
+    store.set_state("floor", Some("42")).unwrap();
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.installed().unwrap(), Some(installed("1.0")));
+    assert_eq!(store.history(10).unwrap(), std::slice::from_ref(&e));
+    assert_eq!(store.last_check().unwrap(), Some(check("ok")));
+    assert_eq!(
+        store.setting("auto_install").unwrap().as_deref(),
+        Some("true")
+    );
+    assert_eq!(store.state("floor").unwrap().as_deref(), Some("42"));
+    // Ids continue after a reopen; they are never reused.
+    assert!(store.append_history(&entry(2)).unwrap().id > e.id);
+}
+
+#[test]
+fn two_handles_on_one_file_see_each_other() {
+    // e.g. `ssuctl` linking the store while the daemon runs.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let a = Store::open(&path).unwrap();
+    a.set_state("k", Some("a")).unwrap();
+    // The WAL now has content, so this open takes the normal read-only path for its probe.
+    let b = Store::open(&path).unwrap();
+    assert_eq!(b.state("k").unwrap().as_deref(), Some("a"));
+    b.set_state("k", Some("b")).unwrap();
+    assert_eq!(a.state("k").unwrap().as_deref(), Some("b"));
+}
+
+/// Opens `path`, expects `Corrupt`, and checks the directory is byte-for-byte as before:
+/// the file is not modified and no -wal/-shm/-journal is left behind.
+fn assert_refused_as_corrupt(dir: &Path, path: &Path) -> String {
+    let before = snapshot(dir);
+    let err = Store::open(path).unwrap_err();
+    let StoreError::Corrupt { path: p, reason } = &err else {
+        panic!("expected Corrupt, got {err:?}");
+    };
+    assert_eq!(p, path);
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert_same_files(&snapshot(dir), &before);
+    reason.clone()
+}
+
+#[test]
+fn random_bytes_are_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    // A fixed xorshift sequence: deterministic "random" bytes without a rand dependency.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..16384)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(&path, &bytes).unwrap();
+    let reason = assert_refused_as_corrupt(dir.path(), &path);
+    assert!(reason.contains("not an SQLite database"), "{reason}");
+}
+
+#[test]
+fn a_text_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    fs::write(&path, "auto_install = true\n").unwrap();
+    assert_refused_as_corrupt(dir.path(), &path);
+}
+
+#[test]
+fn a_database_truncated_to_half_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = populated_db(dir.path());
+    let len = fs::metadata(&path).unwrap().len();
+    assert!(
+        len >= 4 * 4096,
+        "big enough for halving to cut pages: {len}"
+    );
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert_refused_as_corrupt(dir.path(), &path);
+}
+
+#[test]
+fn a_truncated_header_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = populated_db(dir.path());
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..60]).unwrap();
+    let reason = assert_refused_as_corrupt(dir.path(), &path);
+    assert!(reason.contains("truncated"), "{reason}");
+}
+
+#[test]
+fn a_garbage_page_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = populated_db(dir.path());
+    let mut bytes = fs::read(&path).unwrap();
+    let page_size = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+    let last = bytes.len() - page_size;
+    bytes[last..].fill(0xA5);
+    fs::write(&path, &bytes).unwrap();
+    let reason = assert_refused_as_corrupt(dir.path(), &path);
+    assert!(reason.contains("SQLite"), "{reason}");
+}
+
+#[test]
+fn a_foreign_sqlite_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE contacts (name TEXT); INSERT INTO contacts VALUES ('x');")
+        .unwrap();
+    drop(conn);
+    let reason = assert_refused_as_corrupt(dir.path(), &path);
+    assert!(reason.contains("not an ssu-agent database"), "{reason}");
+
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA application_id = 1234; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+    let reason = assert_refused_as_corrupt(dir.path(), &path);
+    assert!(reason.contains("application_id"), "{reason}");
+}
+
+#[test]
+fn a_directory_at_the_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    fs::create_dir(&path).unwrap();
+    assert_refused_as_corrupt(dir.path(), &path);
+}
+
+#[test]
+fn a_hot_rollback_journal_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = populated_db(dir.path());
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = DELETE;").unwrap();
+    // A small cache makes SQLite spill changed pages into the main file before commit, which
+    // is the state a crash mid-transaction leaves behind.
+    conn.execute_batch(
+        "PRAGMA cache_size = 1; BEGIN; UPDATE history SET detail = hex(randomblob(600));",
+    )
+    .unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let copy = crashed.path().join(FILE_NAME);
+    fs::copy(&path, &copy).unwrap();
+    fs::copy(
+        dir.path().join("agent.db-journal"),
+        crashed.path().join("agent.db-journal"),
+    )
+    .unwrap();
+    conn.execute_batch("ROLLBACK;").unwrap();
+    let reason = assert_refused_as_corrupt(crashed.path(), &copy);
+    assert!(reason.contains("rollback journal"), "{reason}");
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = populated_db(dir.path());
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    assert_eq!(names(dir.path()), [FILE_NAME]);
+
+    let before = snapshot(dir.path());
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NewerSchema {
+                found: 99,
+                supported: LATEST,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "database {} has schema version 99, newer than this agent supports ({LATEST}); \
+             refusing to touch it",
+            path.display()
+        )
+    );
+    // Exactly the same files with the same bytes: no WAL switch, no -wal/-shm, no migration.
+    assert_same_files(&snapshot(dir.path()), &before);
+}
+
+#[test]
+fn a_newer_schema_recorded_only_in_the_wal_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = populated_db(dir.path());
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA user_version = 99;")
+        .unwrap();
+    // Copy the files while the writer still holds them: the state a crash leaves behind,
+    // with the new version committed in the WAL but not yet in the main file.
+    let crashed = tempfile::tempdir().unwrap();
+    let copy = crashed.path().join(FILE_NAME);
+    for name in [FILE_NAME, "agent.db-wal"] {
+        fs::copy(dir.path().join(name), crashed.path().join(name)).unwrap();
+    }
+    drop(conn);
+    let main = fs::read(&copy).unwrap();
+    assert_eq!(main[60..64], 1u32.to_be_bytes(), "main file still says v1");
+
+    let before = snapshot(crashed.path());
+    let err = Store::open(&copy).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NewerSchema { found: 99, .. }),
+        "{err:?}"
+    );
+    // Reading the WAL needs SQLite's shared-memory index, which a read-only open creates
+    // when missing; that is the one file that appears. The database and its WAL are intact.
+    let mut after = snapshot(crashed.path());
+    assert!(after.remove("agent.db-shm").is_some());
+    assert_same_files(&after, &before);
+}
+
+#[test]
+fn a_missing_directory_is_an_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join(FILE_NAME);
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn only_lock_contention_is_retryable() {
+    let busy = StoreError::Sql {
+        context: "test",
+        source: rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ),
+    };
+    assert!(busy.is_retryable());
+    let full = StoreError::Sql {
+        context: "test",
+        source: rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ),
+    };
+    assert!(!full.is_retryable());
+}
+
+#[test]
+fn a_store_can_move_to_another_thread() {
+    // The engine owns the store inside its task (or hands it to a blocking thread).
+    fn assert_send<T: Send>() {}
+    assert_send::<Store>();
+}

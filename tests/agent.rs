@@ -1,0 +1,509 @@
+//! The agent on the sandbox device: real dbus-daemon, real `rauc service`, dbusmock
+//! ModemManager, and real clients (`busctl`, `gdbus`, `ssuctl`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Options, Sandbox, busctl_value, process_alive, repo_root};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn get_property(sb: &Sandbox, name: &str) -> String {
+    let out = sb.busctl(&[
+        "get-property",
+        "org.ssu.Agent1",
+        "/org/ssu/Agent1",
+        "org.ssu.Agent1",
+        name,
+    ]);
+    assert!(out.status.success(), "busctl get-property {name}: {out:?}");
+    busctl_value(&out.stdout)
+}
+
+fn status_json(sb: &Sandbox) -> serde_json::Value {
+    let out = sb.ssuctl(&["status", "--json"]);
+    assert!(out.status.success(), "ssuctl status --json: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("ssuctl prints JSON")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn owns_the_name_and_real_clients_read_the_properties() {
+    let sb = Sandbox::up();
+
+    assert_eq!(get_property(&sb, "SecurityPatchLevel"), "2026-09-01");
+    assert_eq!(get_property(&sb, "InstalledVersion"), "1.0.0");
+    assert_eq!(get_property(&sb, "Model"), "Sandbox Gateway");
+    assert_eq!(get_property(&sb, "Staleness"), "unverified");
+
+    // gdbus (GLib) reads the same through the standard Properties interface.
+    let out = sb
+        .command("gdbus")
+        .args([
+            "call",
+            "--system",
+            "--dest",
+            "org.ssu.Agent1",
+            "--object-path",
+            "/org/ssu/Agent1",
+            "--method",
+            "org.freedesktop.DBus.Properties.Get",
+            "org.ssu.Agent1",
+            "HardwareId",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).trim(), "(<'sandbox-gw-1'>,)");
+
+    // GetStatus carries every property with the same values as Get.
+    let out = sb
+        .command("gdbus")
+        .args([
+            "call",
+            "--system",
+            "--dest",
+            "org.ssu.Agent1",
+            "--object-path",
+            "/org/ssu/Agent1",
+            "--method",
+            "org.ssu.Agent1.GetStatus",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.contains("'SecurityPatchLevel': <'2026-09-01'>"),
+        "{text}"
+    );
+    assert!(text.contains("'Compatible': <'ssu-sandbox'>"), "{text}");
+}
+
+#[test]
+fn ssuctl_shows_rauc_boot_slot_compatible_and_patch_level() {
+    let sb = Sandbox::up();
+    sb.wait_for("RAUC data in the status", WAIT, || {
+        get_property(&sb, "BootSlot") == "A"
+    });
+
+    let out = sb.ssuctl(&["status"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for want in [
+        "Security patch level: 1 September 2026\n",
+        "Applied on:           factory image\n",
+        "Installed version:    1.0.0\n",
+        "Update state:         idle\n",
+        "Compatible:           ssu-sandbox\n",
+        "Booted slot:          A\n",
+        "Sandbox Telecom (26201), SIM …1234",
+        "  rootfs.0     A   booted",
+        "  rootfs.1     B   inactive",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    // The ICCID never leaves the agent whole.
+    assert!(!text.contains("8949000000000001234"), "{text}");
+
+    let j = status_json(&sb);
+    assert_eq!(j["Compatible"], "ssu-sandbox");
+    assert_eq!(j["BootSlot"], "A");
+    assert_eq!(j["Slots"].as_array().map(Vec::len), Some(2));
+    assert_eq!(j["Components"]["rauc"], "running");
+    assert_eq!(j["Subscription"]["home_mcc_mnc"], "26201");
+
+    let out = sb.ssuctl(&["history"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "No updates recorded yet.\n");
+    let out = sb.ssuctl(&["history", "--json"]);
+    assert_eq!(stdout(&out).trim(), "[]");
+}
+
+#[test]
+fn check_is_recorded_honestly_and_announced_with_properties_changed() {
+    let sb = Sandbox::up();
+    // A real client watching for the signal while the check runs.
+    let mut monitor = sb
+        .command("gdbus")
+        .args([
+            "monitor",
+            "--system",
+            "--dest",
+            "org.ssu.Agent1",
+            "--object-path",
+            "/org/ssu/Agent1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // gdbus monitor subscribes asynchronously; give it a moment to install its match rule.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let out = sb.ssuctl(&["check"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("no update source configured"), "{text}");
+    assert!(text.contains("unverified"), "{text}");
+    assert_eq!(
+        get_property(&sb, "LastCheckResult"),
+        "no update source configured"
+    );
+    assert_ne!(get_property(&sb, "LastCheck"), "0");
+    // Never "up to date" without verified metadata.
+    assert_eq!(get_property(&sb, "Staleness"), "unverified");
+
+    let seen = read_until(&mut monitor, "LastCheck", Duration::from_secs(10));
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert!(
+        seen.contains("org.freedesktop.DBus.Properties.PropertiesChanged")
+            && seen.contains("'LastCheckResult': <'no update source configured'>"),
+        "{seen}"
+    );
+}
+
+/// Reads a child's stdout until `needle` shows up or `timeout` passes.
+fn read_until(child: &mut Child, needle: &str, timeout: Duration) -> String {
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut seen = String::new();
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Err(_) => break,
+        }
+    }
+    seen
+}
+
+#[test]
+fn introspection_matches_the_shipped_xml() {
+    let sb = Sandbox::up();
+    let out = sb.busctl(&[
+        "call",
+        "org.ssu.Agent1",
+        "/org/ssu/Agent1",
+        "org.freedesktop.DBus.Introspectable",
+        "Introspect",
+        "--json=short",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let served = reply["data"][0].as_str().unwrap();
+    let shipped = std::fs::read_to_string(repo_root().join("dbus/org.ssu.Agent1.xml")).unwrap();
+    assert_eq!(
+        describe_interface(served),
+        describe_interface(&shipped),
+        "the served interface differs from dbus/org.ssu.Agent1.xml"
+    );
+}
+
+/// The parts of `org.ssu.Agent1` that form the contract: members, argument names, types,
+/// directions and property access. Comments and annotations are not part of it.
+fn describe_interface(xml: &str) -> BTreeMap<String, String> {
+    let node = zbus_xml::Node::try_from(xml).expect("valid introspection XML");
+    let iface = node
+        .interfaces()
+        .iter()
+        .find(|i| i.name().as_str() == "org.ssu.Agent1")
+        .expect("org.ssu.Agent1 is described");
+    let mut out = BTreeMap::new();
+    let args = |args: &[zbus_xml::Arg]| {
+        args.iter()
+            .map(|a| format!("{}:{}:{:?}", a.name().unwrap_or("-"), a.ty(), a.direction()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for m in iface.methods() {
+        out.insert(format!("method {}", m.name()), args(m.args()));
+    }
+    for s in iface.signals() {
+        out.insert(format!("signal {}", s.name()), args(s.args()));
+    }
+    for p in iface.properties() {
+        out.insert(
+            format!("property {}", p.name()),
+            format!("{}:{:?}", p.ty(), p.access()),
+        );
+    }
+    out
+}
+
+#[test]
+fn rauc_and_modemmanager_outages_leave_the_agent_up_and_it_recovers() {
+    let sb = Sandbox::up();
+    let agent = sb.pid("agent").expect("agent pid");
+    sb.wait_for("RAUC running", WAIT, || {
+        status_json(&sb)["Components"]["rauc"] == "running"
+    });
+
+    sb.stop("rauc");
+    sb.wait_for("RAUC shown unavailable", WAIT, || {
+        let j = status_json(&sb);
+        j["Components"]["rauc"] == "unavailable" && j["BootSlot"] == "" && j["Compatible"] == ""
+    });
+    let text = stdout(&sb.ssuctl(&["status"]));
+    assert!(text.contains("Booted slot:          unknown"), "{text}");
+    assert!(text.contains("rauc unavailable"), "{text}");
+
+    sb.stop("modem");
+    sb.wait_for("ModemManager shown unavailable", WAIT, || {
+        status_json(&sb)["Subscription"]["modem"] == "unavailable"
+    });
+    assert!(process_alive(agent), "the agent died: {}", sb.agent_log());
+
+    sb.start("rauc");
+    sb.start("modem");
+    sb.wait_for("both back", WAIT, || {
+        let j = status_json(&sb);
+        j["BootSlot"] == "A"
+            && j["Compatible"] == "ssu-sandbox"
+            && j["Subscription"]["home_mcc_mnc"] == "26201"
+    });
+    assert_eq!(sb.pid("agent"), Some(agent), "the agent was not restarted");
+}
+
+#[test]
+fn agent_starting_without_rauc_or_modemmanager_shows_them_unknown_then_recovers() {
+    let sb = Sandbox::up_with(Options {
+        rauc: false,
+        modem: false,
+        ..Options::default()
+    });
+    sb.wait_for("both unavailable", WAIT, || {
+        let j = status_json(&sb);
+        j["Components"]["rauc"] == "unavailable" && j["Subscription"]["modem"] == "unavailable"
+    });
+    let text = stdout(&sb.ssuctl(&["status"]));
+    assert!(text.contains("Compatible:           unknown"), "{text}");
+    assert!(
+        text.contains("Mobile network:       ModemManager not running"),
+        "{text}"
+    );
+
+    sb.start("rauc");
+    sb.start("modem");
+    sb.wait_for("both running", WAIT, || {
+        let j = status_json(&sb);
+        j["Compatible"] == "ssu-sandbox" && j["Subscription"]["operator_name"] == "Sandbox Telecom"
+    });
+}
+
+#[test]
+fn ssuctl_says_clearly_when_the_agent_is_not_running() {
+    let sb = Sandbox::up_with(Options {
+        agent: false,
+        rauc: false,
+        modem: false,
+        ..Options::default()
+    });
+    for cmd in [
+        &["status"][..],
+        &["history"],
+        &["check"],
+        &["status", "--json"],
+    ] {
+        let out = sb.ssuctl(cmd);
+        assert_eq!(out.status.code(), Some(3), "{cmd:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("ssu-agent is not running"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+
+    // No bus at all.
+    let out = Command::new(env!("CARGO_BIN_EXE_ssuctl"))
+        .arg("status")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/socket")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to the system bus"));
+}
+
+/// An agent this test starts itself (to see its exit status and its notifications).
+struct OwnAgent {
+    child: Child,
+    notify: UnixDatagram,
+}
+
+fn write_config(sb: &Sandbox) -> PathBuf {
+    let dir = sb.dir().join("own");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n[device]\nmodel = \"Own\"\nversion = \"1.0.0\"\n\
+             security_patch_level = \"2026-10-01\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn_agent(sb: &Sandbox, config: &Path, watchdog_usec: Option<u64>) -> OwnAgent {
+    let socket = sb.dir().join(format!(
+        "notify-{}.sock",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let notify = UnixDatagram::bind(&socket).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut cmd = sb.command(env!("CARGO_BIN_EXE_ssu-agent"));
+    cmd.arg("--config")
+        .arg(config)
+        .env("NOTIFY_SOCKET", &socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(usec) = watchdog_usec {
+        cmd.env("WATCHDOG_USEC", usec.to_string());
+    }
+    OwnAgent {
+        child: cmd.spawn().unwrap(),
+        notify,
+    }
+}
+
+impl OwnAgent {
+    fn next_notification(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self.notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+#[test]
+fn notifies_systemd_ready_and_watchdog_and_exits_cleanly_on_sigterm() {
+    let sb = Sandbox::up_with(Options {
+        agent: false,
+        ..Options::default()
+    });
+    let config = write_config(&sb);
+    let mut agent = spawn_agent(&sb, &config, Some(400_000));
+
+    let ready = agent.next_notification();
+    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(
+        ready.contains("STATUS=idle; security patch level 2026-10-01"),
+        "{ready}"
+    );
+    // READY comes after the name is owned: a client can talk to the agent right away.
+    assert_eq!(get_property(&sb, "Model"), "Own");
+
+    let mut saw_watchdog = false;
+    for _ in 0..20 {
+        if agent.next_notification().contains("WATCHDOG=1") {
+            saw_watchdog = true;
+            break;
+        }
+    }
+    assert!(saw_watchdog, "no WATCHDOG=1 although WATCHDOG_USEC was set");
+
+    agent.sigterm();
+    let status = agent.child.wait().unwrap();
+    let mut err = String::new();
+    agent
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "exit {status}: {err}");
+    assert!(err.contains("SIGTERM: stopping"), "{err}");
+    // The name is released with the process.
+    let out = sb.busctl(&["status", "org.ssu.Agent1"]);
+    assert!(!out.status.success(), "org.ssu.Agent1 still owned");
+}
+
+#[test]
+fn a_corrupt_or_newer_database_stops_the_agent_and_is_left_untouched() {
+    let sb = Sandbox::up_with(Options {
+        agent: false,
+        rauc: false,
+        modem: false,
+        ..Options::default()
+    });
+    let config = write_config(&sb);
+    let db = sb.dir().join("own/state/agent.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+
+    // Corrupt: a file that is not a database.
+    let garbage: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&db, &garbage).unwrap();
+    let (code, err) = run_to_exit(&sb, &config);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("not an SQLite database"), "{err}");
+    assert!(err.contains("refusing to touch it"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        garbage,
+        "the corrupt file was modified"
+    );
+
+    // Newer schema: a real database from a future agent.
+    std::fs::remove_file(&db).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE future(x); PRAGMA user_version = 99;")
+        .unwrap();
+    drop(conn);
+    let before = std::fs::read(&db).unwrap();
+    let (code, err) = run_to_exit(&sb, &config);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("99"), "{err}");
+    assert!(err.contains("newer"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the newer database was modified"
+    );
+}
+
+fn run_to_exit(sb: &Sandbox, config: &Path) -> (Option<i32>, String) {
+    let out = sb
+        .command(env!("CARGO_BIN_EXE_ssu-agent"))
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,355 @@
+//! Shared harness of the integration tests: the sandbox device of
+//! `scripts/sandbox` (private system bus, `rauc service` on file-backed A/B
+//! slots, dbusmock ModemManager, the agent) under a temporary directory.
+//!
+//! Set `SSU_KEEP_SANDBOX=1` to keep the directory (logs, state) after a test.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How often [`Sandbox::wait_for`] polls.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// What `Sandbox::up_with` starts, and an optional agent config.
+pub struct Options {
+    pub agent: bool,
+    pub modem: bool,
+    pub rauc: bool,
+    /// Written to DIR/etc/agent.toml before `up`; "@DIR@" becomes the sandbox dir.
+    pub agent_toml: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            agent: true,
+            modem: true,
+            rauc: true,
+            agent_toml: None,
+        }
+    }
+}
+
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    bus_address: String,
+}
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The python of the venv that has python-dbusmock (see scripts/deps).
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("SSU_VENV").unwrap_or_else(|| "/opt/ssu-agent-venv".into());
+    PathBuf::from(venv).join("bin/python")
+}
+
+/// Whether `pid` is a live process (zombies count as dead: nothing may reap them soon).
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => match stat.rsplit_once(") ") {
+            Some((_, rest)) => !matches!(rest.chars().next(), Some('Z' | 'X')),
+            None => true,
+        },
+        Err(_) => false,
+    }
+}
+
+/// The value of a busctl reply such as `s "ssu-sandbox"` or `u 1`, without
+/// its type and (for a single string) without quotes.
+pub fn busctl_value(stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    let text = text.trim();
+    let value = text.split_once(' ').map_or("", |(_, v)| v);
+    match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(inner) if !inner.contains('"') => inner.to_string(),
+        _ => value.to_string(),
+    }
+}
+
+fn describe(what: &str, out: &Output) -> String {
+    format!(
+        "{what}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Sandbox {
+    /// Everything: bus, RAUC, ModemManager mock and the agent.
+    pub fn up() -> Sandbox {
+        Sandbox::up_with(Options::default())
+    }
+
+    pub fn up_with(opts: Options) -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("ssu-sandbox.")
+            .tempdir()
+            .expect("create sandbox dir");
+        let path = dir.path().to_path_buf();
+        let bus_address = format!("unix:path={}/bus/system_bus_socket", path.display());
+        if let Some(toml) = &opts.agent_toml {
+            fs::create_dir_all(path.join("etc")).expect("create etc/");
+            let toml = toml.replace("@DIR@", &path.to_string_lossy());
+            fs::write(path.join("etc/agent.toml"), toml).expect("write agent.toml");
+        }
+        let sandbox = Sandbox { dir, bus_address };
+
+        let mut args = vec!["up"];
+        for (enabled, flag) in [
+            (opts.agent, "--no-agent"),
+            (opts.modem, "--no-modem"),
+            (opts.rauc, "--no-rauc"),
+        ] {
+            if !enabled {
+                args.push(flag);
+            }
+        }
+        sandbox.script(&args);
+        sandbox
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn bus_address(&self) -> &str {
+        &self.bus_address
+    }
+
+    pub fn agent_config(&self) -> PathBuf {
+        self.dir().join("etc/agent.toml")
+    }
+
+    /// A command with the sandbox's environment (as in DIR/env).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
+            .env("SSU_SANDBOX", self.dir())
+            .env("SSU_AGENT_CONFIG", self.agent_config());
+        cmd
+    }
+
+    /// Runs `ssuctl ARGS` against the sandbox's agent.
+    pub fn ssuctl(&self, args: &[&str]) -> Output {
+        self.command(env!("CARGO_BIN_EXE_ssuctl"))
+            .args(args)
+            .output()
+            .expect("run ssuctl")
+    }
+
+    /// Runs `busctl --address=<sandbox bus> ARGS`.
+    pub fn busctl(&self, args: &[&str]) -> Output {
+        self.command("busctl")
+            .arg(format!("--address={}", self.bus_address))
+            .args(args)
+            .output()
+            .expect("run busctl")
+    }
+
+    /// A property of RAUC's Installer interface, e.g. "BootSlot" → "A".
+    pub fn rauc_property(&self, name: &str) -> String {
+        let out = self.busctl(&[
+            "get-property",
+            "de.pengutronix.rauc",
+            "/",
+            "de.pengutronix.rauc.Installer",
+            name,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            describe("busctl get-property", &out)
+        );
+        busctl_value(&out.stdout)
+    }
+
+    /// Installs a bundle through RAUC's D-Bus API (not through the agent) and
+    /// waits for the installation to end; Err carries RAUC's LastError.
+    pub fn rauc_install(&self, bundle: &Path) -> Result<(), String> {
+        let bundle = bundle.to_string_lossy();
+        let out = self.busctl(&[
+            "call",
+            "de.pengutronix.rauc",
+            "/",
+            "de.pengutronix.rauc.Installer",
+            "InstallBundle",
+            "sa{sv}",
+            &bundle,
+            "0",
+        ]);
+        if !out.status.success() {
+            return Err(describe("InstallBundle", &out));
+        }
+        // RAUC sets Operation to "installing" before it replies, so "idle" means done.
+        self.wait_for("RAUC to finish installing", Duration::from_secs(60), || {
+            self.rauc_property("Operation") == "idle"
+        });
+        match self.rauc_property("LastError") {
+            e if e.is_empty() => Ok(()),
+            e => Err(e),
+        }
+    }
+
+    /// Runs scripts/sandbox-modem.py (setup, swap-sim MCCMNC ICCID IMSI [NAME],
+    /// set-registration N, dump) against the ModemManager mock; returns stdout.
+    pub fn modem(&self, args: &[&str]) -> String {
+        let out = self
+            .command(venv_python())
+            .arg(repo_root().join("scripts/sandbox-modem.py"))
+            .args(args)
+            .output()
+            .expect("run sandbox-modem.py");
+        assert!(
+            out.status.success(),
+            "{}",
+            describe("sandbox-modem.py", &out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops one part: "agent", "rauc" or "modem".
+    pub fn stop(&self, part: &str) {
+        self.script(&["stop", part]);
+    }
+
+    /// (Re)starts one part and waits until it is ready.
+    pub fn start(&self, part: &str) {
+        self.script(&["start", part]);
+    }
+
+    /// Simulated reboot: the bootloader's choice of slot, then RAUC and the agent restart.
+    pub fn reboot(&self) {
+        self.script(&["reboot"]);
+    }
+
+    /// The pid of a running part ("bus", "rauc", "modem", "agent").
+    pub fn pid(&self, part: &str) -> Option<u32> {
+        let text = fs::read_to_string(self.dir().join(format!("pids/{part}.pid"))).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Every pid recorded under DIR/pids.
+    pub fn pids(&self) -> Vec<u32> {
+        ["bus", "rauc", "modem", "agent"]
+            .iter()
+            .filter_map(|p| self.pid(p))
+            .collect()
+    }
+
+    /// The agent's stdout and stderr so far (across restarts).
+    pub fn agent_log(&self) -> String {
+        fs::read_to_string(self.dir().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Polls `f` every 50 ms until it is true; panics after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if f() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n--- agent.log (tail) ---\n{}",
+                    tail(&self.agent_log(), 40)
+                );
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Builds a plain bundle for this sandbox (compatible "ssu-sandbox") whose
+    /// rootfs image is `image`, signed with DIR/pki. Bundles go to DIR/bundles.
+    pub fn build_bundle(&self, version: &str, image: &[u8]) -> PathBuf {
+        self.build_bundle_for("ssu-sandbox", version, image)
+    }
+
+    /// Like [`Sandbox::build_bundle`] with another compatible string.
+    pub fn build_bundle_for(&self, compatible: &str, version: &str, image: &[u8]) -> PathBuf {
+        static SERIAL: AtomicUsize = AtomicUsize::new(0);
+        let n = SERIAL.fetch_add(1, Ordering::Relaxed);
+        let bundles = self.dir().join("bundles");
+        let input = bundles.join(format!("input-{version}-{n}"));
+        fs::create_dir_all(&input).expect("create bundle input dir");
+        fs::write(input.join("rootfs.img"), image).expect("write rootfs.img");
+        let manifest = format!(
+            "[update]\ncompatible={compatible}\nversion={version}\n\n\
+             [bundle]\nformat=plain\n\n\
+             [image.rootfs]\nfilename=rootfs.img\n"
+        );
+        fs::write(input.join("manifest.raucm"), manifest).expect("write manifest");
+        let bundle = bundles.join(format!("ssu-{version}-{n}.raucb"));
+        let pki = self.dir().join("pki");
+        let out = Command::new("rauc")
+            .arg("bundle")
+            .arg(format!("--cert={}", pki.join("cert.pem").display()))
+            .arg(format!("--key={}", pki.join("key.pem").display()))
+            .arg(&input)
+            .arg(&bundle)
+            .output()
+            .expect("run rauc bundle");
+        assert!(out.status.success(), "{}", describe("rauc bundle", &out));
+        fs::remove_dir_all(&input).ok();
+        bundle
+    }
+
+    /// Runs `scripts/sandbox CMD DIR ARGS`; panics with its output and the agent log.
+    fn script(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/sandbox"))
+            .arg(args[0])
+            .arg(self.dir())
+            .args(&args[1..])
+            .env("SSU_AGENT_BIN", env!("CARGO_BIN_EXE_ssu-agent"))
+            .output()
+            .expect("run scripts/sandbox");
+        if !out.status.success() {
+            panic!(
+                "{}\n--- agent.log (tail) ---\n{}",
+                describe(&format!("scripts/sandbox {}", args.join(" ")), &out),
+                tail(&self.agent_log(), 40)
+            );
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/sandbox"))
+            .arg("down")
+            .arg(self.dir())
+            .output();
+        if let Ok(out) = &out
+            && !out.status.success()
+        {
+            eprintln!("{}", describe("scripts/sandbox down", out));
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- sandbox {} agent.log (tail) ---\n{}",
+                self.dir().display(),
+                tail(&self.agent_log(), 40)
+            );
+        }
+        if std::env::var_os("SSU_KEEP_SANDBOX").is_some_and(|v| v == "1") {
+            eprintln!("keeping sandbox {}", self.dir().display());
+            self.dir.disable_cleanup(true);
+        }
+    }
+}
