@@ -31,6 +31,76 @@ pub struct Config {
     pub agent: AgentConfig,
     pub device: DeviceConfig,
     pub check: CheckConfig,
+    /// The manufacturer's update server; without it the agent cannot verify anything.
+    pub manufacturer: Option<SourceConfig>,
+    pub download: DownloadConfig,
+    pub install: InstallConfig,
+}
+
+/// An update server: a TUF repository as `ssu-repo` publishes it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Base URL of the published directory (`metadata/` and `targets/` below it).
+    pub url: url::Url,
+    /// The repository's root of trust as shipped on the device (`1.root.json`).
+    pub root: PathBuf,
+}
+
+/// `[download]`: fetching bundles.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadConfig {
+    /// Partial and verified bundles. Must be absolute.
+    pub cache_dir: PathBuf,
+    /// Extra CA certificate (PEM) for update servers with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Give up connecting after this long.
+    pub connect_timeout: Dur,
+    /// Abort an attempt that receives nothing for this long (it resumes on the next).
+    pub read_timeout: Dur,
+    /// Attempts per download before it counts as failed (each resumes where the last stopped).
+    pub max_attempts: u32,
+}
+
+/// `[install]`: installing and confirming.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstallConfig {
+    /// Reboot by itself after an installation (otherwise the user or host reboots).
+    pub auto_reboot: bool,
+    /// Command that reboots the device (argv).
+    pub reboot_command: Vec<String>,
+    /// Commands (argv) that must all succeed after booting a new slot, or it is rolled back.
+    pub health_checks: Vec<Vec<String>>,
+    /// Limit for each health check.
+    pub health_check_timeout: Dur,
+    /// File whose content changes with every boot.
+    pub boot_id_file: PathBuf,
+}
+
+impl Default for DownloadConfig {
+    fn default() -> Self {
+        DownloadConfig {
+            cache_dir: PathBuf::from("/var/cache/ssu-agent"),
+            ca_file: None,
+            connect_timeout: Dur(SignedDuration::from_secs(15)),
+            read_timeout: Dur(SignedDuration::from_secs(60)),
+            max_attempts: 8,
+        }
+    }
+}
+
+impl Default for InstallConfig {
+    fn default() -> Self {
+        InstallConfig {
+            auto_reboot: false,
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+            health_checks: Vec::new(),
+            health_check_timeout: Dur(SignedDuration::from_mins(2)),
+            boot_id_file: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+        }
+    }
 }
 
 /// `[agent]`: the daemon itself.
@@ -56,8 +126,18 @@ pub struct DeviceConfig {
     pub hardware_id: String,
     /// Version of the factory image.
     pub version: String,
+    /// Feature release of the factory image (security updates must be built on it);
+    /// defaults to `version`.
+    pub feature_release: Option<String>,
     /// Security patch level of the factory image (YYYY-MM-DD).
     pub security_patch_level: Option<PatchDate>,
+}
+
+impl DeviceConfig {
+    /// The factory image's feature release (`feature_release`, or `version` when unset).
+    pub fn feature_release(&self) -> &str {
+        self.feature_release.as_deref().unwrap_or(&self.version)
+    }
 }
 
 /// `[check]`: when the agent looks for updates (SEC-0020, ETSI 5.3-5).
@@ -102,6 +182,9 @@ impl Default for Config {
             agent: AgentConfig::default(),
             device: DeviceConfig::default(),
             check: CheckConfig::default(),
+            manufacturer: None,
+            download: DownloadConfig::default(),
+            install: InstallConfig::default(),
         }
     }
 }
@@ -428,6 +511,38 @@ fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
         return err(
             "device.hardware_id",
             "may contain only letters, digits, '.', '_' and '-'".to_owned(),
+        );
+    }
+    if let Some(m) = &c.manufacturer {
+        if !matches!(m.url.scheme(), "https" | "http" | "file") {
+            return err(
+                "manufacturer.url",
+                format!(
+                    "unsupported scheme {:?} (https, http or file)",
+                    m.url.scheme()
+                ),
+            );
+        }
+        if !m.root.is_absolute() {
+            return err("manufacturer.root", "must be an absolute path".to_owned());
+        }
+    }
+    if !c.download.cache_dir.is_absolute() {
+        return err("download.cache_dir", "must be an absolute path".to_owned());
+    }
+    if c.download.max_attempts == 0 || c.download.max_attempts > 100 {
+        return err(
+            "download.max_attempts",
+            "must be between 1 and 100".to_owned(),
+        );
+    }
+    if c.install.reboot_command.is_empty() {
+        return err("install.reboot_command", "must name a command".to_owned());
+    }
+    if c.install.health_checks.iter().any(Vec::is_empty) {
+        return err(
+            "install.health_checks",
+            "each check must name a command".to_owned(),
         );
     }
     let check = &c.check;

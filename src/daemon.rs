@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, Handle, Inputs};
+use crate::engine::ports::{BundleFetcher, FetchFailure, HostSystem, TufSource};
+use crate::engine::{Adapters, Engine, EngineError, Handle, Inputs, Ports};
+use crate::metadata::client;
 use crate::status::{ModemInfo, RaucInfo, Status};
 use crate::store::{Store, StoreError};
 use crate::{dbus, modem, rauc};
@@ -40,6 +42,8 @@ pub enum DaemonError {
     Serve(#[from] dbus::ServeError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("cannot set up HTTPS: {0}")]
+    Http(String),
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -56,9 +60,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let (rauc_tx, rauc_rx) = watch::channel(RaucInfo::default());
     let (modem_tx, modem_rx) = watch::channel(ModemInfo::default());
-    tokio::spawn(rauc::watch(conn.clone(), move |info| {
-        rauc_tx.send_replace(info);
-    }));
+    let rauc_refresh = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(rauc::watch_with_refresh(
+        conn.clone(),
+        rauc_refresh.clone(),
+        move |info| {
+            rauc_tx.send_replace(info);
+        },
+    ));
     tokio::spawn(modem::watch(conn.clone(), move |info| {
         modem_tx.send_replace(info);
     }));
@@ -67,14 +76,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         rauc: rauc_rx,
         modem: modem_rx,
     };
+    let ports = adapters(&config, conn.clone(), rauc_refresh)?;
     let (engine, handle) = Engine::new(
         config.clone(),
         store,
         SystemClock,
+        ports,
         inputs,
         device_seed(&config),
     )?;
     tokio::spawn(dbus::forward_changes(conn.clone(), handle.subscribe()));
+    tokio::spawn(dbus::forward_notices(conn.clone(), handle.notices()));
     dbus::serve(&conn, handle.clone()).await?;
 
     tracing::info!(name = dbus::BUS_NAME, "serving on the system bus");
@@ -92,6 +104,92 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Dropping the connection releases the name; clients see the agent go.
     drop(conn);
     Ok(())
+}
+
+/// The real adapters.
+struct Real;
+
+impl Ports for Real {
+    type Rauc = rauc::RaucClient;
+    type Metadata = TufSource;
+    type Fetcher = WipFetcher;
+    type System = HostSystem;
+}
+
+/// Placeholder until the download module lands (not committed).
+struct WipFetcher;
+impl BundleFetcher for WipFetcher {
+    async fn fetch(
+        &self,
+        _target: &crate::metadata::client::BundleTarget,
+        _progress: Box<dyn FnMut(u64, u64) + Send>,
+    ) -> Result<PathBuf, FetchFailure> {
+        Err(FetchFailure {
+            message: "wip".into(),
+            retryable: false,
+        })
+    }
+    fn cleanup(&self, _keep: Option<&crate::metadata::client::BundleTarget>) {}
+}
+
+fn adapters(
+    config: &Config,
+    conn: zbus::Connection,
+    rauc_refresh: Arc<tokio::sync::Notify>,
+) -> Result<Adapters<Real>, DaemonError> {
+    let client = http_client(config)?;
+    let source = config.manufacturer.as_ref().map(|m| client::Source {
+        name: "manufacturer".to_owned(),
+        metadata_url: join_dir(&m.url, "metadata/"),
+        targets_url: join_dir(&m.url, "targets/"),
+        root: m.root.clone(),
+    });
+    let install = &config.install;
+    Ok(Adapters {
+        rauc: Arc::new(rauc::RaucClient::new(conn).with_refresh(rauc_refresh)),
+        metadata: Arc::new(TufSource {
+            source,
+            client,
+            datastore: config.agent.state_dir.join("tuf/manufacturer"),
+        }),
+        fetcher: Arc::new(WipFetcher),
+        system: Arc::new(HostSystem {
+            boot_id_file: install.boot_id_file.clone(),
+            reboot_command: install.reboot_command.clone(),
+            health_checks: install.health_checks.clone(),
+            health_check_timeout: install.health_check_timeout.0.unsigned_abs(),
+        }),
+    })
+}
+
+/// `base` + `dir`, treating `base` as a directory whether or not it ends in `/`.
+fn join_dir(base: &url::Url, dir: &str) -> url::Url {
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    base.join(dir).unwrap_or(base)
+}
+
+/// One HTTP client for metadata and bundles: rustls, the system's roots plus the configured CA.
+fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
+    let d = &config.download;
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("ssu-agent/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(d.connect_timeout.0.unsigned_abs())
+        .read_timeout(d.read_timeout.0.unsigned_abs())
+        .https_only(false);
+    if let Some(ca) = &d.ca_file {
+        let pem =
+            std::fs::read(ca).map_err(|e| DaemonError::Http(format!("{}: {e}", ca.display())))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| DaemonError::Http(format!("{}: {e}", ca.display())))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|e| DaemonError::Http(e.to_string()))
 }
 
 /// The state directory holds the update history and trust state: only the agent's user

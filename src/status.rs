@@ -8,6 +8,8 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::Serialize;
 
+use crate::metadata::client::BundleTarget;
+
 /// Where the agent is in the update lifecycle (ARCHITECTURE.md, "Update lifecycle").
 ///
 /// The string forms ([`UpdateState::as_str`]) are part of the D-Bus contract.
@@ -151,6 +153,9 @@ pub struct ModemInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Installed {
     pub version: String,
+    /// The feature release the installed version belongs to; a security update must be
+    /// built on exactly this release (FS.25 SEC-0010).
+    pub feature_release: String,
     /// Security patch level, Android convention (a date).
     pub security_patch_level: Date,
     /// When it was applied; `None` for the factory image.
@@ -167,6 +172,14 @@ pub struct CheckRecord {
     pub message: String,
 }
 
+/// A verified update this device may install.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Offer {
+    pub target: BundleTarget,
+    /// Which update source lists it (`manufacturer` or an operator).
+    pub source: String,
+}
+
 /// The whole snapshot the engine publishes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
@@ -176,6 +189,8 @@ pub struct Status {
     pub installed: Option<Installed>,
     pub last_check: Option<CheckRecord>,
     pub staleness: Staleness,
+    /// The update on offer, if any.
+    pub available: Option<Offer>,
     pub model: String,
     pub hardware_id: String,
     pub auto_install: bool,

@@ -70,7 +70,14 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Status => {
             let st = ctl::dict_to_json(&agent.get_status().await.map_err(call_failure)?);
-            print_json_or(cli.json, &st, || render::status(&st, &tz));
+            let history: Vec<_> = agent
+                .get_history()
+                .await
+                .map_err(call_failure)?
+                .iter()
+                .map(ctl::dict_to_json)
+                .collect();
+            print_json_or(cli.json, &st, || render::status(&st, &history, &tz));
         }
         Command::History => {
             let h: Vec<_> = agent
@@ -84,6 +91,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             print_json_or(cli.json, &j, || render::history(&h, &tz));
         }
         Command::Check => {
+            // Returns once the check has run.
             agent.check_now().await.map_err(call_failure)?;
             let st = ctl::dict_to_json(&agent.get_status().await.map_err(call_failure)?);
             print_json_or(cli.json, &st, || render::check(&st, &tz));

@@ -43,6 +43,20 @@ pub fn long_time(secs: u64, tz: &TimeZone) -> Option<String> {
     )
 }
 
+/// "Up to date" only with fresh verified metadata and nothing waiting to be installed.
+fn update_status(st: &Value) -> String {
+    let staleness = str_at(st, "Staleness");
+    let pending = st.get("Available").and_then(|a| a.get("version")).is_some()
+        || !matches!(str_at(st, "State"), "idle" | "checking" | "");
+    if staleness == "current" && pending {
+        return format!(
+            "a security update is not installed yet ({})",
+            str_at(st, "State")
+        );
+    }
+    staleness_text(staleness).to_owned()
+}
+
 fn staleness_text(s: &str) -> &'static str {
     match s {
         "current" => "up to date (verified recently)",
@@ -52,8 +66,9 @@ fn staleness_text(s: &str) -> &'static str {
     }
 }
 
-/// The `ssuctl status` screen.
-pub fn status(st: &Value, tz: &TimeZone) -> String {
+/// The `ssuctl status` screen. `history` (newest first) supplies what the installed release
+/// fixed.
+pub fn status(st: &Value, history: &[Value], tz: &TimeZone) -> String {
     let mut out = String::new();
     let mut line = |label: &str, value: &str| {
         let _ = writeln!(out, "{:<22}{}", format!("{label}:"), value);
@@ -66,12 +81,16 @@ pub fn status(st: &Value, tz: &TimeZone) -> String {
         "Applied on",
         &long_time(u64_at(st, "PatchAppliedAt"), tz).unwrap_or_else(|| "factory image".to_owned()),
     );
-    line(
-        "Installed version",
-        or_unknown(str_at(st, "InstalledVersion")),
-    );
+    let installed = str_at(st, "InstalledVersion");
+    line("Installed version", or_unknown(installed));
+    if let Some(ids) = fixed_by(history, installed) {
+        line("Fixed by it", &ids);
+    }
     line("Update state", or_unknown(str_at(st, "State")));
-    line("Update status", staleness_text(str_at(st, "Staleness")));
+    if let Some(offer) = st.get("Available").filter(|a| a.get("version").is_some()) {
+        line("Update available", &offer_line(offer));
+    }
+    line("Update status", &update_status(st));
     let last = match long_time(u64_at(st, "LastCheck"), tz) {
         Some(t) => {
             let result = str_at(st, "LastCheckResult");
@@ -120,6 +139,51 @@ pub fn status(st: &Value, tz: &TimeZone) -> String {
         }
     }
     out
+}
+
+/// The CVEs the installed release fixed, from its "installed" history entry.
+fn fixed_by(history: &[Value], installed: &str) -> Option<String> {
+    let entry = history
+        .iter()
+        .find(|e| str_at(e, "action") == "installed" && str_at(e, "version") == installed)?;
+    let ids: Vec<&str> = entry
+        .get("cves")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (!ids.is_empty()).then(|| ids.join(", "))
+}
+
+/// One line for an offered update, and its CVEs.
+fn offer_line(offer: &Value) -> String {
+    let mut text = format!(
+        "{} update {} (security patch level {})",
+        str_at(offer, "kind"),
+        str_at(offer, "version"),
+        long_date(str_at(offer, "security_patch_level"))
+    );
+    if let Some(cves) = offer.get("cves").and_then(Value::as_array) {
+        for c in cves {
+            let _ = write!(
+                text,
+                "\n{:<22}{} ({}): {}",
+                "",
+                str_at(c, "id"),
+                str_at(c, "severity"),
+                str_at(c, "summary")
+            );
+        }
+    }
+    if offer.get("requires_reboot").and_then(Value::as_bool) == Some(true) {
+        let downtime = u64_at(offer, "expected_downtime_s");
+        let _ = write!(
+            text,
+            "\n{:<22}needs a reboot (about {downtime} s of downtime)",
+            ""
+        );
+    }
+    text
 }
 
 fn or_unknown(s: &str) -> &str {
@@ -180,7 +244,7 @@ pub fn check(st: &Value, tz: &TimeZone) -> String {
     let result = or_unknown(str_at(st, "LastCheckResult"));
     format!(
         "Checked {when}: {result}\nUpdate status: {}\n",
-        staleness_text(str_at(st, "Staleness"))
+        update_status(st)
     )
 }
 
@@ -249,7 +313,9 @@ mod tests {
             "Components": {"modemmanager": "running", "rauc": "running"},
             "Slots": [{"name": "rootfs.0", "bootname": "A", "state": "booted", "boot_status": "good"}],
         });
-        let text = status(&st, &TimeZone::UTC);
+        let history = vec![json!({"action": "installed", "version": "1.2.0",
+            "cves": ["CVE-2026-1111", "CVE-2026-2222"]})];
+        let text = status(&st, &history, &TimeZone::UTC);
         assert!(
             text.contains("Security patch level: 1 November 2026\n"),
             "{text}"
@@ -259,6 +325,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Update status:        unverified"), "{text}");
+        assert!(
+            text.contains("Fixed by it:          CVE-2026-1111, CVE-2026-2222\n"),
+            "{text}"
+        );
         assert!(text.contains("Last check:           never"), "{text}");
         assert!(
             text.contains("Model:                Sandbox Gateway (sandbox-gw-1)"),
@@ -279,7 +349,8 @@ mod tests {
     #[test]
     fn missing_and_hostile_fields_render_as_unknown() {
         let text = status(
-            &json!({"PatchAppliedAt": "x", "Slots": 5, "Subscription": []}),
+            &json!({"PatchAppliedAt": "x", "Slots": 5, "Subscription": [], "Available": 3}),
+            &[json!(null)],
             &TimeZone::UTC,
         );
         assert!(text.contains("Security patch level: unknown"), "{text}");
@@ -289,6 +360,24 @@ mod tests {
         );
         assert!(text.contains("Mobile network:       unknown"), "{text}");
         assert!(long_time(u64::MAX, &TimeZone::UTC).is_none());
+    }
+
+    #[test]
+    fn an_offer_says_it_is_security_what_it_fixes_and_what_it_costs() {
+        let st = json!({"Available": {"kind": "security", "version": "1.0.1",
+            "security_patch_level": "2026-11-01", "requires_reboot": true,
+            "expected_downtime_s": 90, "cves": [{"id": "CVE-2026-4242",
+            "severity": "critical", "summary": "Remote code execution"}]}});
+        let text = status(&st, &[], &TimeZone::UTC);
+        assert!(text.contains("Update available:     security update 1.0.1 (security patch level 1 November 2026)\n"), "{text}");
+        assert!(
+            text.contains("CVE-2026-4242 (critical): Remote code execution"),
+            "{text}"
+        );
+        assert!(
+            text.contains("needs a reboot (about 90 s of downtime)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -10,12 +10,12 @@ pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedVariant, Variant};
 
-use crate::engine::{EngineError, HISTORY_LIMIT, Handle};
+use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Notice};
 use crate::status::Status;
 
 /// Well-known bus name.
@@ -94,11 +94,20 @@ impl Agent1 {
         Ok(entries.iter().map(view::history_entry).collect())
     }
 
-    /// Check for updates now. Returns when the check has run; its outcome shows in
-    /// `LastCheck`, `LastCheckResult` and `Staleness`.
+    /// Check for updates now. Returns when the check has run (not the download or
+    /// installation it may start); its outcome shows in `LastCheck`, `LastCheckResult` and
+    /// `Staleness`.
     async fn check_now(&self) -> Result<(), AgentError> {
         self.engine.check_now().await.map_err(AgentError::from)
     }
+
+    /// A verified security update was downloaded and checked and can be installed.
+    #[zbus(signal)]
+    async fn update_available(emitter: &SignalEmitter<'_>, update: view::Dict) -> zbus::Result<()>;
+
+    /// An update attempt ended: `outcome` is installed, failed or rolled-back.
+    #[zbus(signal)]
+    async fn install_finished(emitter: &SignalEmitter<'_>, result: view::Dict) -> zbus::Result<()>;
 
     #[zbus(property)]
     fn security_patch_level(&self) -> String {
@@ -250,6 +259,35 @@ pub async fn serve(conn: &Connection, engine: Handle) -> Result<(), ServeError> 
         Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(()),
         Ok(_) => Err(ServeError::NameTaken),
         Err(e) => Err(ServeError::Name(e)),
+    }
+}
+
+/// Emits the engine's notices as signals. Runs until the engine stops.
+pub async fn forward_notices(conn: Connection, mut notices: broadcast::Receiver<Notice>) {
+    let emitter = match SignalEmitter::new(&conn, OBJECT_PATH) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot emit signals");
+            return;
+        }
+    };
+    loop {
+        let sent = match notices.recv().await {
+            Ok(Notice::UpdateAvailable(offer)) => {
+                Agent1::update_available(&emitter, view::offer(&offer)).await
+            }
+            Ok(Notice::InstallFinished(f)) => {
+                Agent1::install_finished(&emitter, view::finished(&f)).await
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!("{n} notices were dropped");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot emit a signal");
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use jiff::Timestamp;
 use zbus::{OwnedVariant, Str, Variant};
 
-use crate::status::{Availability, SlotInfo, Status};
+use crate::engine::Finished;
+use crate::metadata::schema::Cve;
+use crate::status::{Availability, Offer, SlotInfo, Status};
 use crate::store::HistoryEntry;
 
 /// A D-Bus `a{sv}` dictionary.
@@ -64,9 +66,72 @@ pub fn progress(st: &Status) -> u32 {
     st.progress
 }
 
-/// The update on offer; empty until update metadata is wired in.
-pub fn available(_st: &Status) -> Dict {
-    Dict::new()
+/// The verified update on offer (downloaded and checked), empty when none.
+pub fn available(st: &Status) -> Dict {
+    st.available.as_ref().map(offer).unwrap_or_default()
+}
+
+/// An offer as `a{sv}`: what it is, what it fixes, what applying it costs (COM-0020/0030,
+/// ETSI 5.3-11/5.3-12). Built only from verified metadata.
+pub fn offer(o: &Offer) -> Dict {
+    let m = &o.target.meta;
+    let mut d = Dict::new();
+    d.insert("kind".to_owned(), s(m.kind.as_str()));
+    d.insert("name".to_owned(), s(&o.target.name));
+    d.insert("source".to_owned(), s(&o.source));
+    d.insert("version".to_owned(), s(&m.version));
+    d.insert("base_version".to_owned(), s(&m.base_version));
+    d.insert(
+        "security_patch_level".to_owned(),
+        s(&m.security_patch_level.to_string()),
+    );
+    d.insert("size".to_owned(), OwnedVariant::from(o.target.length));
+    d.insert(
+        "requires_reboot".to_owned(),
+        OwnedVariant::from(m.requires_reboot),
+    );
+    d.insert(
+        "expected_downtime_s".to_owned(),
+        OwnedVariant::from(m.expected_downtime_s),
+    );
+    d.insert(
+        "released".to_owned(),
+        OwnedVariant::from(secs(Some(m.released))),
+    );
+    if let Some(u) = &m.notes_url {
+        d.insert("notes_url".to_owned(), s(u));
+    }
+    if let Some(sev) = m.max_severity() {
+        d.insert("max_severity".to_owned(), s(sev.as_str()));
+    }
+    let cves: Vec<Dict> = m.cves.iter().map(cve).collect();
+    d.insert("cves".to_owned(), ov(cves));
+    d
+}
+
+fn cve(c: &Cve) -> Dict {
+    let mut d = Dict::new();
+    d.insert("id".to_owned(), s(&c.id));
+    d.insert("severity".to_owned(), s(c.severity.as_str()));
+    if let Some(score) = c.cvss {
+        d.insert("cvss".to_owned(), OwnedVariant::from(score));
+    }
+    d.insert("summary".to_owned(), s(&c.summary));
+    d
+}
+
+/// The end of an update attempt as `a{sv}` (`InstallFinished`).
+pub fn finished(f: &Finished) -> Dict {
+    let mut d = Dict::new();
+    d.insert("outcome".to_owned(), s(f.outcome));
+    d.insert("version".to_owned(), s(&f.version));
+    d.insert(
+        "security_patch_level".to_owned(),
+        s(&f.security_patch_level),
+    );
+    d.insert("detail".to_owned(), s(&f.detail));
+    d.insert("cves".to_owned(), ov(f.cves.clone()));
+    d
 }
 
 pub fn last_check(st: &Status) -> u64 {

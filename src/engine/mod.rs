@@ -1,26 +1,47 @@
 //! The engine: one task that owns all of the agent's state.
 //!
 //! Everything that changes state arrives here as an input — a [`Command`] from the D-Bus
-//! service, a new [`RaucInfo`] or [`ModemInfo`] from an adapter's watcher, or a timer — and is
-//! handled one at a time, so there are no locks around state and no interleavings to reason
-//! about. The engine asks [`crate::policy`] what to do, writes every transition to the
-//! [`Store`] before acting on it, and publishes the resulting [`Status`] through a
-//! `watch` channel that the D-Bus service reads.
+//! service, a new [`RaucInfo`] or [`ModemInfo`] from an adapter's watcher, the result of a
+//! background step (metadata check, download, installation, health check), or a timer — and
+//! is handled one at a time, so there are no locks around state and no interleavings to
+//! reason about. The engine asks [`crate::policy`] what to do, writes every transition to the
+//! [`Store`] before acting on it ([`pending`]), and publishes the resulting [`Status`]
+//! through a `watch` channel that the D-Bus service reads. Long steps run as spawned tasks
+//! that report back on an internal channel; at most one runs at a time.
+//!
+//! The update lifecycle itself is in [`lifecycle`]; the adapters it drives are the traits in
+//! [`ports`].
 
+mod lifecycle;
+pub mod pending;
+pub mod ports;
+
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::metadata::client::{RoleVersions, Verified};
 use crate::policy::{self, Cadence, schedule::CheckHistory};
-use crate::status::{CheckRecord, Installed, ModemInfo, RaucInfo, Staleness, Status, UpdateState};
+use crate::rauc::Rauc;
+use crate::status::{
+    CheckRecord, Installed, ModemInfo, Offer, RaucInfo, Staleness, Status, UpdateState,
+};
 use crate::store::{HistoryEntry, Store, StoreError};
+use pending::Pending;
+use ports::{BundleFetcher, FetchFailure, MetadataSource, System};
 
 /// Store key of the time of the last check whose metadata verified.
 const LAST_VERIFIED_KEY: &str = "last_verified_at";
+/// Store key of the highest role versions verified (the rollback floor).
+const FLOOR_KEY: &str = "metadata_floor";
+/// Store key of the latest time this device is sure has passed (clock ratchet).
+const LATEST_KNOWN_TIME_KEY: &str = "latest_known_time";
 /// Settings key for automatic installation (on unless the user turned it off).
 const AUTO_INSTALL_KEY: &str = "auto_install";
 /// Most history entries one `GetHistory` returns.
@@ -57,11 +78,32 @@ pub enum EngineError {
     Stopped,
 }
 
+/// Events announced as D-Bus signals.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A verified security update became available (COM-0010).
+    UpdateAvailable(Box<Offer>),
+    /// An update attempt ended: installed and confirmed, failed, or rolled back.
+    InstallFinished(Finished),
+}
+
+/// How an update attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// `installed`, `failed` or `rolled-back`.
+    pub outcome: &'static str,
+    pub version: String,
+    pub security_patch_level: String,
+    pub detail: String,
+    pub cves: Vec<String>,
+}
+
 /// What other tasks hold to talk to the engine. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Handle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
+    notices: broadcast::Sender<Notice>,
 }
 
 impl Handle {
@@ -73,6 +115,11 @@ impl Handle {
     /// A receiver that wakes on every published change.
     pub fn subscribe(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// Notices from now on.
+    pub fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
     }
 
     async fn ask<T>(
@@ -87,6 +134,7 @@ impl Handle {
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
+    /// Starts a check; the outcome shows in the status.
     pub async fn check_now(&self) -> Result<(), EngineError> {
         self.ask(|reply| Command::CheckNow { reply }).await?
     }
@@ -108,64 +156,136 @@ pub struct Inputs {
     pub modem: watch::Receiver<ModemInfo>,
 }
 
+/// The adapter types one engine drives.
+pub trait Ports: 'static {
+    type Rauc: Rauc;
+    type Metadata: MetadataSource;
+    type Fetcher: BundleFetcher;
+    type System: System;
+}
+
+/// The adapters themselves.
+pub struct Adapters<P: Ports> {
+    pub rauc: Arc<P::Rauc>,
+    pub metadata: Arc<P::Metadata>,
+    pub fetcher: Arc<P::Fetcher>,
+    pub system: Arc<P::System>,
+}
+
+/// Results of background steps, back on the engine's task.
+#[derive(Debug)]
+enum Internal {
+    Checked(Box<Result<Verified, crate::metadata::client::MetadataError>>),
+    Progress(u32),
+    Downloaded(Result<PathBuf, FetchFailure>),
+    Installed(Result<(), String>),
+    HealthChecked(lifecycle::Confirmation),
+}
+
 /// The engine task's state. Construct with [`Engine::new`], then `run` it.
-pub struct Engine<C: Clock> {
+pub struct Engine<C: Clock, P: Ports> {
     config: Arc<Config>,
     cadence: Cadence,
     store: Store,
     clock: C,
+    ports: Adapters<P>,
     commands: mpsc::Receiver<Command>,
     inputs: Inputs,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal: mpsc::UnboundedReceiver<Internal>,
+    notices: broadcast::Sender<Notice>,
     status: Status,
     publish: watch::Sender<Status>,
     checks: CheckHistory,
     last_verified: Option<Timestamp>,
+    floor: RoleVersions,
+    /// The update in progress, as persisted.
+    pending: Option<Pending>,
+    /// A background step is running (at most one at a time).
+    busy: bool,
+    /// The last attempt's outcome (`failed`, `rolled-back`), shown until a new one starts.
+    outcome: Option<UpdateState>,
+    /// That step is a metadata check.
+    checking: bool,
+    /// `CheckNow` callers waiting for the running check to finish.
+    check_waiters: Vec<oneshot::Sender<Result<(), EngineError>>>,
+    /// RAUC's view changed while a step ran; settle the pending update after it.
+    rauc_changed_while_busy: bool,
+    /// This process already asked for a reboot (never twice).
+    reboot_requested: bool,
+    /// Targets already reported as refused, so a refusal is recorded once, not every check.
+    refused_seen: BTreeSet<String>,
     seed: u64,
 }
 
-impl<C: Clock> Engine<C> {
+impl<C: Clock, P: Ports> Engine<C, P> {
     /// Builds the engine from the store's records and the configuration. `seed` spreads the
     /// check times of a fleet (see [`policy::schedule`]).
     pub fn new(
         config: Arc<Config>,
         store: Store,
         clock: C,
+        ports: Adapters<P>,
         inputs: Inputs,
         seed: u64,
-    ) -> Result<(Engine<C>, Handle), EngineError> {
+    ) -> Result<(Engine<C, P>, Handle), EngineError> {
         let now = clock.now();
         let installed = store.installed()?.or_else(|| factory_image(&config));
         let last_check = store.last_check()?;
         let last_verified = store
             .state(LAST_VERIFIED_KEY)?
             .and_then(|s| s.parse::<Timestamp>().ok());
+        let floor = store
+            .state(FLOOR_KEY)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
         let auto_install = store
             .setting(AUTO_INSTALL_KEY)?
             .map(|v| v != "false")
             .unwrap_or(true);
+        let mut last_error = String::new();
+        let pending = match store.state(pending::KEY)? {
+            Some(s) => match Pending::from_json(&s) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    // Not guessed at: reported, and the next check starts afresh.
+                    tracing::error!("{e}");
+                    last_error = e;
+                    None
+                }
+            },
+            None => None,
+        };
         let status = Status {
             state: UpdateState::Idle,
             progress: 0,
             installed,
             last_check,
             staleness: Staleness::Unverified,
+            available: None,
             model: config.device.model.clone(),
             hardware_id: config.device.hardware_id.clone(),
             auto_install,
             postponed_until: None,
-            last_error: String::new(),
+            last_error,
             rauc: inputs.rauc.borrow().clone(),
             modem: inputs.modem.borrow().clone(),
         };
         let (publish, status_rx) = watch::channel(status.clone());
         let (commands_tx, commands) = mpsc::channel(32);
+        let (internal_tx, internal) = mpsc::unbounded_channel();
+        let (notices, _) = broadcast::channel(16);
         let mut engine = Engine {
             cadence: Cadence::from(&config.check),
             config,
             store,
             clock,
+            ports,
             commands,
             inputs,
+            internal_tx,
+            internal,
+            notices: notices.clone(),
             status,
             publish,
             checks: CheckHistory {
@@ -174,13 +294,25 @@ impl<C: Clock> Engine<C> {
                 consecutive_failures: 0,
             },
             last_verified,
+            floor,
+            pending,
+            busy: false,
+            outcome: None,
+            checking: false,
+            check_waiters: Vec::new(),
+            rauc_changed_while_busy: false,
+            reboot_requested: false,
+            refused_seen: BTreeSet::new(),
             seed,
         };
+        engine.status.state = engine.state_for_pending();
+        engine.status.available = engine.offer_for_pending();
         engine.refresh_derived();
         engine.publish();
         let handle = Handle {
             commands: commands_tx,
             status: status_rx,
+            notices,
         };
         Ok((engine, handle))
     }
@@ -188,25 +320,38 @@ impl<C: Clock> Engine<C> {
     /// Runs until `shutdown` completes or every [`Handle`] is dropped.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // Start from the watchers' latest view, not the one seen at construction.
+        self.status.rauc = self.inputs.rauc.borrow_and_update().clone();
+        self.status.modem = self.inputs.modem.borrow_and_update().clone();
+        self.resume();
+        self.refresh_derived();
+        self.publish();
         loop {
-            let next = policy::next_check(&self.cadence, &self.checks, self.seed);
-            let wait = next
-                .duration_since(self.clock.now())
-                .max(jiff::SignedDuration::ZERO);
-            let wait = std::time::Duration::try_from(wait).unwrap_or_default();
+            let wait = if self.busy {
+                // The running step reports back; the schedule resumes after it.
+                std::time::Duration::from_secs(24 * 3600)
+            } else {
+                let next = policy::next_check(&self.cadence, &self.checks, self.seed);
+                let wait = next
+                    .duration_since(self.clock.now())
+                    .max(jiff::SignedDuration::ZERO);
+                std::time::Duration::try_from(wait).unwrap_or_default()
+            };
             tokio::select! {
                 () = &mut shutdown => break,
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd).await,
+                    Some(cmd) => self.handle(cmd),
                     None => break,
                 },
+                Some(event) = self.internal.recv() => self.on_internal(event),
                 Ok(()) = self.inputs.rauc.changed() => {
                     self.status.rauc = self.inputs.rauc.borrow_and_update().clone();
+                    self.on_rauc_changed();
                 }
                 Ok(()) = self.inputs.modem.changed() => {
                     self.status.modem = self.inputs.modem.borrow_and_update().clone();
                 }
-                () = tokio::time::sleep(wait) => self.check(),
+                () = tokio::time::sleep(wait), if !self.busy => self.start_check(),
             }
             self.refresh_derived();
             self.publish();
@@ -214,19 +359,21 @@ impl<C: Clock> Engine<C> {
         tracing::debug!("engine stopped");
     }
 
-    async fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::CheckNow { reply } => {
-                let result = if self.is_busy() {
-                    Err(EngineError::Busy(format!(
+                if self.checking {
+                    self.check_waiters.push(reply);
+                } else if self.busy {
+                    let _ = reply.send(Err(EngineError::Busy(format!(
                         "an operation is running ({})",
                         self.status.state.as_str()
-                    )))
+                    ))));
                 } else {
-                    self.check();
-                    Ok(())
-                };
-                let _ = reply.send(result);
+                    // Answered when the check has finished (see `finish_check`).
+                    self.check_waiters.push(reply);
+                    self.start_check();
+                }
             }
             Command::History { limit, reply } => {
                 let result = self
@@ -239,42 +386,6 @@ impl<C: Clock> Engine<C> {
                 let _ = reply.send(());
             }
         }
-    }
-
-    fn is_busy(&self) -> bool {
-        !matches!(
-            self.status.state,
-            UpdateState::Idle
-                | UpdateState::Available
-                | UpdateState::Deferred
-                | UpdateState::Failed
-                | UpdateState::RolledBack
-        )
-    }
-
-    /// One check for updates.
-    ///
-    /// No update source is wired in yet, so nothing can be verified; the outcome is recorded
-    /// as exactly that, and staleness stays `unverified` — never "up to date".
-    fn check(&mut self) {
-        let now = self.clock.now();
-        let record = CheckRecord {
-            at: now,
-            verified: false,
-            message: "no update source configured".to_owned(),
-        };
-        // Persist first: the record must survive a crash right after it is shown.
-        if let Err(e) = self.store.set_last_check(&record) {
-            tracing::error!(error = %e, "cannot record the check");
-            self.status.last_error = e.to_string();
-        }
-        tracing::info!(verified = record.verified, "{}", record.message);
-        self.checks.last_attempt = Some(now);
-        // Not retryable: nothing will change until the configuration does, so the next
-        // attempt waits a full interval instead of backing off from 5 minutes.
-        self.checks.consecutive_failures = 0;
-        self.status.last_check = Some(record);
-        self.status.state = UpdateState::Idle;
     }
 
     /// Recomputes what follows from the state and the time.
@@ -299,9 +410,32 @@ impl<C: Clock> Engine<C> {
         });
     }
 
+    fn notify(&self, notice: Notice) {
+        // No subscriber (no D-Bus service in a test) is fine.
+        let _ = self.notices.send(notice);
+    }
+
     /// The configuration the engine runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Records a store failure where a user sees it; the step that needed it stops.
+    fn store_failed(&mut self, what: &str, e: StoreError) {
+        tracing::error!(error = %e, "{what}");
+        self.status.last_error = format!("{what}: {e}");
+        self.status.state = UpdateState::Failed;
+    }
+
+    /// Records the outcome of a check and answers everyone waiting for it.
+    fn record_check(&mut self, record: CheckRecord) {
+        if let Err(e) = self.store.set_last_check(&record) {
+            self.store_failed("cannot record the check", e);
+        }
+        self.status.last_check = Some(record);
+        for waiter in self.check_waiters.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
     }
 }
 
@@ -310,6 +444,7 @@ fn factory_image(config: &Config) -> Option<Installed> {
     let level = config.device.security_patch_level?;
     Some(Installed {
         version: config.device.version.clone(),
+        feature_release: config.device.feature_release().to_owned(),
         security_patch_level: level.0,
         applied_at: None,
     })

@@ -96,6 +96,12 @@ pub async fn watch(conn: Connection, on_change: impl FnMut(ModemInfo) + Send) {
                     retry_at = None;
                     reporter.report(info);
                 }
+                Err(e) if e.is_unavailable() => {
+                    // It left between the owner check and the call; NameOwnerChanged follows
+                    // and its return will bring the next refresh.
+                    tracing::debug!(error = %e, "ModemManager left while being asked");
+                    reporter.report(unavailable());
+                }
                 Err(e) => {
                     if !failing {
                         tracing::warn!(error = %e, "ModemManager did not answer; reporting it unavailable");

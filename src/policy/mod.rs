@@ -2,9 +2,11 @@
 //! input are arguments, so each rule is a table-driven unit test away from being proven.
 //!
 //! - [`schedule`]: when to check for updates next (SEC-0020, ETSI 5.3-5).
+//! - [`select`]: which verified target this device installs (SEC-0010, anti-rollback).
 //! - [`staleness`]: whether the device may say it is current (SEC-0020, ETSI 5.3-8).
 
 pub mod schedule;
+pub mod select;
 pub mod staleness;
 
 pub use schedule::{Cadence, next_check};

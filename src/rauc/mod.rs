@@ -156,6 +156,9 @@ pub struct RaucClient {
     conn: Connection,
     /// Introspected once per client; an OS update that changes RAUC also reboots the agent.
     capabilities: Arc<OnceCell<Capabilities>>,
+    /// Poked after `Mark`, which RAUC announces with no signal, so a
+    /// [`watch_with_refresh`] watcher re-reads the slots.
+    refresh: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl RaucClient {
@@ -164,7 +167,14 @@ impl RaucClient {
         RaucClient {
             conn,
             capabilities: Arc::new(OnceCell::new()),
+            refresh: None,
         }
+    }
+
+    /// Pokes `refresh` after every successful `Mark` (see [`watch_with_refresh`]).
+    pub fn with_refresh(mut self, refresh: Arc<tokio::sync::Notify>) -> RaucClient {
+        self.refresh = Some(refresh);
+        self
     }
 
     /// The bus connection.
@@ -324,11 +334,16 @@ impl RaucClient {
     /// `Mark(state, slot)`; see [`Rauc::mark`]. RAUC emits no signal for it, so a
     /// [`watch_with_refresh`] watcher should be poked afterwards.
     pub async fn mark(&self, state: MarkState, slot: &str) -> Result<(String, String), RaucError> {
-        self.installer()
+        let marked = self
+            .installer()
             .await?
             .mark(state.as_str(), slot)
             .await
-            .map_err(|e| RaucError::from_zbus("Mark", Subject::Slot(slot.to_owned()), e))
+            .map_err(|e| RaucError::from_zbus("Mark", Subject::Slot(slot.to_owned()), e))?;
+        if let Some(refresh) = &self.refresh {
+            refresh.notify_one();
+        }
+        Ok(marked)
     }
 
     /// `GetPrimary`: the slot *name* the bootloader boots next.

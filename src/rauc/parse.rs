@@ -475,6 +475,22 @@ mod tests {
     }
 
     #[test]
+    fn scanner_agrees_with_a_real_xml_parser() {
+        // zbus_xml is only a dev-dependency; the scanner keeps it out of the daemon.
+        for xml in [
+            include_str!("testdata/introspect-rauc-1.8.xml"),
+            include_str!("testdata/introspect-rauc-upstream.xml"),
+            include_str!("../../tests/data/rauc/de.pengutronix.rauc.Installer.xml"),
+        ] {
+            let node = zbus_xml::Node::try_from(xml).expect("valid introspection XML");
+            for iface in node.interfaces() {
+                let parsed: Vec<String> = iface.methods().map(|m| m.name().to_string()).collect();
+                assert_eq!(methods_of(xml, iface.name().as_str()), parsed);
+            }
+        }
+    }
+
+    #[test]
     fn capability_scanner_edge_cases() {
         // Our interface file (Debian's) has comments mentioning `<bundle>`; single quotes;
         // self-closing tags; a method of another interface with the same name.

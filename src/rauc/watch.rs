@@ -38,7 +38,8 @@ pub async fn watch(conn: Connection, on_change: impl FnMut(RaucInfo) + Send) {
 ///   `refresh` is notified (`notify_one`). RAUC emits nothing for `Mark`, so whoever marks a
 ///   slot should notify `refresh` afterwards.
 ///
-/// While RAUC installs it refuses `GetSlotStatus`; the snapshot then keeps the slots it had.
+/// While RAUC installs it refuses `GetSlotStatus`; the snapshot then keeps the slots it had
+/// (and `operation` says `installing`).
 ///
 /// Runs until the bus connection closes (then reports `Unavailable` and returns).
 pub async fn watch_with_refresh(
@@ -90,12 +91,15 @@ pub async fn watch_with_refresh(
     loop {
         if refresh_due {
             refresh_due = false;
+            // While RAUC installs it refuses GetSlotStatus: keep the slots we have (none yet if
+            // the agent started mid-installation) rather than calling RAUC unavailable.
             let previous_slots = reporter
                 .last
                 .as_ref()
                 .filter(|i| i.availability == Availability::Running)
-                .map(|i| i.slots.clone());
-            match client.snapshot(previous_slots.as_deref()).await {
+                .map(|i| i.slots.clone())
+                .unwrap_or_default();
+            match client.snapshot(Some(&previous_slots)).await {
                 Ok(info) => {
                     if failing {
                         tracing::info!("RAUC answers again");
@@ -103,6 +107,12 @@ pub async fn watch_with_refresh(
                     failing = false;
                     retry_at = None;
                     reporter.report(info);
+                }
+                Err(e) if e.is_unavailable() => {
+                    // It left between the owner check and the call; NameOwnerChanged follows
+                    // and its return will bring the next refresh.
+                    tracing::debug!(error = %e, "RAUC left while being asked");
+                    reporter.report(unavailable());
                 }
                 Err(e) => {
                     if !failing {

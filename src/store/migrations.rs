@@ -31,6 +31,7 @@ const V1: &str = "
 CREATE TABLE installed (
     id                   INTEGER PRIMARY KEY CHECK (id = 1),
     version              TEXT NOT NULL,
+    feature_release      TEXT NOT NULL,
     security_patch_level TEXT NOT NULL,
     applied_at           TEXT
 );

@@ -17,7 +17,7 @@ pub(super) fn installed(conn: &Connection) -> Result<Option<Installed>, StoreErr
     const CONTEXT: &str = "reading the installed release";
     let mut stmt = conn
         .prepare_cached(
-            "SELECT version, security_patch_level, applied_at FROM installed WHERE id = 1",
+            "SELECT version, feature_release, security_patch_level, applied_at FROM installed WHERE id = 1",
         )
         .map_err(sql(CONTEXT))?;
     let mut rows = stmt.query([]).map_err(sql(CONTEXT))?;
@@ -26,11 +26,12 @@ pub(super) fn installed(conn: &Connection) -> Result<Option<Installed>, StoreErr
     };
     Ok(Some(Installed {
         version: text(row, 0, "installed version")?,
+        feature_release: text(row, 1, "installed feature release")?,
         security_patch_level: parse_date(
-            &text(row, 1, "installed security patch level")?,
+            &text(row, 2, "installed security patch level")?,
             "installed security patch level",
         )?,
-        applied_at: opt_text(row, 2, "installed applied_at")?
+        applied_at: opt_text(row, 3, "installed applied_at")?
             .map(|s| parse_timestamp(&s, "installed applied_at"))
             .transpose()?,
     }))
@@ -40,14 +41,22 @@ pub(super) fn set_installed(conn: &Connection, installed: &Installed) -> Result<
     let patch_level = format_date(installed.security_patch_level, "security patch level")?;
     let applied_at = installed.applied_at.map(|t| t.to_string());
     conn.prepare_cached(
-        "INSERT INTO installed (id, version, security_patch_level, applied_at)
-         VALUES (1, ?1, ?2, ?3)
+        "INSERT INTO installed (id, version, feature_release, security_patch_level, applied_at)
+         VALUES (1, ?1, ?2, ?3, ?4)
          ON CONFLICT (id) DO UPDATE SET
              version = excluded.version,
+             feature_release = excluded.feature_release,
              security_patch_level = excluded.security_patch_level,
              applied_at = excluded.applied_at",
     )
-    .and_then(|mut stmt| stmt.execute(params![installed.version, patch_level, applied_at]))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            installed.version,
+            installed.feature_release,
+            patch_level,
+            applied_at
+        ])
+    })
     .map_err(sql("recording the installed release"))?;
     Ok(())
 }

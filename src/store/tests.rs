@@ -16,6 +16,7 @@ fn date(s: &str) -> Date {
 fn installed(version: &str) -> Installed {
     Installed {
         version: version.to_owned(),
+        feature_release: "1.0".to_owned(),
         security_patch_level: date("2024-05-05"),
         applied_at: Some(ts("2024-05-20T10:11:12.5Z")),
     }

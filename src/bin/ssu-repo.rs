@@ -1,0 +1,298 @@
+//! `ssu-repo`: create and publish the TUF repositories ssu-agent updates from
+//! (see `docs/ssu-repo.md`; the work is done by `ssu_agent::repo`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use ssu_agent::metadata::schema::{Cve, DeviceMeta, Kind, Replacement};
+use ssu_agent::repo::{
+    self, AddOptions, ApproveOptions, BundleFields, Expiries, Expiry, InitOptions, RefreshOptions,
+    RepoError, RepoRole,
+};
+
+/// Publish signed security updates (GSMA FS.25) as a static TUF repository.
+#[derive(Parser)]
+#[command(version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 refused or failed (the repository is \
+unchanged when refused); 2 usage error.";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create keys, root.json and an empty signed repository in a new directory.
+    Init(InitArgs),
+    /// Publish a RAUC bundle as bundles/<compatible>/<version>.raucb (manufacturer).
+    Add(AddArgs),
+    /// Publish a model's support period and rollout wave as devices/<hardware-id>.json.
+    Device(DeviceArgs),
+    /// List a manufacturer's target unchanged in this operator repository (approval).
+    Approve(ApproveArgs),
+    /// Sign a new snapshot and timestamp (run before the timestamp expires).
+    Refresh(RefreshArgs),
+    /// Load the public repository as a device would and check every target.
+    Verify {
+        /// Repository directory (or a bare public directory).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// A new or empty directory.
+    dir: PathBuf,
+    /// Whose update server this is.
+    #[arg(long, value_parser = parse_role, value_name = "manufacturer|operator")]
+    role: RepoRole,
+    /// Shown by verify; defaults to the directory's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Validity of root.json (y = 365 days, d, h, m, s).
+    #[arg(long, default_value = "5y")]
+    root_expires: String,
+    #[arg(long, default_value = "1y")]
+    targets_expires: String,
+    #[arg(long, default_value = "30d")]
+    snapshot_expires: String,
+    #[arg(long, default_value = "7d")]
+    timestamp_expires: String,
+}
+
+#[derive(Args)]
+struct AddArgs {
+    /// The repository directory.
+    dir: PathBuf,
+    /// The RAUC bundle; its manifest gives compatible and version.
+    bundle: PathBuf,
+    /// TOML with BundleMeta's fields (minus version and compatible); flags override it.
+    #[arg(long)]
+    descriptor: Option<PathBuf>,
+    #[arg(long, value_parser = parse_kind, value_name = "security|feature|maintenance")]
+    kind: Option<Kind>,
+    /// The feature release this bundle patches (defaults to the version for kind=feature).
+    #[arg(long)]
+    base_version: Option<String>,
+    /// YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    security_patch_level: Option<Date>,
+    /// ID:SEVERITY[:CVSS]:SUMMARY, repeatable (replaces the descriptor's list).
+    #[arg(long = "cve", value_parser = repo::parse_cve_flag)]
+    cves: Vec<Cve>,
+    /// https:// release notes.
+    #[arg(long)]
+    notes_url: Option<String>,
+    /// Whether installing needs a reboot [default: true].
+    #[arg(long, value_name = "true|false")]
+    reboot: Option<bool>,
+    /// Expected downtime while applying, e.g. 90s or 5m.
+    #[arg(long, value_parser = parse_downtime)]
+    downtime: Option<u32>,
+    /// RFC 3339 [default: now].
+    #[arg(long)]
+    released: Option<Timestamp>,
+    /// Repeatable (replaces the descriptor's list); none means every device with compatible.
+    #[arg(long = "hardware-id")]
+    hardware_ids: Vec<String>,
+    /// Allow different content or fields under an already published name.
+    #[arg(long)]
+    replace: bool,
+    /// The rauc executable.
+    #[arg(long, default_value = "rauc")]
+    rauc: PathBuf,
+}
+
+#[derive(Args)]
+struct DeviceArgs {
+    /// The repository directory.
+    dir: PathBuf,
+    #[arg(long)]
+    hardware_id: String,
+    /// Model designation shown to users.
+    #[arg(long)]
+    model: String,
+    /// YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    launch_date: Date,
+    /// YYYY-MM-DD, at least launch + 36 months.
+    #[arg(long, value_parser = parse_date)]
+    support_end: Date,
+    #[arg(long)]
+    replacement_text: Option<String>,
+    /// https:// (needs --replacement-text).
+    #[arg(long, requires = "replacement_text")]
+    replacement_url: Option<String>,
+    /// RFC 3339: devices of this model download nothing before.
+    #[arg(long)]
+    wave_start: Option<Timestamp>,
+}
+
+#[derive(Args)]
+struct ApproveArgs {
+    /// The operator's repository directory.
+    dir: PathBuf,
+    /// The manufacturer's public directory.
+    #[arg(long)]
+    from: PathBuf,
+    /// The manufacturer's root.json to trust [default: FROM/metadata/1.root.json].
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// E.g. bundles/ssu-sandbox/1.0.1.raucb.
+    target: String,
+    /// Allow different content or fields under an already listed name.
+    #[arg(long)]
+    replace: bool,
+}
+
+#[derive(Args)]
+struct RefreshArgs {
+    /// The repository directory.
+    dir: PathBuf,
+    /// Overrides repo.toml's timestamp expiry this once.
+    #[arg(long, allow_hyphen_values = true)]
+    timestamp_expires: Option<String>,
+    /// Overrides repo.toml's snapshot expiry this once.
+    #[arg(long, allow_hyphen_values = true)]
+    snapshot_expires: Option<String>,
+    /// TEST FIXTURES ONLY: accept zero or negative expiries (publishes expired metadata).
+    #[arg(long, hide = true)]
+    allow_expired: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(run(cli.command)),
+        Err(e) => Err(format!("cannot start: {e}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ssu-repo: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    let now = Timestamp::now();
+    let text = |e: RepoError| e.to_string();
+    match command {
+        Command::Init(a) => {
+            let opts = InitOptions {
+                role: a.role,
+                name: a.name,
+                expires: Expiries {
+                    root: expiry("root", &a.root_expires, false)?,
+                    targets: expiry("targets", &a.targets_expires, false)?,
+                    snapshot: expiry("snapshot", &a.snapshot_expires, false)?,
+                    timestamp: expiry("timestamp", &a.timestamp_expires, false)?,
+                },
+            };
+            println!("{}", repo::init(&a.dir, &opts, now).await.map_err(text)?);
+        }
+        Command::Add(a) => {
+            let dir = a.dir.clone();
+            let opts = add_options(a);
+            println!("{}", repo::add(&dir, &opts, now).await.map_err(text)?);
+        }
+        Command::Device(a) => {
+            let meta = DeviceMeta {
+                hardware_id: a.hardware_id,
+                model: a.model,
+                launch_date: a.launch_date,
+                support_end: a.support_end,
+                replacement: a.replacement_text.map(|text| Replacement {
+                    text,
+                    url: a.replacement_url,
+                }),
+                wave_start: a.wave_start,
+            };
+            println!("{}", repo::device(&a.dir, &meta, now).await.map_err(text)?);
+        }
+        Command::Approve(a) => {
+            let opts = ApproveOptions {
+                from: a.from,
+                root: a.root,
+                target: a.target,
+                replace: a.replace,
+            };
+            println!("{}", repo::approve(&a.dir, &opts, now).await.map_err(text)?);
+        }
+        Command::Refresh(a) => {
+            let opt = |role, v: &Option<String>| {
+                v.as_deref()
+                    .map(|s| expiry(role, s, a.allow_expired))
+                    .transpose()
+            };
+            let opts = RefreshOptions {
+                snapshot_expires: opt("snapshot", &a.snapshot_expires)?,
+                timestamp_expires: opt("timestamp", &a.timestamp_expires)?,
+            };
+            println!("{}", repo::refresh(&a.dir, &opts, now).await.map_err(text)?);
+        }
+        Command::Verify { dir } => {
+            let report = repo::verify(&dir).await.map_err(text)?;
+            println!("{report}");
+            if !report.is_ok() {
+                return Err(format!("{}: verification found problems", dir.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn add_options(a: AddArgs) -> AddOptions {
+    AddOptions {
+        bundle: a.bundle,
+        descriptor: a.descriptor,
+        flags: BundleFields {
+            kind: a.kind,
+            base_version: a.base_version,
+            security_patch_level: a.security_patch_level,
+            hardware_ids: list(a.hardware_ids),
+            released: a.released,
+            cves: list(a.cves),
+            notes_url: a.notes_url,
+            requires_reboot: a.reboot,
+            expected_downtime_s: a.downtime,
+        },
+        replace: a.replace,
+        rauc: a.rauc,
+    }
+}
+
+/// An empty repeatable flag means "not given" (the descriptor's list stands).
+fn list<T>(v: Vec<T>) -> Option<Vec<T>> {
+    if v.is_empty() { None } else { Some(v) }
+}
+
+fn expiry(role: &'static str, s: &str, allow_expired: bool) -> Result<Expiry, String> {
+    Expiry::parse(role, s, allow_expired).map_err(|e| e.to_string())
+}
+
+fn parse_role(s: &str) -> Result<RepoRole, String> {
+    s.parse()
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("{s:?}: expected security, feature or maintenance"))
+}
+
+fn parse_date(s: &str) -> Result<Date, String> {
+    ssu_agent::config::parse_date(s)
+}
+
+fn parse_downtime(s: &str) -> Result<u32, String> {
+    let d = ssu_agent::config::parse_duration(s)?;
+    u32::try_from(d.as_secs()).map_err(|_| format!("{s:?}: too long"))
+}

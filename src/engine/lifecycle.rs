@@ -1,0 +1,737 @@
+//! The update lifecycle: check → download (verified) → announce → install → reboot →
+//! confirm, or fail / roll back. Every step that has a side effect is preceded by writing
+//! the [`Pending`] record, so a restart at any point resumes or settles cleanly and never
+//! installs a target twice. See ARCHITECTURE.md, "Update lifecycle".
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::pending::{Pending, Phase};
+use super::ports::{BundleFetcher, FetchFailure, MetadataSource, System};
+use super::{
+    Clock, Engine, FLOOR_KEY, Finished, Internal, LAST_VERIFIED_KEY, LATEST_KNOWN_TIME_KEY, Notice,
+    Ports,
+};
+use crate::metadata::client::{MetadataError, Verified};
+use crate::policy::select::{Candidate, DeviceFacts, select};
+use crate::rauc::{MarkState, Rauc};
+use crate::status::{Availability, CheckRecord, Installed, Offer, UpdateState};
+use crate::store::NewHistoryEntry;
+
+/// Store key of the targets rolled back on this device.
+const ROLLED_BACK_KEY: &str = "rolled_back_targets";
+
+/// A clock this far behind the latest known time is not trusted for expiry checks.
+const CLOCK_TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
+
+/// How the post-reboot confirmation ended.
+#[derive(Debug)]
+pub(super) enum Confirmation {
+    /// Health checks passed and the slot is marked good.
+    Confirmed,
+    /// Health checks failed; the slot is marked bad (reason).
+    Rejected(String),
+    /// RAUC would not mark the slot; try again later.
+    MarkFailed(String),
+}
+
+impl<C: Clock, P: Ports> Engine<C, P> {
+    /// The update on offer while a persisted record says it is being installed.
+    pub(super) fn offer_for_pending(&self) -> Option<Offer> {
+        self.pending
+            .as_ref()
+            .filter(|p| matches!(p.phase, Phase::Installing | Phase::Installed))
+            .map(|p| Offer {
+                target: p.target.clone(),
+                source: p.source.clone(),
+            })
+    }
+
+    /// The state a persisted record puts the agent in.
+    pub(super) fn state_for_pending(&self) -> UpdateState {
+        match self.pending.as_ref().map(|p| p.phase) {
+            None => UpdateState::Idle,
+            Some(Phase::Downloading) => UpdateState::Downloading,
+            Some(Phase::Installing) => UpdateState::Installing,
+            Some(Phase::Installed) => UpdateState::RebootRequired,
+            Some(Phase::Confirming) => UpdateState::Confirming,
+            Some(Phase::RollingBack) => UpdateState::RolledBack,
+        }
+    }
+
+    /// Picks up a persisted update after a start.
+    pub(super) fn resume(&mut self) {
+        let Some(p) = self.pending.clone() else {
+            return;
+        };
+        tracing::info!(target = %p.target.name, phase = ?p.phase, "resuming update");
+        match p.phase {
+            Phase::Downloading => self.start_download(Offer {
+                target: p.target,
+                source: p.source,
+            }),
+            _ => self.on_rauc_changed(),
+        }
+    }
+
+    /// Persists `pending` (or its absence) before the caller acts on it.
+    fn save_pending(&mut self, pending: Option<Pending>) -> bool {
+        let json = pending.as_ref().map(Pending::to_json);
+        match self.store.set_state(super::pending::KEY, json.as_deref()) {
+            Ok(()) => {
+                self.pending = pending;
+                true
+            }
+            Err(e) => {
+                self.store_failed("cannot record the update's progress", e);
+                false
+            }
+        }
+    }
+
+    fn spawn(&mut self, f: impl Future<Output = Internal> + Send + 'static) {
+        self.busy = true;
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(f.await);
+        });
+    }
+
+    pub(super) fn on_internal(&mut self, event: Internal) {
+        self.handle_internal(event);
+        // A RAUC change that arrived while a step ran is looked at now.
+        if !self.busy && std::mem::take(&mut self.rauc_changed_while_busy) {
+            self.on_rauc_changed();
+        }
+    }
+
+    fn handle_internal(&mut self, event: Internal) {
+        match event {
+            Internal::Progress(p) => self.status.progress = p,
+            Internal::Checked(result) => {
+                self.busy = false;
+                self.checking = false;
+                self.on_checked(*result);
+            }
+            Internal::Downloaded(result) => {
+                self.busy = false;
+                self.on_downloaded(result);
+            }
+            Internal::Installed(result) => {
+                self.busy = false;
+                self.on_installed(result);
+            }
+            Internal::HealthChecked(result) => {
+                self.busy = false;
+                self.on_confirmation(result);
+            }
+        }
+    }
+
+    // ---- check ----------------------------------------------------------------------
+
+    pub(super) fn start_check(&mut self) {
+        let now = self.clock.now();
+        self.checks.last_attempt = Some(now);
+        if !self.ports.metadata.configured() {
+            // Nothing will change until the configuration does: wait a full interval.
+            self.checks.consecutive_failures = 0;
+            self.record_check(CheckRecord {
+                at: now,
+                verified: false,
+                message: "no update source configured".to_owned(),
+            });
+            tracing::info!("no update source configured");
+            return;
+        }
+        if let Some(latest) = self.latest_known_time()
+            && now < latest - CLOCK_TOLERANCE
+        {
+            // Expiry checks mean nothing with a clock in the past: a replayed, long-expired
+            // repository would look fresh. Wait for the clock to be set.
+            self.checks.consecutive_failures += 1;
+            let message = format!(
+                "not checked: the system clock ({now}) is behind the latest known time \
+                 ({latest}); waiting for time synchronisation"
+            );
+            tracing::warn!("{message}");
+            self.record_check(CheckRecord {
+                at: now,
+                verified: false,
+                message,
+            });
+            return;
+        }
+        if self.pending.is_none() {
+            if matches!(
+                self.status.state,
+                UpdateState::Failed | UpdateState::RolledBack
+            ) {
+                self.outcome = Some(self.status.state);
+            }
+            self.status.state = UpdateState::Checking;
+        }
+        let metadata = self.ports.metadata.clone();
+        let floor = self.floor;
+        self.checking = true;
+        self.spawn(async move { Internal::Checked(Box::new(metadata.fetch(floor).await)) });
+    }
+
+    fn latest_known_time(&self) -> Option<Timestamp> {
+        self.store
+            .state(LATEST_KNOWN_TIME_KEY)
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok())
+    }
+
+    fn on_checked(&mut self, result: Result<Verified, MetadataError>) {
+        let now = self.clock.now();
+        match result {
+            Ok(verified) => self.on_verified(now, verified),
+            Err(e) => {
+                self.checks.consecutive_failures += 1;
+                if !e.is_retryable() {
+                    // The server presents metadata that fails verification (rollback, freeze,
+                    // bad signatures): what was verified before no longer vouches for now.
+                    self.last_verified = None;
+                    if let Err(se) = self.store.set_state(LAST_VERIFIED_KEY, None) {
+                        self.store_failed("cannot record the check", se);
+                    }
+                }
+                let message = format!("could not verify update metadata: {e}");
+                tracing::warn!("{message}");
+                // Nothing from this source can be trusted now, including an earlier offer.
+                if self.pending.is_none() {
+                    self.status.available = None;
+                }
+                self.status.last_error = message.clone();
+                self.record_check(CheckRecord {
+                    at: now,
+                    verified: false,
+                    message,
+                });
+                self.settle_state();
+            }
+        }
+    }
+
+    fn on_verified(&mut self, now: Timestamp, v: Verified) {
+        self.checks.consecutive_failures = 0;
+        self.floor = self.floor.max(&v.versions);
+        let latest = self.latest_known_time().map_or(now, |t| t.max(now));
+        let floor_json = serde_json::to_string(&self.floor).unwrap_or_default();
+        let saved = self
+            .store
+            .set_state(FLOOR_KEY, Some(&floor_json))
+            .and_then(|()| {
+                self.store
+                    .set_state(LAST_VERIFIED_KEY, Some(&now.to_string()))
+            })
+            .and_then(|()| {
+                self.store
+                    .set_state(LATEST_KNOWN_TIME_KEY, Some(&latest.to_string()))
+            });
+        if let Err(e) = saved {
+            self.store_failed("cannot record verified metadata", e);
+            return;
+        }
+        self.last_verified = Some(now);
+        self.status.last_error.clear();
+
+        for r in &v.refused {
+            self.record_refusal(
+                now,
+                &r.name,
+                None,
+                &format!("invalid metadata: {}", r.reason),
+            );
+        }
+
+        let compatible = self.status.rauc.compatible.clone();
+        let message = if compatible.is_empty() {
+            "verified; RAUC is unavailable, so which updates apply is not known yet".to_owned()
+        } else {
+            self.choose(now, &v, &compatible)
+        };
+        tracing::info!(source = %v.source, "{message}");
+        self.record_check(CheckRecord {
+            at: now,
+            verified: true,
+            message,
+        });
+        if !self.busy {
+            self.settle_state();
+        }
+    }
+
+    /// The state once no step runs: what the pending record says; `available` for an offer
+    /// waiting for the user; otherwise the last outcome (`failed`, `rolled-back`) stays
+    /// visible until something new happens, then `idle`.
+    fn settle_state(&mut self) {
+        let settled = self.state_for_pending();
+        self.status.state = match settled {
+            UpdateState::Idle if self.status.available.is_some() => UpdateState::Available,
+            UpdateState::Idle => self.outcome.unwrap_or(UpdateState::Idle),
+            other => other,
+        };
+    }
+
+    /// Applies the selection policy to a verified repository; returns the check's message.
+    fn choose(&mut self, now: Timestamp, v: &Verified, compatible: &str) -> String {
+        let installed = self.status.installed.clone();
+        let facts = DeviceFacts {
+            compatible,
+            hardware_id: &self.config.device.hardware_id,
+            feature_release: installed.as_ref().map_or("", |i| &i.feature_release),
+            installed_version: installed.as_ref().map_or("", |i| &i.version),
+            patch_level: installed.as_ref().map(|i| i.security_patch_level),
+        };
+        let blocked = self.rolled_back_targets();
+        let candidates: Vec<Candidate<'_>> = v
+            .bundles
+            .iter()
+            .filter(|b| !blocked.contains(&hex::encode(b.sha256)))
+            .map(|b| Candidate {
+                name: &b.name,
+                meta: &b.meta,
+            })
+            .collect();
+        let selection = select(&candidates, &facts);
+        let refusals: Vec<(String, String)> = selection
+            .refused
+            .iter()
+            .map(|(c, why)| (c.name.to_owned(), why.to_string()))
+            .collect();
+        let chosen = selection.chosen.map(|c| c.name.to_owned());
+        for (name, why) in &refusals {
+            let target = v.bundles.iter().find(|b| &b.name == name);
+            self.record_refusal(now, name, target.map(|t| &t.meta), why);
+        }
+        let Some(name) = chosen else {
+            if self.pending.is_none() {
+                self.status.available = None;
+            }
+            return if refusals.is_empty() {
+                "verified; no newer security update".to_owned()
+            } else {
+                format!("verified; refused: {}", refusals[0].1)
+            };
+        };
+        let Some(target) = v.bundles.iter().find(|b| b.name == name).cloned() else {
+            return "verified; no newer security update".to_owned();
+        };
+        let message = format!(
+            "verified; security update {} (patch level {}) available",
+            target.meta.version, target.meta.security_patch_level
+        );
+        if self.pending.is_none() && !self.busy {
+            self.start_download(Offer {
+                target,
+                source: v.source.clone(),
+            });
+        }
+        message
+    }
+
+    /// Targets (by SHA-256) that were installed and rolled back on this device: never
+    /// installed again automatically, or a bad update would boot-loop the device daily.
+    fn rolled_back_targets(&self) -> Vec<String> {
+        self.store
+            .state(ROLLED_BACK_KEY)
+            .ok()
+            .flatten()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records a refused target in the history, once per target per run.
+    fn record_refusal(
+        &mut self,
+        now: Timestamp,
+        name: &str,
+        meta: Option<&crate::metadata::schema::BundleMeta>,
+        reason: &str,
+    ) {
+        tracing::warn!(target = name, "refused: {reason}");
+        self.status.last_error = format!("refused {name}: {reason}");
+        if !self.refused_seen.insert(name.to_owned()) {
+            return;
+        }
+        let entry = NewHistoryEntry {
+            at: now,
+            kind: meta.map_or("event", |m| m.kind.as_str()).to_owned(),
+            action: "refused".to_owned(),
+            version: meta.map(|m| m.version.clone()),
+            security_patch_level: meta.map(|m| m.security_patch_level),
+            detail: format!("{name}: {reason}"),
+            cves: meta.map_or_else(Vec::new, |m| m.cves.iter().map(|c| c.id.clone()).collect()),
+        };
+        if let Err(e) = self.store.append_history(&entry) {
+            self.store_failed("cannot record a refused update", e);
+        }
+    }
+
+    // ---- download -------------------------------------------------------------------
+
+    fn start_download(&mut self, offer: Offer) {
+        let pending = Pending {
+            phase: Phase::Downloading,
+            target: offer.target.clone(),
+            source: offer.source.clone(),
+            started: self
+                .pending
+                .as_ref()
+                .map_or_else(|| self.clock.now(), |p| p.started),
+            boot_id: String::new(),
+            booted_slot: String::new(),
+            reason: String::new(),
+        };
+        if !self.save_pending(Some(pending)) {
+            return;
+        }
+        tracing::info!(target = %offer.target.name, bytes = offer.target.length, "downloading");
+        self.status.state = UpdateState::Downloading;
+        self.outcome = None;
+        self.status.progress = 0;
+        let fetcher = self.ports.fetcher.clone();
+        let tx = self.internal_tx.clone();
+        let target = offer.target;
+        self.spawn(async move {
+            let mut last = u32::MAX;
+            let progress = Box::new(move |done: u64, total: u64| {
+                let pct = (done.saturating_mul(100) / total.max(1)).min(100) as u32;
+                if pct != last {
+                    last = pct;
+                    let _ = tx.send(Internal::Progress(pct));
+                }
+            });
+            Internal::Downloaded(fetcher.fetch(&target, progress).await)
+        });
+    }
+
+    fn on_downloaded(&mut self, result: Result<std::path::PathBuf, FetchFailure>) {
+        let Some(p) = self.pending.clone() else {
+            return;
+        };
+        let path = match result {
+            Ok(path) => path,
+            Err(f) => {
+                self.checks.consecutive_failures += 1;
+                let message = format!("download of {} failed: {f}", p.target.name);
+                tracing::warn!("{message}");
+                if !f.retryable {
+                    let now = self.clock.now();
+                    self.record_refusal(now, &p.target.name, Some(&p.target.meta), &f.message);
+                }
+                self.status.last_error = message;
+                if self.save_pending(None) {
+                    self.status.state = UpdateState::Failed;
+                }
+                return;
+            }
+        };
+        // Verified bytes: now the update may be announced (COM-0010).
+        let offer = Offer {
+            target: p.target.clone(),
+            source: p.source.clone(),
+        };
+        if self.status.available.as_ref() != Some(&offer) {
+            self.status.available = Some(offer.clone());
+            self.notify(Notice::UpdateAvailable(Box::new(offer)));
+        }
+        if self.status.auto_install {
+            self.start_install(path);
+        } else {
+            // Waits for the user's Install(); the download stays cached.
+            self.save_pending(None);
+            self.status.state = UpdateState::Available;
+        }
+    }
+
+    // ---- install --------------------------------------------------------------------
+
+    fn start_install(&mut self, bundle: std::path::PathBuf) {
+        let Some(mut p) = self.pending.clone() else {
+            return;
+        };
+        p.phase = Phase::Installing;
+        p.boot_id = self.ports.system.boot_id();
+        p.booted_slot = self.status.rauc.boot_slot.clone();
+        // Persisted before RAUC is asked: a restart from here on never installs twice.
+        if !self.save_pending(Some(p.clone())) {
+            return;
+        }
+        tracing::info!(target = %p.target.name, "installing");
+        self.status.state = UpdateState::Installing;
+        self.status.progress = 0;
+        let rauc = self.ports.rauc.clone();
+        let tx = self.internal_tx.clone();
+        let meta = p.target.meta.clone();
+        self.spawn(async move {
+            // RAUC reads the bundle's own manifest: it must say what the signed metadata says,
+            // or this is not the bundle the publisher described.
+            match rauc.bundle_info(&bundle).await {
+                Ok(info) if info.compatible == meta.compatible && info.version == meta.version => {}
+                Ok(info) => {
+                    return Internal::Installed(Err(format!(
+                        "bundle contents do not match the signed metadata: it is compatible \
+                         {:?} version {:?}, metadata says {:?} {:?}; nothing installed",
+                        info.compatible, info.version, meta.compatible, meta.version
+                    )));
+                }
+                Err(e) => return Internal::Installed(Err(format!("RAUC refused the bundle: {e}"))),
+            }
+            let result = rauc
+                .install_and_wait(&bundle, |progress| {
+                    let pct = progress.percentage.clamp(0, 100) as u32;
+                    let _ = tx.send(Internal::Progress(pct));
+                })
+                .await
+                .map_err(|e| e.to_string());
+            Internal::Installed(result)
+        });
+    }
+
+    fn on_installed(&mut self, result: Result<(), String>) {
+        let Some(mut p) = self.pending.clone() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                p.phase = Phase::Installed;
+                if !self.save_pending(Some(p.clone())) {
+                    return;
+                }
+                tracing::info!(target = %p.target.name, "installed; reboot required");
+                self.status.state = UpdateState::RebootRequired;
+                self.status.progress = 100;
+                self.ports.fetcher.cleanup(None);
+                if self.config.install.auto_reboot {
+                    self.reboot();
+                }
+            }
+            Err(message) => {
+                tracing::error!(target = %p.target.name, "installation failed: {message}");
+                self.finish(&p, "failed", &message, None, None);
+                self.status.state = UpdateState::Failed;
+                self.status.last_error = message;
+            }
+        }
+    }
+
+    fn reboot(&mut self) {
+        self.reboot_requested = true;
+        tracing::info!("rebooting");
+        if let Err(e) = self.ports.system.reboot() {
+            tracing::error!("{e}");
+            self.status.last_error = e;
+        }
+    }
+
+    // ---- after reboot ---------------------------------------------------------------
+
+    /// Settles a persisted update once RAUC's view is known.
+    pub(super) fn on_rauc_changed(&mut self) {
+        if self.busy {
+            self.rauc_changed_while_busy = true;
+            return;
+        }
+        if self.status.rauc.availability != Availability::Running {
+            return;
+        }
+        let Some(p) = self.pending.clone() else {
+            return;
+        };
+        let rebooted = self.ports.system.boot_id() != p.boot_id;
+        match p.phase {
+            Phase::Downloading => {}
+            Phase::Installing => self.settle_interrupted_install(p),
+            Phase::Installed if !rebooted => self.status.state = UpdateState::RebootRequired,
+            Phase::Installed | Phase::Confirming => self.confirm(p),
+            Phase::RollingBack if rebooted => {
+                if self.save_pending(None) {
+                    self.status.state = UpdateState::RolledBack;
+                    self.status.available = None;
+                }
+            }
+            Phase::RollingBack if !self.reboot_requested => self.reboot(),
+            Phase::RollingBack => {}
+        }
+    }
+
+    /// The agent stopped while RAUC was (or was about to be) installing.
+    fn settle_interrupted_install(&mut self, p: Pending) {
+        let rauc = &self.status.rauc;
+        if rauc.operation == "installing" {
+            // RAUC is still at it; its PropertiesChanged will bring us back here.
+            self.status.state = UpdateState::Installing;
+            return;
+        }
+        let done = rauc
+            .slots
+            .iter()
+            .any(|s| s.state != "booted" && s.bundle_version == p.target.meta.version);
+        if done {
+            self.on_installed(Ok(()));
+        } else if !rauc.last_error.is_empty() {
+            let message = format!("installation failed: {}", rauc.last_error);
+            self.on_installed(Err(message));
+        } else {
+            // RAUC never got the job: fetch the (cached) bundle again and install it.
+            self.start_download(Offer {
+                target: p.target,
+                source: p.source,
+            });
+        }
+    }
+
+    fn confirm(&mut self, mut p: Pending) {
+        let booted = self.status.rauc.boot_slot.clone();
+        if booted.is_empty() {
+            return;
+        }
+        if booted == p.booted_slot {
+            // The bootloader fell back: the new slot never came up.
+            let reason = format!("the new slot did not boot; slot {booted} is running again");
+            self.finish(&p, "rolled-back", &reason, None, None);
+            self.status.state = UpdateState::RolledBack;
+            return;
+        }
+        p.phase = Phase::Confirming;
+        if !self.save_pending(Some(p.clone())) {
+            return;
+        }
+        self.status.state = UpdateState::Confirming;
+        let holds_target = self
+            .status
+            .rauc
+            .slots
+            .iter()
+            .any(|s| s.state == "booted" && s.bundle_version == p.target.meta.version);
+        let rauc = self.ports.rauc.clone();
+        let system = self.ports.system.clone();
+        let version = p.target.meta.version.clone();
+        self.spawn(async move {
+            let health = if holds_target {
+                system.health_check().await
+            } else {
+                Err(format!("the booted slot does not hold version {version}"))
+            };
+            let outcome = match health {
+                Ok(()) => match rauc.mark(MarkState::Good, "booted").await {
+                    Ok(_) => Confirmation::Confirmed,
+                    Err(e) => Confirmation::MarkFailed(e.to_string()),
+                },
+                Err(reason) => {
+                    if let Err(e) = rauc.mark(MarkState::Bad, "booted").await {
+                        tracing::error!("cannot mark the booted slot bad: {e}");
+                    }
+                    Confirmation::Rejected(reason)
+                }
+            };
+            Internal::HealthChecked(outcome)
+        });
+    }
+
+    pub(super) fn on_confirmation(&mut self, outcome: Confirmation) {
+        let Some(mut p) = self.pending.clone() else {
+            return;
+        };
+        match outcome {
+            Confirmation::Confirmed => {
+                let now = self.clock.now();
+                let meta = &p.target.meta;
+                let installed = Installed {
+                    version: meta.version.clone(),
+                    feature_release: meta.base_version.clone(),
+                    security_patch_level: meta.security_patch_level,
+                    applied_at: Some(now),
+                };
+                let detail = format!("from the {} update server", p.source);
+                if self.finish(&p, "installed", &detail, None, Some(installed.clone())) {
+                    tracing::info!(
+                        version = %installed.version,
+                        patch_level = %installed.security_patch_level,
+                        "update confirmed"
+                    );
+                    self.status.installed = Some(installed);
+                    self.status.state = UpdateState::Idle;
+                    self.status.last_error.clear();
+                }
+            }
+            Confirmation::Rejected(reason) => {
+                tracing::error!("new slot rejected: {reason}; rolling back");
+                p.phase = Phase::RollingBack;
+                p.boot_id = self.ports.system.boot_id();
+                p.reason = reason.clone();
+                let detail = format!("{reason}; rolled back to the previous slot");
+                if self.finish(&p, "rolled-back", &detail, Some(p.clone()), None) {
+                    self.status.state = UpdateState::RolledBack;
+                    self.status.last_error = detail;
+                    self.reboot();
+                }
+            }
+            Confirmation::MarkFailed(e) => {
+                // Stays Confirming: the next RAUC change or restart tries again.
+                let message = format!("cannot mark the new slot good: {e}");
+                tracing::error!("{message}");
+                self.status.last_error = message;
+            }
+        }
+    }
+
+    /// Ends the update attempt: the history entry, the installed record (when confirmed),
+    /// the rolled-back list and the next pending record (`None`, or a rollback that still has
+    /// a reboot to go) in one transaction; then the InstallFinished notice.
+    fn finish(
+        &mut self,
+        p: &Pending,
+        outcome: &'static str,
+        detail: &str,
+        next: Option<Pending>,
+        installed: Option<Installed>,
+    ) -> bool {
+        let meta = &p.target.meta;
+        let cves: Vec<String> = meta.cves.iter().map(|c| c.id.clone()).collect();
+        let entry = NewHistoryEntry {
+            at: self.clock.now(),
+            kind: meta.kind.as_str().to_owned(),
+            action: outcome.to_owned(),
+            version: Some(meta.version.clone()),
+            security_patch_level: Some(meta.security_patch_level),
+            detail: detail.to_owned(),
+            cves: cves.clone(),
+        };
+        let next_json = next.as_ref().map(Pending::to_json);
+        let mut blocked = self.rolled_back_targets();
+        if outcome == "rolled-back" {
+            blocked.push(hex::encode(p.target.sha256));
+            blocked.sort();
+            blocked.dedup();
+        }
+        let blocked_json = serde_json::to_string(&blocked).unwrap_or_default();
+        let result = self.store.transaction(|tx| {
+            tx.set_state(ROLLED_BACK_KEY, Some(&blocked_json))?;
+            if let Some(i) = &installed {
+                tx.set_installed(i)?;
+            }
+            tx.append_history(&entry)?;
+            tx.set_state(super::pending::KEY, next_json.as_deref())
+        });
+        if let Err(e) = result {
+            self.store_failed("cannot record the end of the update", e);
+            return false;
+        }
+        self.pending = next;
+        self.status.available = None;
+        self.status.progress = 0;
+        self.notify(Notice::InstallFinished(Finished {
+            outcome,
+            version: meta.version.clone(),
+            security_patch_level: meta.security_patch_level.to_string(),
+            detail: detail.to_owned(),
+            cves,
+        }));
+        true
+    }
+}

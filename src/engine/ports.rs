@@ -1,0 +1,143 @@
+//! The outside world as the engine sees it: one trait per adapter, so the engine's whole
+//! lifecycle runs in unit tests over test doubles, and the daemon plugs in the real ones
+//! ([`crate::daemon`] wires them).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::metadata::client::{self, BundleTarget, MetadataError, RoleVersions, Verified};
+
+/// Fetches and verifies the update source's metadata.
+pub trait MetadataSource: Send + Sync + 'static {
+    /// False when no update source is configured.
+    fn configured(&self) -> bool;
+    /// Verified metadata, refusing anything below `floor`.
+    fn fetch(
+        &self,
+        floor: RoleVersions,
+    ) -> impl Future<Output = Result<Verified, MetadataError>> + Send;
+}
+
+/// Why a bundle download failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FetchFailure {
+    pub message: String,
+    /// True when trying again later may help (link trouble), false when the bytes are wrong.
+    pub retryable: bool,
+}
+
+/// Downloads a bundle target to a verified local file.
+pub trait BundleFetcher: Send + Sync + 'static {
+    /// The verified file (length and SHA-256 checked), resuming earlier partial downloads.
+    /// `progress` gets (bytes done, bytes total).
+    fn fetch(
+        &self,
+        target: &BundleTarget,
+        progress: Box<dyn FnMut(u64, u64) + Send>,
+    ) -> impl Future<Output = Result<PathBuf, FetchFailure>> + Send;
+    /// Removes cached files of other targets than `keep`.
+    fn cleanup(&self, keep: Option<&BundleTarget>);
+}
+
+/// The device itself: boot identity, reboots, health.
+pub trait System: Send + Sync + 'static {
+    /// Changes with every boot (the kernel's boot id on a device).
+    fn boot_id(&self) -> String;
+    /// Starts a reboot; returns once the command was started.
+    fn reboot(&self) -> Result<(), String>;
+    /// Runs the configured health checks after booting a new slot.
+    fn health_check(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The real metadata source: one TUF repository over HTTP(S).
+pub struct TufSource {
+    pub source: Option<client::Source>,
+    pub client: reqwest::Client,
+    /// tough's datastore for this source.
+    pub datastore: PathBuf,
+}
+
+impl MetadataSource for TufSource {
+    fn configured(&self) -> bool {
+        self.source.is_some()
+    }
+
+    async fn fetch(&self, floor: RoleVersions) -> Result<Verified, MetadataError> {
+        match &self.source {
+            Some(s) => client::fetch(s, &self.client, &self.datastore, &floor).await,
+            None => Err(MetadataError::Verify {
+                source_name: "none".into(),
+                message: "no update source configured".into(),
+                retryable: false,
+            }),
+        }
+    }
+}
+
+/// The real device: reads the boot id, runs configured commands.
+pub struct HostSystem {
+    pub boot_id_file: PathBuf,
+    pub reboot_command: Vec<String>,
+    pub health_checks: Vec<Vec<String>>,
+    pub health_check_timeout: Duration,
+}
+
+impl System for HostSystem {
+    fn boot_id(&self) -> String {
+        std::fs::read_to_string(&self.boot_id_file)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn reboot(&self) -> Result<(), String> {
+        let Some((program, args)) = self.reboot_command.split_first() else {
+            return Err("no reboot command configured".into());
+        };
+        // A process group of its own: a reboot that stops this agent must not stop itself.
+        std::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map(drop)
+            .map_err(|e| format!("cannot run reboot command {program}: {e}"))
+    }
+
+    async fn health_check(&self) -> Result<(), String> {
+        for argv in &self.health_checks {
+            run_check(argv, self.health_check_timeout).await?;
+        }
+        Ok(())
+    }
+}
+
+use std::os::unix::process::CommandExt as _;
+
+async fn run_check(argv: &[String], timeout: Duration) -> Result<(), String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(());
+    };
+    let shown = argv.join(" ");
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("health check `{shown}` could not start: {e}"))?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("health check `{shown}` failed ({status})")),
+        Ok(Err(e)) => Err(format!("health check `{shown}`: {e}")),
+        Err(_) => Err(format!(
+            "health check `{shown}` did not finish within {}s",
+            timeout.as_secs()
+        )),
+    }
+}

@@ -1,0 +1,735 @@
+//! End-to-end security updates on the sandbox device: real RAUC bundles built here, a
+//! manufacturer repository published with `ssu-repo`, served by nginx, installed by the
+//! agent through the real `rauc service`, confirmed after a simulated reboot — and every
+//! attack the issue lists, each of which must install nothing, announce nothing, and say why.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Options, Sandbox, busctl_value};
+
+const WAIT: Duration = Duration::from_secs(60);
+const CVE: &str = "CVE-2026-4242:critical:9.8:Remote code execution in the web UI";
+
+/// A sandbox with a manufacturer repository served over HTTP and an agent pointed at it.
+struct Device {
+    sb: Sandbox,
+    repo: PathBuf,
+    image: Vec<u8>,
+}
+
+/// Deterministic "rootfs" bytes, different per seed.
+fn image(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ssu_repo(args: &[&str]) -> String {
+    run(Command::new(env!("CARGO_BIN_EXE_ssu-repo")).args(args))
+}
+
+impl Device {
+    /// Sandbox + repository with no targets yet; the agent is not started.
+    fn new(install_extra: &str) -> Device {
+        let sb = Sandbox::up_with(Options {
+            agent: false,
+            modem: false,
+            ..Options::default()
+        });
+        let repo = sb.dir().join("repo");
+        ssu_repo(&["init", repo.to_str().unwrap(), "--role", "manufacturer"]);
+        run(Command::new("bash")
+            .arg(common::repo_root().join("scripts/sandbox"))
+            .arg("http")
+            .arg(sb.dir())
+            .arg(repo.join("public")));
+        let url = std::fs::read_to_string(sb.dir().join("http/url")).unwrap();
+        let dir = sb.dir().display().to_string();
+        let toml = format!(
+            r#"[agent]
+state_dir = "{dir}/state"
+[device]
+model = "Sandbox Gateway"
+hardware_id = "sandbox-gw-1"
+version = "1.0.0"
+feature_release = "1.0"
+security_patch_level = "2026-09-01"
+[check]
+boot_delay = "1h"
+[manufacturer]
+url = "{url}"
+root = "{root}"
+[download]
+cache_dir = "{dir}/cache"
+connect_timeout = "5s"
+read_timeout = "10s"
+max_attempts = 3
+[install]
+boot_id_file = "{dir}/boot/boot_id"
+reboot_command = ["bash", "{script}", "reboot", "{dir}"]
+{install_extra}
+"#,
+            url = url.trim(),
+            root = repo.join("public/metadata/1.root.json").display(),
+            script = common::repo_root().join("scripts/sandbox").display(),
+        );
+        std::fs::create_dir_all(sb.dir().join("etc")).unwrap();
+        std::fs::write(sb.agent_config(), toml).unwrap();
+        Device {
+            sb,
+            repo,
+            image: image(2 * 1024 * 1024, 0x5a),
+        }
+    }
+
+    fn repo_dir(&self) -> &str {
+        self.repo.to_str().unwrap()
+    }
+
+    /// Builds a bundle and publishes it with `ssu-repo add ARGS`.
+    fn publish(&self, version: &str, image: &[u8], args: &[&str]) -> PathBuf {
+        let bundle = self.sb.build_bundle(version, image);
+        let mut all = vec!["add", self.repo_dir(), bundle.to_str().unwrap()];
+        all.extend_from_slice(args);
+        ssu_repo(&all);
+        bundle
+    }
+
+    /// The security update of the happy path: 1.0.1 on feature release 1.0.
+    fn publish_security_update(&self) -> PathBuf {
+        self.publish(
+            "1.0.1",
+            &self.image,
+            &[
+                "--kind",
+                "security",
+                "--base-version",
+                "1.0",
+                "--security-patch-level",
+                "2026-11-01",
+                "--cve",
+                CVE,
+                "--downtime",
+                "90s",
+            ],
+        )
+    }
+
+    /// The published file of `name` under public/targets.
+    fn target_file(&self, name: &str) -> PathBuf {
+        let file_name = Path::new(name)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        walk(&self.repo.join("public/targets"))
+            .into_iter()
+            .find(|p| p.to_str().unwrap().ends_with(&file_name))
+            .unwrap_or_else(|| panic!("no published file for {name}"))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.sb.ssuctl(&["status", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn history(&self) -> Vec<serde_json::Value> {
+        let out = self.sb.ssuctl(&["history", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `ssuctl check`; returns its text.
+    fn check(&self) -> String {
+        let out = self.sb.ssuctl(&["check"]);
+        assert!(out.status.success(), "{out:?}\n{}", self.sb.agent_log());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_state(&self, state: &str) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        self.sb.wait_for(&format!("state {state}"), WAIT, || {
+            last = self.status();
+            last["State"] == state
+        });
+        last
+    }
+
+    /// How many times RAUC has written slot `rootfs.1` (its own counter).
+    fn installs_into_b(&self) -> u64 {
+        let out = self.sb.busctl(&[
+            "call",
+            "de.pengutronix.rauc",
+            "/",
+            "de.pengutronix.rauc.Installer",
+            "GetSlotStatus",
+            "--json=short",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["data"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s[0] == "rootfs.1")
+            .and_then(|s| s[1]["installed.count"]["data"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// A `gdbus monitor` of the agent, to see which signals it sent.
+    fn monitor(&self) -> Monitor {
+        let child = self
+            .sb
+            .command("gdbus")
+            .args([
+                "monitor",
+                "--system",
+                "--dest",
+                "org.ssu.Agent1",
+                "--object-path",
+                "/org/ssu/Agent1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // gdbus installs its match rule asynchronously.
+        std::thread::sleep(Duration::from_millis(500));
+        Monitor(child)
+    }
+
+    /// Asserts the device is untouched: factory patch level, nothing installed into B,
+    /// no UpdateAvailable; returns the status for further checks.
+    fn assert_nothing_installed(&self, monitor: Monitor) -> serde_json::Value {
+        let st = self.status();
+        assert_eq!(st["SecurityPatchLevel"], "2026-09-01", "{st:#}");
+        assert_eq!(st["InstalledVersion"], "1.0.0");
+        assert_eq!(self.installs_into_b(), 0, "RAUC wrote slot B");
+        assert!(
+            st["Available"].as_object().is_none_or(|a| a.is_empty()),
+            "{st:#}"
+        );
+        let seen = monitor.finish();
+        assert!(!seen.contains("UpdateAvailable"), "{seen}");
+        assert!(!self.history().iter().any(|e| e["action"] == "installed"));
+        st
+    }
+}
+
+struct Monitor(Child);
+
+impl Monitor {
+    fn finish(mut self) -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.0.kill();
+        let mut out = String::new();
+        if let Some(mut so) = self.0.stdout.take() {
+            let _ = so.read_to_string(&mut out);
+        }
+        let _ = self.0.wait();
+        out
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+// ---- the happy path ---------------------------------------------------------------------
+
+#[test]
+fn a_security_update_from_publish_to_confirmed() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    let before = d.status();
+    assert_eq!(before["SecurityPatchLevel"], "2026-09-01");
+    d.publish_security_update();
+    let monitor = d.monitor();
+
+    let text = d.check();
+    assert!(text.contains("security update 1.0.1"), "{text}");
+    let st = d.wait_state("reboot-required");
+    assert_eq!(st["Available"]["kind"], "security");
+    assert_eq!(st["Available"]["version"], "1.0.1");
+    assert_eq!(st["Available"]["cves"][0]["id"], "CVE-2026-4242");
+    assert_eq!(st["Available"]["cves"][0]["severity"], "critical");
+    assert_eq!(st["Available"]["requires_reboot"], true);
+    assert_eq!(st["Available"]["expected_downtime_s"], 90);
+    assert_eq!(d.installs_into_b(), 1);
+    // The inactive slot holds the image byte for byte.
+    let slot_b = std::fs::read(d.sb.dir().join("slots/rootfs.1.img")).unwrap();
+    assert_eq!(&slot_b[..d.image.len()], &d.image[..]);
+
+    d.sb.reboot();
+    d.sb.wait_for("the update to be confirmed", WAIT, || {
+        let st = d.status();
+        st["InstalledVersion"] == "1.0.1" && st["State"] == "idle"
+    });
+    let st = d.status();
+    assert_eq!(st["SecurityPatchLevel"], "2026-11-01");
+    assert_ne!(st["PatchAppliedAt"], 0);
+    assert_eq!(st["BootSlot"], "B");
+    assert_eq!(d.sb.rauc_property("BootSlot"), "B");
+    let history = d.history();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["action"], "installed");
+    assert_eq!(history[0]["cves"][0], "CVE-2026-4242");
+
+    let text = String::from_utf8_lossy(&d.sb.ssuctl(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("Security patch level: 1 November 2026\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Fixed by it:          CVE-2026-4242\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Applied on:           factory image"),
+        "{text}"
+    );
+
+    let seen = monitor.finish();
+    assert!(seen.contains(".UpdateAvailable"), "{seen}");
+    assert!(seen.contains("'kind': <'security'>"), "{seen}");
+    assert!(
+        seen.contains(".InstallFinished") && seen.contains("'outcome': <'installed'>"),
+        "{seen}"
+    );
+    // The new slot is confirmed: RAUC's bootloader state says good.
+    let state_b = std::fs::read_to_string(d.sb.dir().join("boot/state.B")).unwrap();
+    assert_eq!(state_b.trim(), "good");
+}
+
+// ---- attacks ----------------------------------------------------------------------------
+
+#[test]
+fn a_tampered_bundle_is_not_installed() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    d.publish_security_update();
+    let file = d.target_file("1.0.1.raucb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let monitor = d.monitor();
+    d.check();
+    d.wait_state("failed");
+    let st = d.assert_nothing_installed(monitor);
+    let err = st["LastError"].as_str().unwrap();
+    assert!(
+        err.contains("1.0.1") && err.to_lowercase().contains("sha-256"),
+        "{err}"
+    );
+    assert!(d.sb.agent_log().to_lowercase().contains("sha-256"));
+}
+
+#[test]
+fn metadata_signed_with_a_wrong_key_is_refused() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    // An impostor repository with its own keys, served in place of the real one.
+    let impostor = d.sb.dir().join("impostor");
+    ssu_repo(&["init", impostor.to_str().unwrap(), "--role", "manufacturer"]);
+    let bundle = d.sb.build_bundle("1.0.1", &d.image);
+    ssu_repo(&[
+        "add",
+        impostor.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+        "--kind",
+        "security",
+        "--base-version",
+        "1.0",
+        "--security-patch-level",
+        "2026-11-01",
+        "--cve",
+        CVE,
+        "--downtime",
+        "90s",
+    ]);
+    let public = d.repo.join("public/metadata");
+    for f in ["timestamp.json", "2.snapshot.json", "2.targets.json"] {
+        std::fs::copy(impostor.join("public/metadata").join(f), public.join(f)).unwrap();
+    }
+    let monitor = d.monitor();
+    let text = d.check();
+    assert!(text.contains("could not verify"), "{text}");
+    let st = d.assert_nothing_installed(monitor);
+    assert_eq!(st["Staleness"], "unverified");
+    assert!(
+        st["LastCheckResult"]
+            .as_str()
+            .unwrap()
+            .contains("Signature"),
+        "{st:#}"
+    );
+}
+
+#[test]
+fn an_expired_timestamp_is_refused_as_freeze() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    d.publish_security_update();
+    ssu_repo(&[
+        "refresh",
+        d.repo_dir(),
+        "--timestamp-expires",
+        "-1d",
+        "--allow-expired",
+    ]);
+    let monitor = d.monitor();
+    let text = d.check();
+    assert!(text.contains("could not verify"), "{text}");
+    let st = d.assert_nothing_installed(monitor);
+    assert_eq!(st["Staleness"], "unverified");
+    assert!(
+        st["LastCheckResult"].as_str().unwrap().contains("expired"),
+        "{st:#}"
+    );
+}
+
+#[test]
+fn rolled_back_timestamp_and_snapshot_are_refused_even_after_the_cache_is_lost() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    let metadata = d.repo.join("public/metadata");
+    let old_timestamp = std::fs::read(metadata.join("timestamp.json")).unwrap();
+    ssu_repo(&["refresh", d.repo_dir()]);
+    ssu_repo(&["refresh", d.repo_dir()]);
+    let text = d.check();
+    assert!(
+        text.contains("verified; no newer security update"),
+        "{text}"
+    );
+
+    // The server replays an older timestamp (which still verifies on its own).
+    std::fs::write(metadata.join("timestamp.json"), &old_timestamp).unwrap();
+    let monitor = d.monitor();
+    let text = d.check();
+    assert!(text.contains("could not verify"), "{text}");
+
+    // A power cut wiped tough's cache: the agent's own floor still refuses the replay.
+    d.sb.stop("agent");
+    std::fs::remove_dir_all(d.sb.dir().join("state/tuf")).unwrap();
+    d.sb.start("agent");
+    let text = d.check();
+    assert!(text.contains("rollback refused"), "{text}");
+    let st = d.assert_nothing_installed(monitor);
+    assert_eq!(st["Staleness"], "unverified");
+}
+
+#[test]
+fn a_lower_patch_level_and_a_mislabelled_security_update_are_refused() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    d.publish(
+        "0.9.9",
+        &image(64 * 1024, 1),
+        &[
+            "--kind",
+            "security",
+            "--base-version",
+            "1.0",
+            "--security-patch-level",
+            "2026-08-01",
+            "--cve",
+            CVE,
+            "--downtime",
+            "90s",
+        ],
+    );
+    d.publish(
+        "2.0.0",
+        &image(64 * 1024, 2),
+        &[
+            "--kind",
+            "security",
+            "--base-version",
+            "2.0",
+            "--security-patch-level",
+            "2026-11-01",
+            "--cve",
+            CVE,
+            "--downtime",
+            "90s",
+        ],
+    );
+    let monitor = d.monitor();
+    let text = d.check();
+    assert!(text.contains("refused"), "{text}");
+    d.assert_nothing_installed(monitor);
+    let history = d.history();
+    let details: Vec<&str> = history
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|t| t.contains("scope violation") && t.contains("SEC-0010")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|t| t.contains("lower than the installed")),
+        "{details:?}"
+    );
+    // Nothing was downloaded for refused targets.
+    assert!(!d.sb.dir().join("cache").exists() || walk(&d.sb.dir().join("cache")).is_empty());
+}
+
+#[test]
+fn a_bundle_for_another_compatible_is_not_installed() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    let bundle = d.sb.build_bundle_for("other-board", "1.0.1", &d.image);
+    ssu_repo(&[
+        "add",
+        d.repo_dir(),
+        bundle.to_str().unwrap(),
+        "--kind",
+        "security",
+        "--base-version",
+        "1.0",
+        "--security-patch-level",
+        "2026-11-01",
+        "--cve",
+        CVE,
+        "--downtime",
+        "90s",
+    ]);
+    let monitor = d.monitor();
+    let text = d.check();
+    assert!(text.contains("no newer security update"), "{text}");
+    d.assert_nothing_installed(monitor);
+}
+
+#[test]
+fn a_bundle_longer_than_its_target_is_cut_off() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    d.publish_security_update();
+    // The server sends endless data: the published file grows far past the signed length.
+    let file = d.target_file("1.0.1.raucb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let signed_len = bytes.len();
+    bytes.extend(std::iter::repeat_n(0u8, 32 * 1024 * 1024));
+    std::fs::write(&file, &bytes).unwrap();
+    let monitor = d.monitor();
+    d.check();
+    d.wait_state("failed");
+    let st = d.assert_nothing_installed(monitor);
+    let err = st["LastError"].as_str().unwrap();
+    assert!(err.contains("longer") || err.contains("too long"), "{err}");
+    // nginx's log shows how much it pushed into the socket; the agent stopped reading at
+    // the signed length (plus at most what the kernel buffered), far below 32 MiB.
+    let sent = nginx_bytes_sent(&d.sb);
+    assert!(
+        sent < signed_len as u64 + 8 * 1024 * 1024,
+        "nginx sent {sent} bytes"
+    );
+}
+
+/// Total `$bytes_sent` in the sandbox nginx's access log.
+fn nginx_bytes_sent(sb: &Sandbox) -> u64 {
+    let log = std::fs::read_to_string(sb.dir().join("http/access.log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+// ---- failures and interruptions ------------------------------------------------------------
+
+#[test]
+fn a_rauc_failure_is_reported_with_raucs_message() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    // Signed by a key RAUC's keyring does not trust.
+    let other = d.sb.dir().join("other-pki");
+    std::fs::create_dir_all(&other).unwrap();
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=other",
+        "-keyout",
+        other.join("key.pem").to_str().unwrap(),
+        "-out",
+        other.join("cert.pem").to_str().unwrap(),
+    ]));
+    let input = d.sb.dir().join("other-input");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("rootfs.img"), &d.image).unwrap();
+    std::fs::write(
+        input.join("manifest.raucm"),
+        "[update]\ncompatible=ssu-sandbox\nversion=1.0.1\n[bundle]\nformat=plain\n[image.rootfs]\nfilename=rootfs.img\n",
+    )
+    .unwrap();
+    let bundle = d.sb.dir().join("untrusted.raucb");
+    run(Command::new("rauc").args([
+        "bundle",
+        &format!("--cert={}", other.join("cert.pem").display()),
+        &format!("--key={}", other.join("key.pem").display()),
+        input.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    ]));
+    ssu_repo(&[
+        "add",
+        d.repo_dir(),
+        bundle.to_str().unwrap(),
+        "--kind",
+        "security",
+        "--base-version",
+        "1.0",
+        "--security-patch-level",
+        "2026-11-01",
+        "--cve",
+        CVE,
+        "--downtime",
+        "90s",
+    ]);
+    d.check();
+    let st = d.wait_state("failed");
+    let err = st["LastError"].as_str().unwrap();
+    assert!(err.contains("RAUC"), "{err}");
+    assert!(
+        err.to_lowercase().contains("signature") || err.contains("verif"),
+        "{err}"
+    );
+    assert_eq!(st["SecurityPatchLevel"], "2026-09-01");
+    let history = d.history();
+    assert_eq!(history[0]["action"], "failed");
+}
+
+#[test]
+fn a_failing_health_check_rolls_back_and_keeps_the_old_patch_level() {
+    let d = Device::new("health_checks = [[\"false\"]]");
+    d.sb.start("agent");
+    d.publish_security_update();
+    d.check();
+    d.wait_state("reboot-required");
+    d.sb.reboot();
+    // The agent marks B bad and runs the reboot command; the sandbox boots A again.
+    d.sb.wait_for("the rollback", WAIT, || {
+        std::fs::read_to_string(d.sb.dir().join("boot/booted")).is_ok_and(|b| b.trim() == "A")
+            && d.sb.ssuctl(&["status", "--json"]).status.success()
+            && d.status()["State"] == "rolled-back"
+    });
+    let st = d.status();
+    assert_eq!(st["SecurityPatchLevel"], "2026-09-01");
+    assert_eq!(st["InstalledVersion"], "1.0.0");
+    assert_eq!(st["BootSlot"], "A");
+    let state_b = std::fs::read_to_string(d.sb.dir().join("boot/state.B")).unwrap();
+    assert_eq!(state_b.trim(), "bad");
+    let history = d.history();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["action"], "rolled-back");
+    assert!(
+        history[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("health check"),
+        "{history:#?}"
+    );
+    // It is not installed again at the next check.
+    d.check();
+    assert_eq!(d.status()["State"], "rolled-back");
+    assert_eq!(d.installs_into_b(), 1);
+}
+
+/// SIGKILLs the agent once `State` reaches `state`, restarts it, and checks the update
+/// still ends with exactly one install and one history entry.
+fn killed_in(state: &str) {
+    let d = Device::new("");
+    d.sb.start("agent");
+    d.publish_security_update();
+    d.check();
+    d.sb.wait_for(&format!("state {state}"), WAIT, || {
+        let st = d.status();
+        st["State"] == state || (state == "installing" && st["State"] == "reboot-required")
+    });
+    let pid = d.sb.pid("agent").unwrap();
+    run(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    d.sb.wait_for("the agent to die", WAIT, || !common::process_alive(pid));
+    d.sb.start("agent");
+    if state == "downloading" {
+        d.check();
+    }
+    d.wait_state("reboot-required");
+    d.sb.reboot();
+    d.sb.wait_for("the update to be confirmed", WAIT, || {
+        d.status()["InstalledVersion"] == "1.0.1"
+    });
+    assert_eq!(d.installs_into_b(), 1, "installed more than once");
+    let history = d.history();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["action"], "installed");
+}
+
+#[test]
+fn sigkill_during_install_installs_once() {
+    killed_in("installing");
+}
+
+#[test]
+fn sigkill_between_install_and_reboot_installs_once() {
+    killed_in("reboot-required");
+}
+
+#[test]
+fn the_installed_count_helper_reads_raucs_slot_status() {
+    // Guards the helper the crash tests rely on: it must see RAUC's own counter move.
+    let d = Device::new("");
+    assert_eq!(d.installs_into_b(), 0);
+    let bundle = d.sb.build_bundle("1.0.1", &d.image);
+    d.sb.rauc_install(&bundle).unwrap();
+    assert_eq!(d.installs_into_b(), 1);
+    assert_eq!(
+        busctl_value(
+            &d.sb
+                .busctl(&[
+                    "get-property",
+                    "de.pengutronix.rauc",
+                    "/",
+                    "de.pengutronix.rauc.Installer",
+                    "Operation"
+                ])
+                .stdout
+        ),
+        "idle"
+    );
+}
