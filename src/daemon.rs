@@ -17,7 +17,8 @@ use tokio::sync::watch;
 
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::engine::ports::{BundleFetcher, FetchFailure, HostSystem, TufSource};
+use crate::download::{self, Downloader};
+use crate::engine::ports::{HostSystem, TufSource};
 use crate::engine::{Adapters, Engine, EngineError, Handle, Inputs, Ports};
 use crate::metadata::client;
 use crate::status::{ModemInfo, RaucInfo, Status};
@@ -42,8 +43,8 @@ pub enum DaemonError {
     Serve(#[from] dbus::ServeError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("cannot set up HTTPS: {0}")]
-    Http(String),
+    #[error("cannot set up downloads: {0}")]
+    Download(String),
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -112,24 +113,8 @@ struct Real;
 impl Ports for Real {
     type Rauc = rauc::RaucClient;
     type Metadata = TufSource;
-    type Fetcher = WipFetcher;
+    type Fetcher = Downloader;
     type System = HostSystem;
-}
-
-/// Placeholder until the download module lands (not committed).
-struct WipFetcher;
-impl BundleFetcher for WipFetcher {
-    async fn fetch(
-        &self,
-        _target: &crate::metadata::client::BundleTarget,
-        _progress: Box<dyn FnMut(u64, u64) + Send>,
-    ) -> Result<PathBuf, FetchFailure> {
-        Err(FetchFailure {
-            message: "wip".into(),
-            retryable: false,
-        })
-    }
-    fn cleanup(&self, _keep: Option<&crate::metadata::client::BundleTarget>) {}
 }
 
 fn adapters(
@@ -137,7 +122,15 @@ fn adapters(
     conn: zbus::Connection,
     rauc_refresh: Arc<tokio::sync::Notify>,
 ) -> Result<Adapters<Real>, DaemonError> {
-    let client = http_client(config)?;
+    let d = &config.download;
+    let mut download = download::DownloadConfig::new(&d.cache_dir);
+    download.connect_timeout = d.connect_timeout.0.unsigned_abs();
+    download.read_timeout = d.read_timeout.0.unsigned_abs();
+    download.max_attempts = d.max_attempts;
+    download.extra_root_ca = d.ca_file.clone();
+    let downloader = Downloader::new(download).map_err(|e| DaemonError::Download(e.to_string()))?;
+    // One client for metadata and bundles: one TLS configuration, one connection pool.
+    let client = downloader.client().clone();
     let source = config.manufacturer.as_ref().map(|m| client::Source {
         name: "manufacturer".to_owned(),
         metadata_url: join_dir(&m.url, "metadata/"),
@@ -152,7 +145,7 @@ fn adapters(
             client,
             datastore: config.agent.state_dir.join("tuf/manufacturer"),
         }),
-        fetcher: Arc::new(WipFetcher),
+        fetcher: Arc::new(downloader),
         system: Arc::new(HostSystem {
             boot_id_file: install.boot_id_file.clone(),
             reboot_command: install.reboot_command.clone(),
@@ -170,26 +163,6 @@ fn join_dir(base: &url::Url, dir: &str) -> url::Url {
         base.set_path(&path);
     }
     base.join(dir).unwrap_or(base)
-}
-
-/// One HTTP client for metadata and bundles: rustls, the system's roots plus the configured CA.
-fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
-    let d = &config.download;
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("ssu-agent/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(d.connect_timeout.0.unsigned_abs())
-        .read_timeout(d.read_timeout.0.unsigned_abs())
-        .https_only(false);
-    if let Some(ca) = &d.ca_file {
-        let pem =
-            std::fs::read(ca).map_err(|e| DaemonError::Http(format!("{}: {e}", ca.display())))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| DaemonError::Http(format!("{}: {e}", ca.display())))?;
-        builder = builder.add_root_certificate(cert);
-    }
-    builder
-        .build()
-        .map_err(|e| DaemonError::Http(e.to_string()))
 }
 
 /// The state directory holds the update history and trust state: only the agent's user

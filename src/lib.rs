@@ -7,8 +7,10 @@
 //! - [`policy`]: pure decisions (staleness, check schedule, …); takes `now` as an argument.
 //! - [`engine`]: one task owning all state, fed by an event channel (D-Bus commands, timers,
 //!   RAUC and modem changes); persists every transition in [`store`] before acting.
-//! - adapters behind traits: [`rauc`] (RAUC's D-Bus API), [`modem`] (ModemManager),
-//!   [`store`] (SQLite), [`clock`].
+//! - adapters behind traits ([`engine::ports`]): [`metadata`] (TUF via tough),
+//!   [`download`] (resumable, verified bundles), [`rauc`] (RAUC's D-Bus API), [`modem`]
+//!   (ModemManager), [`store`] (SQLite), [`clock`].
+//! - [`repo`]: the publisher side (`ssu-repo`), building the repositories devices verify.
 //! - [`dbus`]: the `org.ssu.Agent1` service; it reads the engine's [`status::Status`]
 //!   snapshot and sends commands, nothing more.
 //! - [`daemon`]: wires the parts together for the `ssu-agent` binary; [`ctl`] renders what
@@ -19,6 +21,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod dbus;
+pub mod download;
 pub mod engine;
 pub mod logging;
 pub mod metadata;

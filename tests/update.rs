@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::http::{Fault, Proxy};
 use common::{Options, Sandbox, busctl_value};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -20,13 +21,24 @@ struct Device {
     sb: Sandbox,
     repo: PathBuf,
     image: Vec<u8>,
+    /// A fault-injecting proxy between agent and nginx, when the test asked for one.
+    proxy: Option<Proxy>,
 }
 
-/// Deterministic "rootfs" bytes, different per seed.
+/// Deterministic, incompressible "rootfs" bytes (squashfs would shrink a pattern),
+/// different per seed.
 fn image(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
-        .collect()
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        // xorshift64
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -47,6 +59,15 @@ fn ssu_repo(args: &[&str]) -> String {
 impl Device {
     /// Sandbox + repository with no targets yet; the agent is not started.
     fn new(install_extra: &str) -> Device {
+        Device::build(install_extra, false)
+    }
+
+    /// Like [`Device::new`], with the agent talking to nginx through a [`Proxy`].
+    fn with_proxy() -> Device {
+        Device::build("", true)
+    }
+
+    fn build(install_extra: &str, proxied: bool) -> Device {
         let sb = Sandbox::up_with(Options {
             agent: false,
             modem: false,
@@ -59,7 +80,17 @@ impl Device {
             .arg("http")
             .arg(sb.dir())
             .arg(repo.join("public")));
-        let url = std::fs::read_to_string(sb.dir().join("http/url")).unwrap();
+        let mut url = std::fs::read_to_string(sb.dir().join("http/url")).unwrap();
+        let proxy = proxied.then(|| {
+            let addr = url
+                .trim()
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            Proxy::start(addr.parse().unwrap())
+        });
+        if let Some(p) = &proxy {
+            url = p.url();
+        }
         let dir = sb.dir().display().to_string();
         let toml = format!(
             r#"[agent]
@@ -79,7 +110,7 @@ root = "{root}"
 cache_dir = "{dir}/cache"
 connect_timeout = "5s"
 read_timeout = "10s"
-max_attempts = 3
+max_attempts = 8
 [install]
 boot_id_file = "{dir}/boot/boot_id"
 reboot_command = ["bash", "{script}", "reboot", "{dir}"]
@@ -95,6 +126,7 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
             sb,
             repo,
             image: image(2 * 1024 * 1024, 0x5a),
+            proxy,
         }
     }
 
@@ -708,6 +740,90 @@ fn sigkill_during_install_installs_once() {
 #[test]
 fn sigkill_between_install_and_reboot_installs_once() {
     killed_in("reboot-required");
+}
+
+#[test]
+fn link_dropped_five_times_mid_download_still_completes_without_refetching() {
+    let d = Device::with_proxy();
+    d.sb.start("agent");
+    let bundle = d.publish_security_update();
+    let size = std::fs::metadata(&bundle).unwrap().len();
+    let proxy = d.proxy.as_ref().unwrap();
+    // Every response breaks after 400 kB (metadata is far smaller): the 2 MiB bundle needs
+    // five drops and six resumed attempts.
+    proxy.always(Fault::DropAfter(400_000));
+    d.check();
+    d.wait_state("reboot-required");
+    assert_eq!(d.installs_into_b(), 1);
+    let exchanges = proxy.exchanges();
+    let dropped = exchanges.iter().filter(|e| e.sent == 400_000).count();
+    assert!(dropped >= 5, "{exchanges:#?}");
+    let resumed = exchanges.iter().filter(|e| e.status == 206).count();
+    assert!(resumed >= 5, "{exchanges:#?}");
+    // Everything on the wire, metadata included, stays within 2 % of the bundle plus the
+    // few kB of metadata: nothing was downloaded twice.
+    let metadata: u64 = exchanges
+        .iter()
+        .filter(|e| e.status == 200 && e.sent < 64 * 1024)
+        .map(|e| e.sent)
+        .sum();
+    let total = proxy.bytes_sent();
+    assert!(
+        total - metadata <= size * 102 / 100,
+        "{total} bytes sent for a {size}-byte bundle ({metadata} of metadata)"
+    );
+}
+
+#[test]
+fn sigkill_during_download_resumes_and_installs_once() {
+    let mut d = Device::with_proxy();
+    d.image = image(6 * 1024 * 1024, 0x33);
+    d.sb.start("agent");
+    d.publish_security_update();
+    let proxy = d.proxy.as_ref().unwrap();
+    // The bundle's response stalls half-way, long enough to kill the agent mid-download
+    // (metadata responses are far smaller and pass).
+    proxy.always(Fault::Stall {
+        after: 3 * 1024 * 1024,
+        pause: Duration::from_secs(30),
+    });
+    d.check();
+    let partial = || {
+        walk(&d.sb.dir().join("cache"))
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "partial"))
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    };
+    d.sb.wait_for("part of the bundle on disk", WAIT, || partial() > 0);
+    assert_eq!(d.status()["State"], "downloading");
+    let pid = d.sb.pid("agent").unwrap();
+    run(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    d.sb.wait_for("the agent to die", WAIT, || !common::process_alive(pid));
+    let kept = partial();
+    assert!(kept > 0);
+
+    // Restarted, the agent resumes from the partial file by itself.
+    proxy.always(Fault::None);
+    d.sb.start("agent");
+    d.wait_state("reboot-required");
+    let ranges: Vec<String> = proxy
+        .exchanges()
+        .into_iter()
+        .filter_map(|e| e.range)
+        .collect();
+    assert!(
+        ranges
+            .iter()
+            .any(|r| r.starts_with("bytes=") && r != "bytes=0-"),
+        "no resumed request: {ranges:?}"
+    );
+    d.sb.reboot();
+    d.sb.wait_for("the update to be confirmed", WAIT, || {
+        d.status()["InstalledVersion"] == "1.0.1"
+    });
+    assert_eq!(d.installs_into_b(), 1);
+    assert_eq!(d.history().len(), 1);
 }
 
 #[test]

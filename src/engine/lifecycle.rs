@@ -389,6 +389,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         if !self.save_pending(Some(pending)) {
             return;
         }
+        // Partial downloads of other (older, withdrawn) targets are stale now.
+        self.ports.fetcher.cleanup(Some(&offer.target));
         tracing::info!(target = %offer.target.name, bytes = offer.target.length, "downloading");
         self.status.state = UpdateState::Downloading;
         self.outcome = None;

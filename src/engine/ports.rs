@@ -52,6 +52,38 @@ pub trait System: Send + Sync + 'static {
     fn health_check(&self) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// The real fetcher: resumable, verified HTTP(S) downloads.
+impl BundleFetcher for crate::download::Downloader {
+    async fn fetch(
+        &self,
+        t: &BundleTarget,
+        mut progress: Box<dyn FnMut(u64, u64) + Send>,
+    ) -> Result<PathBuf, FetchFailure> {
+        let target = crate::download::Target {
+            url: t.url.clone(),
+            length: t.length,
+            sha256: t.sha256,
+        };
+        crate::download::Downloader::fetch(self, &target, &mut |p| progress(p.done, p.total))
+            .await
+            .map_err(|e| FetchFailure {
+                retryable: e.is_retryable(),
+                message: e.to_string(),
+            })
+    }
+
+    fn cleanup(&self, keep: Option<&BundleTarget>) {
+        let keep: Vec<[u8; 32]> = keep.map(|t| t.sha256).into_iter().collect();
+        match crate::download::Downloader::cleanup(self, &keep) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(files = removed.len(), "removed stale downloads");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot clean the download cache"),
+        }
+    }
+}
+
 /// The real metadata source: one TUF repository over HTTP(S).
 pub struct TufSource {
     pub source: Option<client::Source>,

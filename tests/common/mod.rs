@@ -5,6 +5,8 @@
 //! Set `SSU_KEEP_SANDBOX=1` to keep the directory (logs, state) after a test.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
