@@ -16,6 +16,7 @@
 //! - [`daemon`]: wires the parts together for the `ssu-agent` binary; [`ctl`] renders what
 //!   `ssuctl` prints.
 
+mod buswatch;
 pub mod clock;
 pub mod config;
 pub mod ctl;

@@ -52,6 +52,29 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ssu-repo add` arguments for a security update built on feature release `base`.
+fn security_args<'a>(base: &'a str, level: &'a str) -> [&'a str; 10] {
+    [
+        "--kind",
+        "security",
+        "--base-version",
+        base,
+        "--security-patch-level",
+        level,
+        "--cve",
+        CVE,
+        "--downtime",
+        "90s",
+    ]
+}
+
+/// Publishes `bundle` in `repo` as a security update.
+fn add_security(repo: &Path, bundle: &Path, base: &str, level: &str) {
+    let mut args = vec!["add", repo.to_str().unwrap(), bundle.to_str().unwrap()];
+    args.extend(security_args(base, level));
+    ssu_repo(&args);
+}
+
 fn ssu_repo(args: &[&str]) -> String {
     run(Command::new(env!("CARGO_BIN_EXE_ssu-repo")).args(args))
 }
@@ -145,22 +168,7 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
 
     /// The security update of the happy path: 1.0.1 on feature release 1.0.
     fn publish_security_update(&self) -> PathBuf {
-        self.publish(
-            "1.0.1",
-            &self.image,
-            &[
-                "--kind",
-                "security",
-                "--base-version",
-                "1.0",
-                "--security-patch-level",
-                "2026-11-01",
-                "--cve",
-                CVE,
-                "--downtime",
-                "90s",
-            ],
-        )
+        self.publish("1.0.1", &self.image, &security_args("1.0", "2026-11-01"))
     }
 
     /// The published file of `name` under public/targets.
@@ -392,21 +400,7 @@ fn metadata_signed_with_a_wrong_key_is_refused() {
     let impostor = d.sb.dir().join("impostor");
     ssu_repo(&["init", impostor.to_str().unwrap(), "--role", "manufacturer"]);
     let bundle = d.sb.build_bundle("1.0.1", &d.image);
-    ssu_repo(&[
-        "add",
-        impostor.to_str().unwrap(),
-        bundle.to_str().unwrap(),
-        "--kind",
-        "security",
-        "--base-version",
-        "1.0",
-        "--security-patch-level",
-        "2026-11-01",
-        "--cve",
-        CVE,
-        "--downtime",
-        "90s",
-    ]);
+    add_security(&impostor, &bundle, "1.0", "2026-11-01");
     let public = d.repo.join("public/metadata");
     for f in ["timestamp.json", "2.snapshot.json", "2.targets.json"] {
         std::fs::copy(impostor.join("public/metadata").join(f), public.join(f)).unwrap();
@@ -485,34 +479,12 @@ fn a_lower_patch_level_and_a_mislabelled_security_update_are_refused() {
     d.publish(
         "0.9.9",
         &image(64 * 1024, 1),
-        &[
-            "--kind",
-            "security",
-            "--base-version",
-            "1.0",
-            "--security-patch-level",
-            "2026-08-01",
-            "--cve",
-            CVE,
-            "--downtime",
-            "90s",
-        ],
+        &security_args("1.0", "2026-08-01"),
     );
     d.publish(
         "2.0.0",
         &image(64 * 1024, 2),
-        &[
-            "--kind",
-            "security",
-            "--base-version",
-            "2.0",
-            "--security-patch-level",
-            "2026-11-01",
-            "--cve",
-            CVE,
-            "--downtime",
-            "90s",
-        ],
+        &security_args("2.0", "2026-11-01"),
     );
     let monitor = d.monitor();
     let text = d.check();
@@ -544,21 +516,7 @@ fn a_bundle_for_another_compatible_is_not_installed() {
     let d = Device::new("");
     d.sb.start("agent");
     let bundle = d.sb.build_bundle_for("other-board", "1.0.1", &d.image);
-    ssu_repo(&[
-        "add",
-        d.repo_dir(),
-        bundle.to_str().unwrap(),
-        "--kind",
-        "security",
-        "--base-version",
-        "1.0",
-        "--security-patch-level",
-        "2026-11-01",
-        "--cve",
-        CVE,
-        "--downtime",
-        "90s",
-    ]);
+    add_security(&d.repo, &bundle, "1.0", "2026-11-01");
     let monitor = d.monitor();
     let text = d.check();
     assert!(text.contains("no newer security update"), "{text}");
@@ -639,21 +597,7 @@ fn a_rauc_failure_is_reported_with_raucs_message() {
         input.to_str().unwrap(),
         bundle.to_str().unwrap(),
     ]));
-    ssu_repo(&[
-        "add",
-        d.repo_dir(),
-        bundle.to_str().unwrap(),
-        "--kind",
-        "security",
-        "--base-version",
-        "1.0",
-        "--security-patch-level",
-        "2026-11-01",
-        "--cve",
-        CVE,
-        "--downtime",
-        "90s",
-    ]);
+    add_security(&d.repo, &bundle, "1.0", "2026-11-01");
     d.check();
     let st = d.wait_state("failed");
     let err = st["LastError"].as_str().unwrap();

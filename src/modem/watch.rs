@@ -3,25 +3,20 @@
 //! Signal-driven, like the RAUC watcher: `NameOwnerChanged` of ModemManager's name,
 //! `InterfacesAdded`/`InterfacesRemoved` (modem plugged, removed, SIM swapped) and
 //! `PropertiesChanged` of the properties [`ModemInfo`] shows. The only timer is a slow retry
-//! while ModemManager is on the bus but answering with errors.
+//! while ModemManager is on the bus but answering with errors. The loop itself is
+//! [`buswatch::follow`], shared with RAUC's watcher; this module says what is ModemManager's.
 
-use std::num::NonZeroUsize;
-use std::time::Duration;
-
-use futures_util::{FutureExt, StreamExt};
-use tokio::time::Instant;
-use zbus::fdo::{DBusProxy, InterfacesAdded, InterfacesRemoved, PropertiesChanged};
+use tokio::sync::Notify;
+use zbus::fdo::{InterfacesAdded, InterfacesRemoved, PropertiesChanged};
 use zbus::message::Type as MessageType;
-use zbus::names::{BusName, OwnedUniqueName, WellKnownName};
-use zbus::{Connection, MatchRule, Message, MessageStream};
+use zbus::names::OwnedUniqueName;
+use zbus::{Connection, MatchRule, Message};
 
+use crate::buswatch::{self, Service};
 use crate::status::{Availability, ModemInfo};
 
 use super::proxy::{BUS_NAME, MANAGER_PATH, MODEM_3GPP_INTERFACE, MODEM_INTERFACE, SIM_INTERFACE};
-use super::snapshot;
-
-/// How long to wait before asking again when ModemManager is on the bus but failed to answer.
-const RETRY_AFTER_ERROR: Duration = Duration::from_secs(60);
+use super::{ModemError, snapshot};
 
 /// Properties whose change can change a [`ModemInfo`]. Everything else ModemManager announces
 /// (signal quality, access technology, bearers, …) is ignored without a D-Bus call.
@@ -45,103 +40,47 @@ const RELEVANT: &[(&str, &[&str])] = &[
 /// Tolerates ModemManager absent at start, restarting, no modem and no SIM. Runs until the
 /// bus connection closes (then reports `Unavailable` and returns).
 pub async fn watch(conn: Connection, on_change: impl FnMut(ModemInfo) + Send) {
-    let mut reporter = Reporter {
-        last: None,
-        on_change,
-    };
+    // Nothing asks ModemManager's watcher for a refresh: its signals cover every change.
+    let refresh = Notify::new();
+    buswatch::follow(&conn, ModemManager { conn: &conn }, &refresh, on_change).await
+}
 
-    // Subscribe before the first look, so a change in between is not lost.
-    let subscribed = async {
-        let dbus = DBusProxy::new(&conn).await?;
-        let owners = dbus
-            .receive_name_owner_changed_with_args(&[(0, BUS_NAME)])
-            .await?;
-        let signals =
-            MessageStream::for_match_rule(signals_rule(), &conn, NonZeroUsize::new(64)).await?;
-        Ok::<_, zbus::Error>((dbus, owners, signals))
+/// ModemManager as [`buswatch::follow`] sees it.
+struct ModemManager<'a> {
+    conn: &'a Connection,
+}
+
+impl Service for ModemManager<'_> {
+    type Info = ModemInfo;
+    type Error = ModemError;
+
+    const LABEL: &'static str = "ModemManager";
+    const BUS_NAME: &'static str = BUS_NAME;
+    const SUBSCRIBE_FAILED: &'static str =
+        "cannot subscribe to ModemManager's signals; not watching it";
+
+    fn signals_rule() -> MatchRule<'static> {
+        signals_rule()
     }
-    .await;
-    let (dbus, mut owners, mut signals) = match subscribed {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot subscribe to ModemManager's signals; not watching it");
-            reporter.report(unavailable());
-            return;
-        }
-    };
 
-    let mut owner: Option<OwnedUniqueName> = dbus
-        .get_name_owner(BusName::from(WellKnownName::from_static_str_unchecked(
-            BUS_NAME,
-        )))
-        .await
-        .ok();
-    let mut refresh_due = owner.is_some();
-    if owner.is_none() {
-        tracing::info!("ModemManager ({BUS_NAME}) is not on the bus; waiting for it");
-        reporter.report(unavailable());
+    fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
+        wants_refresh(msg, owner)
     }
-    let mut failing = false;
-    let mut retry_at: Option<Instant> = None;
 
-    loop {
-        if refresh_due {
-            refresh_due = false;
-            match snapshot(&conn).await {
-                Ok(info) => {
-                    if failing {
-                        tracing::info!("ModemManager answers again");
-                    }
-                    failing = false;
-                    retry_at = None;
-                    reporter.report(info);
-                }
-                Err(e) if e.is_unavailable() => {
-                    // It left between the owner check and the call; NameOwnerChanged follows
-                    // and its return will bring the next refresh.
-                    tracing::debug!(error = %e, "ModemManager left while being asked");
-                    reporter.report(unavailable());
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "ModemManager did not answer; reporting it unavailable");
-                    }
-                    failing = true;
-                    retry_at = owner.is_some().then(|| Instant::now() + RETRY_AFTER_ERROR);
-                    reporter.report(unavailable());
-                }
-            }
-        }
-
-        tokio::select! {
-            change = owners.next() => {
-                let Some(change) = change else { break };
-                let Ok(args) = change.args() else { continue };
-                owner = args.new_owner().as_ref().map(|u| u.to_owned().into());
-                if owner.is_some() {
-                    tracing::info!("ModemManager appeared on the bus");
-                    refresh_due = true;
-                } else {
-                    tracing::info!("ModemManager left the bus");
-                    failing = false;
-                    retry_at = None;
-                    reporter.report(unavailable());
-                }
-            }
-            msg = signals.next() => {
-                let Some(msg) = msg else { break };
-                if msg.is_ok_and(|m| wants_refresh(&m, owner.as_ref())) {
-                    refresh_due = true;
-                    // One refresh covers whatever else is already queued.
-                    while let Some(Some(_)) = signals.next().now_or_never() {}
-                }
-            }
-            () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)),
-                if retry_at.is_some() => refresh_due = true,
+    fn unavailable() -> ModemInfo {
+        ModemInfo {
+            availability: Availability::Unavailable,
+            ..ModemInfo::default()
         }
     }
-    tracing::warn!("bus connection closed; no longer watching ModemManager");
-    reporter.report(unavailable());
+
+    fn is_unavailable(error: &ModemError) -> bool {
+        error.is_unavailable()
+    }
+
+    async fn snapshot(&self, _last: Option<&ModemInfo>) -> Result<ModemInfo, ModemError> {
+        snapshot(self.conn).await
+    }
 }
 
 /// Every signal ModemManager sends from its objects (all live under [`MANAGER_PATH`]).
@@ -186,28 +125,6 @@ fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
         .iter()
         .chain(args.changed_properties().keys())
         .any(|k| relevant.contains(k))
-}
-
-fn unavailable() -> ModemInfo {
-    ModemInfo {
-        availability: Availability::Unavailable,
-        ..ModemInfo::default()
-    }
-}
-
-/// Calls `on_change` only for a snapshot that differs from the last one reported.
-struct Reporter<F> {
-    last: Option<ModemInfo>,
-    on_change: F,
-}
-
-impl<F: FnMut(ModemInfo)> Reporter<F> {
-    fn report(&mut self, info: ModemInfo) {
-        if self.last.as_ref() != Some(&info) {
-            self.last = Some(info.clone());
-            (self.on_change)(info);
-        }
-    }
 }
 
 #[cfg(test)]

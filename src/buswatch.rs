@@ -1,0 +1,205 @@
+//! Following one service on the bus: appear, disappear, change — the loop shared by
+//! [`rauc::watch`](crate::rauc::watch) and [`modem::watch`](crate::modem::watch).
+//!
+//! Signal-driven. The watcher wakes for `NameOwnerChanged` of the service's well-known name,
+//! for the service's signals that can change what it reports, and for an explicit refresh; the
+//! only timer is a slow retry while the service is on the bus but answering with errors.
+//! What differs between services is behind [`Service`].
+
+use std::fmt::Display;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use zbus::fdo::DBusProxy;
+use zbus::names::{BusName, OwnedUniqueName, WellKnownName};
+use zbus::{Connection, MatchRule, Message, MessageStream};
+
+/// How long to wait before asking again when the service is on the bus but failed to answer.
+/// Anything it does in between (a signal, a restart) triggers a refresh sooner.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(60);
+
+/// What [`follow`] needs to know about one service.
+pub(crate) trait Service {
+    /// What the watcher reports (compared with the previous report; only changes are passed on).
+    type Info: Clone + PartialEq;
+    /// What a failed snapshot returns.
+    type Error: Display;
+
+    /// How logs call the service ("RAUC", "ModemManager").
+    const LABEL: &'static str;
+    /// Its well-known bus name, followed with `NameOwnerChanged`.
+    const BUS_NAME: &'static str;
+    /// What to log (with the error) when the watcher cannot subscribe to the service's signals.
+    const SUBSCRIBE_FAILED: &'static str;
+
+    /// The signals worth looking at (each is then checked with [`Service::wants_refresh`]).
+    fn signals_rule() -> MatchRule<'static>;
+    /// Whether a signal from the service can change its [`Service::Info`]. `owner` is the
+    /// current owner of [`Service::BUS_NAME`], if known.
+    fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool;
+    /// What to report while the service has no owner or answers with errors.
+    fn unavailable() -> Self::Info;
+    /// Whether `error` means the service left the bus (rather than answered with an error).
+    fn is_unavailable(error: &Self::Error) -> bool;
+    /// A fresh snapshot; `last` is the last one reported, if any.
+    fn snapshot(
+        &self,
+        last: Option<&Self::Info>,
+    ) -> impl Future<Output = Result<Self::Info, Self::Error>> + Send;
+}
+
+/// Follow `service` and call `on_change` with each snapshot that differs from the previous
+/// one:
+///
+/// - [`Service::unavailable`] while [`Service::BUS_NAME`] has no owner or the service answers
+///   with errors — one `warn!` per such transition, not per retry;
+/// - a fresh [`Service::snapshot`] when the service (re)appears, on each signal it
+///   [wants](Service::wants_refresh), whenever `refresh` is notified (`notify_one`), and every
+///   [`RETRY_AFTER_ERROR`] after an error while it is on the bus.
+///
+/// Runs until the bus connection closes (then reports unavailable and returns).
+pub(crate) async fn follow<S: Service>(
+    conn: &Connection,
+    service: S,
+    refresh: &Notify,
+    on_change: impl FnMut(S::Info),
+) {
+    let label = S::LABEL;
+    let bus_name = S::BUS_NAME;
+    let mut reporter = Reporter {
+        last: None,
+        on_change,
+    };
+
+    // Subscribe before the first look, so a change in between is not lost.
+    let subscribed = async {
+        let dbus = DBusProxy::new(conn).await?;
+        let owners = dbus
+            .receive_name_owner_changed_with_args(&[(0, bus_name)])
+            .await?;
+        let signals =
+            MessageStream::for_match_rule(S::signals_rule(), conn, NonZeroUsize::new(64)).await?;
+        Ok::<_, zbus::Error>((dbus, owners, signals))
+    }
+    .await;
+    let (dbus, mut owners, mut signals) = match subscribed {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "{}", S::SUBSCRIBE_FAILED);
+            reporter.report(S::unavailable());
+            return;
+        }
+    };
+
+    let mut owner: Option<OwnedUniqueName> = dbus
+        .get_name_owner(BusName::from(WellKnownName::from_static_str_unchecked(
+            bus_name,
+        )))
+        .await
+        .ok();
+    let mut refresh_due = owner.is_some();
+    if owner.is_none() {
+        tracing::info!("{label} ({bus_name}) is not on the bus; waiting for it");
+        reporter.report(S::unavailable());
+    }
+    let mut failing = false;
+    let mut retry_at: Option<Instant> = None;
+
+    loop {
+        if refresh_due {
+            refresh_due = false;
+            match service.snapshot(reporter.last.as_ref()).await {
+                Ok(info) => {
+                    if failing {
+                        tracing::info!("{label} answers again");
+                    }
+                    failing = false;
+                    retry_at = None;
+                    reporter.report(info);
+                }
+                Err(e) if S::is_unavailable(&e) => {
+                    // It left between the owner check and the call; NameOwnerChanged follows
+                    // and its return will bring the next refresh.
+                    tracing::debug!(error = %e, "{label} left while being asked");
+                    reporter.report(S::unavailable());
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "{label} did not answer; reporting it unavailable");
+                    }
+                    failing = true;
+                    retry_at = owner.is_some().then(|| Instant::now() + RETRY_AFTER_ERROR);
+                    reporter.report(S::unavailable());
+                }
+            }
+        }
+
+        tokio::select! {
+            change = owners.next() => {
+                let Some(change) = change else { break };
+                let Ok(args) = change.args() else { continue };
+                owner = args.new_owner().as_ref().map(|u| u.to_owned().into());
+                if owner.is_some() {
+                    tracing::info!("{label} appeared on the bus");
+                    refresh_due = true;
+                } else {
+                    tracing::info!("{label} left the bus");
+                    failing = false;
+                    retry_at = None;
+                    reporter.report(S::unavailable());
+                }
+            }
+            msg = signals.next() => {
+                let Some(msg) = msg else { break };
+                if msg.is_ok_and(|m| S::wants_refresh(&m, owner.as_ref())) {
+                    refresh_due = true;
+                    // Coalesce a burst (e.g. RAUC's Operation + LastError at install start)
+                    // into one refresh: whatever else is already queued is covered by it.
+                    while let Some(Some(_)) = signals.next().now_or_never() {}
+                }
+            }
+            () = refresh.notified() => refresh_due = true,
+            () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)),
+                if retry_at.is_some() => refresh_due = true,
+        }
+    }
+    tracing::warn!("bus connection closed; no longer watching {label}");
+    reporter.report(S::unavailable());
+}
+
+/// Calls `on_change` only for a snapshot that differs from the last one reported.
+struct Reporter<T, F> {
+    last: Option<T>,
+    on_change: F,
+}
+
+impl<T: Clone + PartialEq, F: FnMut(T)> Reporter<T, F> {
+    fn report(&mut self, info: T) {
+        if self.last.as_ref() != Some(&info) {
+            self.last = Some(info.clone());
+            (self.on_change)(info);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reporter_reports_only_changes() {
+        let mut seen = Vec::new();
+        let mut r = Reporter {
+            last: None,
+            on_change: |i: &'static str| seen.push(i),
+        };
+        r.report("unavailable");
+        r.report("unavailable");
+        r.report("running");
+        r.report("unavailable");
+        assert_eq!(seen, ["unavailable", "running", "unavailable"]);
+    }
+}
