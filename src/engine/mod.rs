@@ -12,6 +12,7 @@
 //! The update lifecycle itself is in [`lifecycle`]; the adapters it drives are the traits in
 //! [`ports`].
 
+mod confirm;
 mod lifecycle;
 pub mod pending;
 pub mod ports;
@@ -42,6 +43,8 @@ const LAST_VERIFIED_KEY: &str = "last_verified_at";
 const FLOOR_KEY: &str = "metadata_floor";
 /// Store key of the latest time this device is sure has passed (clock ratchet).
 const LATEST_KNOWN_TIME_KEY: &str = "latest_known_time";
+/// Store key of the targets rolled back on this device.
+const ROLLED_BACK_KEY: &str = "rolled_back_targets";
 /// Settings key for automatic installation (on unless the user turned it off).
 const AUTO_INSTALL_KEY: &str = "auto_install";
 /// Most history entries one `GetHistory` returns.
@@ -179,7 +182,7 @@ enum Internal {
     Progress(u32),
     Downloaded(Result<PathBuf, FetchFailure>),
     Installed(Result<(), String>),
-    HealthChecked(lifecycle::Confirmation),
+    HealthChecked(confirm::Confirmation),
 }
 
 /// The engine task's state. Construct with [`Engine::new`], then `run` it.

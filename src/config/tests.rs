@@ -1,0 +1,242 @@
+//! Configuration parsing and validation, including hostile input.
+use super::*;
+
+fn one(text: &str) -> Result<Config, ConfigError> {
+    from_sources(&[(PathBuf::from("/etc/ssu-agent/agent.toml"), text.to_owned())])
+}
+
+fn expect_invalid(text: &str, key: &str, reason_part: &str) {
+    match one(text) {
+        Err(ConfigError::Invalid {
+            path,
+            key: k,
+            reason,
+            ..
+        }) => {
+            assert_eq!(path, Path::new("/etc/ssu-agent/agent.toml"));
+            assert_eq!(k, key, "reason was {reason}");
+            assert!(
+                reason.contains(reason_part),
+                "reason {reason:?} lacks {reason_part:?}"
+            );
+        }
+        other => panic!("expected an Invalid error for {text:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn empty_file_gives_documented_defaults() {
+    let c = one("").unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.agent.state_dir, Path::new("/var/lib/ssu-agent"));
+    assert_eq!(c.check.interval.0, SignedDuration::from_hours(24));
+}
+
+#[test]
+fn full_file_parses() {
+    let c = one(r#"
+        [agent]
+        state_dir = "/data/ssu"
+        log_level = "debug"
+        [device]
+        model = "Gateway 3000"
+        hardware_id = "gw3000-revb"
+        version = "1.4.0"
+        security_patch_level = "2026-11-01"
+        [check]
+        boot_delay = "30s"
+        interval = "12h"
+        jitter = "30m"
+        overdue_after = "60d"
+        "#)
+    .unwrap();
+    assert_eq!(c.agent.log_level, LogLevel::Debug);
+    assert_eq!(
+        c.device.security_patch_level,
+        Some(PatchDate(jiff::civil::date(2026, 11, 1)))
+    );
+    assert_eq!(c.check.overdue_after.0, SignedDuration::from_hours(60 * 24));
+    assert_eq!(c.check.boot_delay.0, SignedDuration::from_secs(30));
+}
+
+#[test]
+fn unknown_key_names_file_key_and_reason() {
+    expect_invalid(
+        "[check]\nintervall = \"1h\"\n",
+        "check.intervall",
+        "unknown field `intervall`",
+    );
+    expect_invalid("[nope]\n", "nope", "unknown field `nope`");
+}
+
+#[test]
+fn wrong_type_names_key() {
+    expect_invalid(
+        "[check]\ninterval = 3600\n",
+        "check.interval",
+        "invalid type",
+    );
+    expect_invalid(
+        "[agent]\nstate_dir = [1]\n",
+        "agent.state_dir",
+        "invalid type",
+    );
+}
+
+#[test]
+fn bad_dates_are_refused() {
+    for bad in [
+        "2026-13-01",
+        "2026-02-30",
+        "26-11-01",
+        "2026-11-01T00:00:00Z",
+        "",
+        "yesterday",
+    ] {
+        expect_invalid(
+            &format!("[device]\nsecurity_patch_level = {bad:?}\n"),
+            "device.security_patch_level",
+            "invalid date",
+        );
+    }
+    // An unquoted TOML date is a different type: refused with a clear message too.
+    expect_invalid(
+        "[device]\nsecurity_patch_level = 2026-11-01\n",
+        "device.security_patch_level",
+        "invalid type",
+    );
+}
+
+#[test]
+fn bad_durations_are_refused() {
+    expect_invalid(
+        "[check]\ninterval = \"soon\"\n",
+        "check.interval",
+        "invalid duration",
+    );
+    expect_invalid(
+        "[check]\ninterval = \"1 month\"\n",
+        "check.interval",
+        "months",
+    );
+    expect_invalid(
+        "[check]\ninterval = \"-1h\"\n",
+        "check.interval",
+        "negative",
+    );
+    expect_invalid("[check]\ninterval = \"1m\"\n", "check.interval", "minimum");
+    expect_invalid(
+        "[check]\ninterval = \"1h\"\njitter = \"2h\"\n",
+        "check.jitter",
+        "shorter",
+    );
+}
+
+#[test]
+fn syntax_error_names_line() {
+    match one("[agent]\nlog_level = \"info\"\nstate_dir = \n") {
+        Err(ConfigError::Invalid { line, key, .. }) => {
+            assert_eq!(line, 3);
+            assert_eq!(key, "");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn invalid_values_are_refused() {
+    expect_invalid(
+        "[agent]\nstate_dir = \"var/lib\"\n",
+        "agent.state_dir",
+        "absolute",
+    );
+    expect_invalid(
+        "[agent]\nlog_level = \"loud\"\n",
+        "agent.log_level",
+        "unknown variant",
+    );
+    expect_invalid(
+        "[device]\nhardware_id = \"gw 3000/../x\"\n",
+        "device.hardware_id",
+        "only letters",
+    );
+}
+
+#[test]
+fn later_files_override_and_errors_name_the_right_file() {
+    let main = (
+        PathBuf::from("/etc/ssu-agent/agent.toml"),
+        "[device]\nmodel = \"A\"\nversion = \"1.0\"\n[check]\ninterval = \"24h\"\n".to_owned(),
+    );
+    let dropin = (
+        PathBuf::from("/etc/ssu-agent/agent.d/10-image.toml"),
+        "[device]\nversion = \"2.0\"\n".to_owned(),
+    );
+    let c = from_sources(&[main.clone(), dropin]).unwrap();
+    assert_eq!(c.device.model, "A");
+    assert_eq!(c.device.version, "2.0");
+
+    // A drop-in whose value only fails cross-field validation is still named.
+    let bad = (
+        PathBuf::from("/etc/ssu-agent/agent.d/20-jitter.toml"),
+        "[check]\njitter = \"30h\"\n".to_owned(),
+    );
+    match from_sources(&[main, bad]) {
+        Err(ConfigError::Invalid { path, key, .. }) => {
+            assert_eq!(path, Path::new("/etc/ssu-agent/agent.d/20-jitter.toml"));
+            assert_eq!(key, "check.jitter");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn display_is_file_line_key_reason() {
+    let e = one("[check]\ninterval = 5\n").unwrap_err().to_string();
+    assert!(
+        e.starts_with("/etc/ssu-agent/agent.toml:2: check.interval: invalid type"),
+        "{e}"
+    );
+}
+
+#[test]
+fn load_reads_dropins_in_name_order_and_bounds_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("agent.toml");
+    std::fs::write(&main, "[device]\nversion = \"1\"\n").unwrap();
+    std::fs::create_dir(dir.path().join("agent.d")).unwrap();
+    std::fs::write(
+        dir.path().join("agent.d/20-b.toml"),
+        "[device]\nversion = \"3\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("agent.d/10-a.toml"),
+        "[device]\nversion = \"2\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("agent.d/README"), "not toml").unwrap();
+    let loaded = load(&main).unwrap();
+    assert_eq!(loaded.config.device.version, "3");
+    assert_eq!(loaded.files.len(), 3);
+
+    std::fs::write(
+        dir.path().join("agent.d/30-huge.toml"),
+        "#".repeat(300 * 1024),
+    )
+    .unwrap();
+    assert!(matches!(load(&main), Err(ConfigError::Read { .. })));
+
+    assert!(matches!(
+        load(&dir.path().join("missing.toml")),
+        Err(ConfigError::Read { .. })
+    ));
+}
+
+#[test]
+fn non_utf8_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("agent.toml");
+    std::fs::write(&main, [0xff, 0xfe, b'[', 0x00]).unwrap();
+    assert!(matches!(load(&main), Err(ConfigError::Read { .. })));
+}
