@@ -284,7 +284,14 @@ impl Bench {
     }
 
     /// The config `scripts/sandbox` writes (`write_agent_conf`), plus `extra`.
-    fn write_config(&self, name: &str, state_dir: &Path, extra: &str) -> Result<PathBuf> {
+    fn write_config(
+        &self,
+        name: &str,
+        state_dir: &Path,
+        version: &str,
+        security_patch_level: &str,
+        extra: &str,
+    ) -> Result<PathBuf> {
         let dir = self.dir().display().to_string();
         let etc = self.work.join(format!("etc-{name}"));
         fs::create_dir_all(&etc)?;
@@ -299,9 +306,9 @@ state_dir = "{state}"
 [device]
 model = "Sandbox Gateway"
 hardware_id = "sandbox-gw-1"
-version = "1.0.0"
+version = "{version}"
 feature_release = "1.0"
-security_patch_level = "2026-09-01"
+security_patch_level = "{security_patch_level}"
 
 [install]
 boot_id_file = "{dir}/boot/boot_id"
@@ -333,7 +340,7 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
     /// 1. exec → name owned, N runs with a fresh state directory, N with the same one.
     async fn start_times(&mut self, owners: &mut NameOwnerChangedStream) -> Result<()> {
         let state = self.work.join("state");
-        let config = self.write_config("idle", &state, "")?;
+        let config = self.write_config("idle", &state, "1.0.0", "2026-09-01", "")?;
         let n = self.args.runs;
         for fresh in [true, false] {
             let mut starts = Vec::with_capacity(n);
@@ -596,13 +603,46 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
             .arg(&dir)
             .arg(repo.join("public")))?;
         let url = fs::read_to_string(dir.join("http/url"))?.trim().to_owned();
-        let access_log = dir.join("http/access.log");
 
-        let state = self.work.join("state-update");
-        let cache = self.work.join("cache");
+        let root = repo.join("public/metadata/1.root.json");
+        let pending = Scenario {
+            name: "pending",
+            title: "device on 1.0.0, update 1.0.1 published",
+            version: "1.0.0",
+            security_patch_level: "2026-09-01",
+        };
+        let current = Scenario {
+            name: "current",
+            title: "device already on 1.0.1",
+            version: "1.0.1",
+            security_patch_level: "2026-11-01",
+        };
+        for (scenario, first_run) in [(pending, true), (current, false)] {
+            self.two_checks(&scenario, first_run, &url, &root, conn, owners)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Starts an agent with a fresh state dir pointed at the repository, runs `ssuctl check`
+    /// twice and reports what nginx sent for each.
+    async fn two_checks(
+        &mut self,
+        sc: &Scenario,
+        report_rauc_wait: bool,
+        url: &str,
+        root: &Path,
+        conn: &zbus::Connection,
+        owners: &mut NameOwnerChangedStream,
+    ) -> Result<()> {
+        let access_log = self.dir().join("http/access.log");
+        let state = self.work.join(format!("state-{}", sc.name));
+        let cache = self.work.join(format!("cache-{}", sc.name));
         let config = self.write_config(
-            "update",
+            sc.name,
             &state,
+            sc.version,
+            sc.security_patch_level,
             &format!(
                 r#"
 [check]
@@ -615,20 +655,47 @@ root = "{root}"
 [download]
 cache_dir = "{cache}"
 "#,
-                root = repo.join("public/metadata/1.root.json").display(),
+                root = root.display(),
                 cache = cache.display(),
             ),
         )?;
+        if let Some(old) = self.agent.take() {
+            old.stop().await?;
+        }
         let (agent, _) = self.spawn_agent(&config, owners).await?;
-        let pid = agent.pid;
+        let (pid, owned_at) = (agent.pid, agent.owned_at);
         self.agent = Some(agent);
         let proxy = Agent1Proxy::new(conn).await?;
 
-        let download_module = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/download")
-            .exists();
+        // A check before the agent has read RAUC's state cannot tell which bundles apply
+        // ("RAUC is unavailable"); a device checks `boot_delay` after start, so wait for it.
+        let rauc_known = loop {
+            let st = ctl::dict_to_json(&proxy.get_status().await?);
+            if st["Components"]["rauc"] == "running" && st["Compatible"] != "" {
+                break owned_at.elapsed();
+            }
+            if owned_at.elapsed() > START_TIMEOUT {
+                bail!("the agent did not see RAUC within {START_TIMEOUT:?}: {st}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if report_rauc_wait {
+            self.report.add(
+                UPDATE,
+                "name owned → RAUC's state known to the agent",
+                ms(rauc_known),
+                "GetStatus polled every 5 ms from NameOwnerChanged until Components.rauc = \
+                 running and Compatible is set; a CheckNow before that reports \"RAUC is \
+                 unavailable\" and offers nothing",
+            );
+        }
 
-        // First check: fetches everything, finds the bundle, starts whatever follows.
+        // First check: an empty metadata cache; fetches whatever applies.
+        fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&access_log)?;
         let first = self.ssuctl_check().await?;
         let first_state = settle(&proxy, conn).await?;
         let first_requests = parse_access_log(&fs::read_to_string(&access_log)?)?;
@@ -646,27 +713,27 @@ cache_dir = "{cache}"
         tokio::time::sleep(Duration::from_millis(300)).await;
         let requests = parse_access_log(&fs::read_to_string(&access_log)?)?;
 
-        let first_total: u64 = first_requests.iter().map(|r| r.bytes_sent).sum();
+        let download_module = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/download")
+            .exists();
         let fetched_bundle = first_requests
             .iter()
             .any(|r| r.path.starts_with("/targets/"));
         self.report.add(
             UPDATE,
-            "first check (empty metadata cache)",
+            &format!("{}: first check (empty metadata cache)", sc.title),
             format!(
-                "{} requests, {first_total} bytes sent by the server; `ssuctl check` {} in {}; \
-                 then {}",
-                first_requests.len(),
+                "{}; `ssuctl check` {} in {}; then {first_state}",
+                request_sum(&first_requests),
                 first.status,
                 ms(first.elapsed),
-                first_state
             ),
             &format!(
-                "`ssuctl check` (DBUS_SYSTEM_BUS_ADDRESS from DIR/env) against a fresh state \
-                 dir; repository from `ssu-repo init` + `ssu-repo add` of one 1 MiB plain \
-                 bundle, served by `scripts/sandbox http` (nginx, plain HTTP on loopback); sum \
-                 of $bytes_sent in DIR/http/access.log; src/download/ {}; the agent {} the \
-                 bundle",
+                "fresh state dir; `ssuctl check` with DBUS_SYSTEM_BUS_ADDRESS of the sandbox, \
+                 then wait until State is not busy and RAUC's Operation is idle for 1 s; \
+                 repository from `ssu-repo init` + `ssu-repo add` of one plain bundle, served \
+                 by `scripts/sandbox http` (nginx, plain HTTP on loopback); sum of $bytes_sent \
+                 in DIR/http/access.log; src/download/ {}; the agent {} the bundle",
                 if download_module { "present" } else { "absent" },
                 if fetched_bundle {
                     "downloaded"
@@ -676,34 +743,29 @@ cache_dir = "{cache}"
             ),
         );
         self.report.detail(
-            "Requests of the first check",
+            &format!("Requests, {}: first check", sc.title),
             request_table(&first_requests),
         );
-        let total: u64 = requests.iter().map(|r| r.bytes_sent).sum();
-        let body: u64 = requests.iter().map(|r| r.body_bytes_sent).sum();
         self.report.add(
             UPDATE,
-            "one check when nothing changed",
+            &format!("{}: one check when nothing changed", sc.title),
             format!(
-                "{} requests, {total} bytes sent by the server ({body} body, {} headers); \
-                 `ssuctl check` {} in {}; then {}",
-                requests.len(),
-                total - body,
+                "{}; `ssuctl check` {} in {}; then {second_state}",
+                request_sum(&requests),
                 second.status,
                 ms(second.elapsed),
-                second_state
             ),
-            "access log truncated after the first check settled, then one more `ssuctl check`; \
-             sum of nginx $bytes_sent (status line + headers + body) per request. Not \
+            "access log truncated after the first check settled, then one more `ssuctl \
+             check`; sum of nginx $bytes_sent (status line + headers + body) per request. Not \
              counted: request bytes from the device, TCP/IP and TLS overhead",
         );
         self.report.detail(
-            "Requests of the check when nothing changed",
+            &format!("Requests, {}: check when nothing changed", sc.title),
             request_table(&requests),
         );
         self.report.add(
             UPDATE,
-            "VmRSS / private dirty after the first check",
+            &format!("{}: VmRSS / private dirty after the first check", sc.title),
             format!(
                 "{} / {}, {nthreads} threads",
                 mib(mem.rss),
@@ -763,6 +825,14 @@ cache_dir = "{cache}"
     }
 }
 
+/// What the device believes it runs, for one pair of checks.
+struct Scenario {
+    name: &'static str,
+    title: &'static str,
+    version: &'static str,
+    security_patch_level: &'static str,
+}
+
 struct CtlRun {
     status: String,
     elapsed: Duration,
@@ -815,6 +885,8 @@ async fn settle(proxy: &Agent1Proxy<'_>, conn: &zbus::Connection) -> Result<Stri
 struct Agent {
     child: tokio::process::Child,
     pid: u32,
+    /// When NameOwnerChanged announced it.
+    owned_at: Instant,
 }
 
 impl Agent {
@@ -860,7 +932,15 @@ impl Agent {
                     log.display());
             }
         }
-        Ok((Agent { child, pid }, t0.elapsed()))
+        let owned_at = Instant::now();
+        Ok((
+            Agent {
+                child,
+                pid,
+                owned_at,
+            },
+            owned_at - t0,
+        ))
     }
 
     /// SIGTERM, then waits for the exit.
@@ -1052,6 +1132,17 @@ fn parse_access_log(text: &str) -> Result<Vec<Request>> {
     Ok(out)
 }
 
+/// "N requests, B bytes sent (b body, h headers)".
+fn request_sum(requests: &[Request]) -> String {
+    let total: u64 = requests.iter().map(|r| r.bytes_sent).sum();
+    let body: u64 = requests.iter().map(|r| r.body_bytes_sent).sum();
+    format!(
+        "{} requests, {total} bytes sent by the server ({body} body, {} headers)",
+        requests.len(),
+        total - body
+    )
+}
+
 fn request_table(requests: &[Request]) -> Vec<String> {
     let mut lines = vec![
         "| path | status | bytes sent | of which body |".to_owned(),
@@ -1089,7 +1180,7 @@ fn run(cmd: &mut std::process::Command) -> Result<()> {
     Ok(())
 }
 
-/// Deterministic, incompressible-looking "rootfs" bytes.
+/// Deterministic "rootfs" bytes (periodic: the bundle's squashfs compresses them well).
 fn deterministic_image(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1])

@@ -452,6 +452,27 @@ fn notifies_systemd_ready_and_watchdog_and_exits_cleanly_on_sigterm() {
 }
 
 #[test]
+fn sigterm_right_after_startup_still_exits_cleanly() {
+    // The handlers are installed before the agent takes its name, so a `systemctl stop`
+    // during boot takes the clean path too.
+    let sb = Sandbox::up_with(Options {
+        agent: false,
+        rauc: false,
+        modem: false,
+        ..Options::default()
+    });
+    let config = write_config(&sb);
+    for _ in 0..10 {
+        let mut agent = spawn_agent(&sb, &config, None);
+        let ready = agent.next_notification();
+        assert!(ready.contains("READY=1"), "{ready}");
+        agent.sigterm();
+        let status = agent.child.wait().unwrap();
+        assert!(status.success(), "exit {status}");
+    }
+}
+
+#[test]
 fn a_corrupt_or_newer_database_stops_the_agent_and_is_left_untouched() {
     let sb = Sandbox::up_with(Options {
         agent: false,
