@@ -51,7 +51,7 @@ pub enum DaemonError {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     let state_dir = &config.agent.state_dir;
-    create_private_dir(state_dir).map_err(|source| DaemonError::StateDir {
+    crate::fsutil::create_private_dir(state_dir).map_err(|source| DaemonError::StateDir {
         path: state_dir.clone(),
         source,
     })?;
@@ -163,16 +163,6 @@ fn join_dir(base: &url::Url, dir: &str) -> url::Url {
         base.set_path(&path);
     }
     base.join(dir).unwrap_or(base)
-}
-
-/// The state directory holds the update history and trust state: only the agent's user
-/// reads it.
-fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
 }
 
 /// A per-device seed for the check jitter: stable across restarts (so the schedule does not

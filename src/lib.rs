@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod download;
 pub mod engine;
+pub mod fsutil;
 pub mod logging;
 pub mod metadata;
 pub mod modem;

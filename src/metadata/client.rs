@@ -178,7 +178,7 @@ pub async fn fetch(
         path: source.root.clone(),
         source: e,
     })?;
-    create_private_dir(datastore).map_err(|e| MetadataError::Verify {
+    crate::fsutil::create_private_dir(datastore).map_err(|e| MetadataError::Verify {
         source_name: source.name.clone(),
         message: format!(
             "cannot create the metadata cache {}: {e}",
@@ -195,7 +195,7 @@ pub async fn fetch(
                 "metadata cache unusable; re-syncing from the shipped root"
             );
             let _ = std::fs::remove_dir_all(datastore);
-            let _ = create_private_dir(datastore);
+            let _ = crate::fsutil::create_private_dir(datastore);
             load(source, &root, client, datastore)
                 .await
                 .map_err(|e| verify_error(source, &e))?
@@ -277,14 +277,6 @@ pub async fn fetch(
         }
     }
     Ok(out)
-}
-
-fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
 }
 
 async fn load(
