@@ -133,22 +133,7 @@ fn ssuctl_shows_rauc_boot_slot_compatible_and_patch_level() {
 fn check_is_recorded_honestly_and_announced_with_properties_changed() {
     let sb = Sandbox::up();
     // A real client watching for the signal while the check runs.
-    let mut monitor = sb
-        .command("gdbus")
-        .args([
-            "monitor",
-            "--system",
-            "--dest",
-            "org.ssu.Agent1",
-            "--object-path",
-            "/org/ssu/Agent1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // gdbus monitor subscribes asynchronously; give it a moment to install its match rule.
-    std::thread::sleep(Duration::from_millis(500));
+    let mut monitor = sb.monitor_agent();
 
     let out = sb.ssuctl(&["check"]);
     assert!(out.status.success(), "{out:?}");

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::http::{Fault, Proxy};
@@ -236,24 +236,7 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
 
     /// A `gdbus monitor` of the agent, to see which signals it sent.
     fn monitor(&self) -> Monitor {
-        let child = self
-            .sb
-            .command("gdbus")
-            .args([
-                "monitor",
-                "--system",
-                "--dest",
-                "org.ssu.Agent1",
-                "--object-path",
-                "/org/ssu/Agent1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // gdbus installs its match rule asynchronously.
-        std::thread::sleep(Duration::from_millis(500));
-        Monitor(child)
+        Monitor(self.sb.monitor_agent())
     }
 
     /// Asserts the device is untouched: factory patch level, nothing installed into B,

@@ -154,6 +154,28 @@ impl Sandbox {
             .expect("run ssuctl")
     }
 
+    /// A real client (`gdbus monitor`) watching the agent's signals; its stdout is piped.
+    pub fn monitor_agent(&self) -> std::process::Child {
+        let child = self
+            .command("gdbus")
+            .args([
+                "monitor",
+                "--system",
+                "--dest",
+                "org.ssu.Agent1",
+                "--object-path",
+                "/org/ssu/Agent1",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run gdbus monitor");
+        // gdbus installs its match rule asynchronously and says nothing when it has; without
+        // this pause the first signals could be missed.
+        thread::sleep(Duration::from_millis(500));
+        child
+    }
+
     /// Runs `busctl --address=<sandbox bus> ARGS`.
     pub fn busctl(&self, args: &[&str]) -> Output {
         self.command("busctl")
