@@ -527,17 +527,80 @@ fn a_bundle_longer_than_its_target_is_cut_off() {
     // the signed length (plus at most what the kernel buffered), far below 32 MiB.
     let sent = nginx_bytes_sent(&d.sb);
     assert!(
+        sent >= signed_len as u64,
+        "the log must count the bundle: {sent}"
+    );
+    assert!(
         sent < signed_len as u64 + 8 * 1024 * 1024,
         "nginx sent {sent} bytes"
     );
 }
 
-/// Total `$bytes_sent` in the sandbox nginx's access log.
-fn nginx_bytes_sent(sb: &Sandbox) -> u64 {
+/// One line of the sandbox nginx's access log (format `bytes` in scripts/sandbox:
+/// `ADDR [TIME] "REQUEST" STATUS BYTES_SENT BODY_BYTES "RANGE" REQUEST_TIME`).
+struct Logged {
+    path: String,
+    status: u16,
+    bytes_sent: u64,
+}
+
+fn nginx_log(sb: &Sandbox) -> Vec<Logged> {
     let log = std::fs::read_to_string(sb.dir().join("http/access.log")).unwrap_or_default();
     log.lines()
-        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-        .sum()
+        .map(|line| {
+            let parts: Vec<&str> = line.split('"').collect();
+            let request: Vec<&str> = parts[1].split_whitespace().collect();
+            let numbers: Vec<&str> = parts[2].split_whitespace().collect();
+            Logged {
+                path: request[1].to_owned(),
+                status: numbers[0].parse().unwrap(),
+                bytes_sent: numbers[1].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Total `$bytes_sent` in the sandbox nginx's access log.
+fn nginx_bytes_sent(sb: &Sandbox) -> u64 {
+    nginx_log(sb).iter().map(|l| l.bytes_sent).sum()
+}
+
+#[test]
+fn a_check_that_finds_nothing_new_fetches_only_the_timestamp() {
+    let d = Device::new("");
+    d.sb.start("agent");
+    d.publish_security_update();
+    ssu_repo(&["refresh", d.repo_dir()]);
+    let text = d.check();
+    assert!(text.contains("verified"), "{text}");
+    d.wait_state("reboot-required");
+    std::fs::write(d.sb.dir().join("http/access.log"), "").unwrap();
+
+    let text = d.check();
+    assert!(text.contains("verified"), "{text}");
+    let paths: Vec<(String, u16)> = nginx_log(&d.sb)
+        .into_iter()
+        .map(|l| (l.path, l.status))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("/metadata/2.root.json".to_owned(), 404),
+            ("/metadata/timestamp.json".to_owned(), 200)
+        ],
+        "unchanged snapshot and targets come from the verified cache"
+    );
+    assert!(nginx_bytes_sent(&d.sb) < 2000);
+
+    // A new publication is still seen: new versions are fetched and verified.
+    ssu_repo(&["refresh", d.repo_dir()]);
+    std::fs::write(d.sb.dir().join("http/access.log"), "").unwrap();
+    d.check();
+    let paths: Vec<String> = nginx_log(&d.sb).into_iter().map(|l| l.path).collect();
+    assert!(
+        paths.iter().any(|p| p.ends_with(".snapshot.json")),
+        "{paths:?}"
+    );
 }
 
 // ---- failures and interruptions ------------------------------------------------------------

@@ -186,7 +186,10 @@ pub async fn fetch(
         ),
         retryable: false,
     })?;
-    let repo = match load(source, &root, client, datastore).await {
+    // Verified versioned metadata, so unchanged snapshot and targets are not fetched again.
+    let transport = HttpTransport::new(client.clone(), Duration::from_secs(60))
+        .with_cache(datastore.join("versioned"));
+    let repo = match load(source, &root, &transport, datastore).await {
         Ok(repo) => repo,
         Err(first) if datastore.exists() && !is_network(&first) => {
             tracing::warn!(
@@ -196,12 +199,14 @@ pub async fn fetch(
             );
             let _ = std::fs::remove_dir_all(datastore);
             let _ = crate::fsutil::create_private_dir(datastore);
-            load(source, &root, client, datastore)
+            load(source, &root, &transport, datastore)
                 .await
                 .map_err(|e| verify_error(source, &e))?
         }
         Err(e) => return Err(verify_error(source, &e)),
     };
+
+    transport.keep_fetched();
 
     let versions = RoleVersions {
         root: repo.root().signed.version.get(),
@@ -282,7 +287,7 @@ pub async fn fetch(
 async fn load(
     source: &Source,
     root: &[u8],
-    client: &reqwest::Client,
+    transport: &HttpTransport,
     datastore: &Path,
 ) -> Result<tough::Repository, tough::error::Error> {
     RepositoryLoader::new(
@@ -290,7 +295,7 @@ async fn load(
         source.metadata_url.clone(),
         source.targets_url.clone(),
     )
-    .transport(HttpTransport::new(client.clone(), Duration::from_secs(60)))
+    .transport(transport.clone())
     .limits(limits())
     .datastore(datastore)
     .expiration_enforcement(ExpirationEnforcement::Safe)

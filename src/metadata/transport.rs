@@ -5,7 +5,17 @@
 //!
 //! Sizes are bounded by tough (it stops reading a stream past its limit); time is bounded
 //! here, per request.
+//!
+//! With consistent snapshots, `N.snapshot.json` and `N.targets.json` never change once
+//! published, yet tough fetches them on every load. The transport can therefore keep the
+//! ones that verified (see [`HttpTransport::with_cache`]) and serve them locally: a check
+//! that finds nothing new then costs the root probe and `timestamp.json` only. tough still
+//! verifies whatever the transport returns (signatures, versions, and the hashes and lengths
+//! the timestamp and snapshot list), so a damaged cache fails verification like a bad server.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,18 +23,88 @@ use futures_util::StreamExt;
 use tough::{Transport, TransportError, TransportErrorKind, TransportStream};
 use url::Url;
 
+/// Largest versioned metadata file the cache keeps (tough's own limit for targets.json).
+const MAX_CACHED: usize = 4 * 1024 * 1024;
+
 /// Fetches metadata over HTTP(S), and `file://` for local repositories (tests, USB sticks).
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
     /// Whole-request limit for one metadata file (they are small).
     timeout: Duration,
+    /// Directory of verified versioned metadata, when caching.
+    cache: Option<PathBuf>,
+    /// Versioned metadata fetched from the network during this load, by file name; kept in
+    /// the cache only once the whole load verified ([`HttpTransport::keep_fetched`]).
+    fetched: Arc<Mutex<HashMap<String, Vec<u8>>>>,
 }
 
 impl HttpTransport {
     pub fn new(client: reqwest::Client, timeout: Duration) -> HttpTransport {
-        HttpTransport { client, timeout }
+        HttpTransport {
+            client,
+            timeout,
+            cache: None,
+            fetched: Arc::default(),
+        }
     }
+
+    /// Serves versioned snapshot and targets metadata from `dir` when present.
+    pub fn with_cache(mut self, dir: PathBuf) -> HttpTransport {
+        self.cache = Some(dir);
+        self
+    }
+
+    /// Stores what this load fetched in the cache. Call only after tough verified the load.
+    pub fn keep_fetched(&self) {
+        let Some(dir) = &self.cache else {
+            return;
+        };
+        let fetched = std::mem::take(&mut *self.fetched.lock().unwrap_or_else(|e| e.into_inner()));
+        if fetched.is_empty() {
+            return;
+        }
+        if let Err(e) = crate::fsutil::create_private_dir(dir) {
+            tracing::debug!(error = %e, "metadata cache unavailable");
+            return;
+        }
+        for (name, bytes) in fetched {
+            // A cache: no fsync; a torn file fails verification and is fetched again.
+            let tmp = dir.join(format!(".{name}.tmp"));
+            let done =
+                std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, dir.join(&name)));
+            if let Err(e) = done {
+                tracing::debug!(error = %e, file = name, "cannot cache metadata");
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+    }
+
+    fn cached(&self, name: &str) -> Option<Vec<u8>> {
+        let path = self.cache.as_ref()?.join(name);
+        let bytes = read_bounded(&path)?;
+        tracing::debug!(file = name, "metadata served from the cache");
+        Some(bytes)
+    }
+}
+
+/// `N.snapshot.json` or `N.targets.json` with a version N ≥ 1: immutable once published.
+pub fn is_versioned_metadata(name: &str) -> bool {
+    let Some((version, rest)) = name.split_once('.') else {
+        return false;
+    };
+    !version.is_empty()
+        && !version.starts_with('0')
+        && version.bytes().all(|b| b.is_ascii_digit())
+        && matches!(rest, "snapshot.json" | "targets.json")
+}
+
+fn read_bounded(path: &Path) -> Option<Vec<u8>> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > MAX_CACHED as u64 {
+        return None;
+    }
+    std::fs::read(path).ok()
 }
 
 #[async_trait]
@@ -39,6 +119,16 @@ impl Transport for HttpTransport {
                     url,
                 ));
             }
+        }
+        let name = url
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .unwrap_or("")
+            .to_owned();
+        let versioned = self.cache.is_some() && is_versioned_metadata(&name);
+        if versioned && let Some(bytes) = self.cached(&name) {
+            let chunk: Result<bytes::Bytes, TransportError> = Ok(bytes::Bytes::from(bytes));
+            return Ok(Box::pin(futures_util::stream::iter([chunk])));
         }
         let other = |e: reqwest::Error, url: &Url| {
             TransportError::new_with_cause(TransportErrorKind::Other, url, e)
@@ -62,9 +152,72 @@ impl Transport for HttpTransport {
                 format!("HTTP status {status}"),
             ));
         }
+        let fetched = versioned.then(|| {
+            // A fresh buffer per fetch: bytes of an earlier, failed load never mix in.
+            let mut all = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+            all.insert(name.clone(), Vec::new());
+            self.fetched.clone()
+        });
         let stream = response.bytes_stream().map(move |chunk| {
+            if let (Some(fetched), Ok(bytes)) = (&fetched, &chunk) {
+                let mut all = fetched.lock().unwrap_or_else(|e| e.into_inner());
+                let buf = all.entry(name.clone()).or_default();
+                if buf.len() + bytes.len() <= MAX_CACHED {
+                    buf.extend_from_slice(bytes);
+                }
+            }
             chunk.map_err(|e| TransportError::new_with_cause(TransportErrorKind::Other, &url, e))
         });
         Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_versioned_snapshot_and_targets_are_cacheable() {
+        for yes in ["1.snapshot.json", "42.targets.json"] {
+            assert!(is_versioned_metadata(yes), "{yes}");
+        }
+        for no in [
+            "timestamp.json",
+            "2.root.json",
+            "snapshot.json",
+            "0.snapshot.json",
+            "01.targets.json",
+            "x.targets.json",
+            "1.targets.json.tmp",
+            "../1.targets.json",
+            "",
+        ] {
+            assert!(!is_versioned_metadata(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_only_what_a_load_handed_over_and_bounds_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("versioned");
+        let t = HttpTransport::new(reqwest::Client::new(), Duration::from_secs(1))
+            .with_cache(cache.clone());
+        t.fetched
+            .lock()
+            .unwrap()
+            .insert("3.targets.json".into(), b"{}".to_vec());
+        assert_eq!(
+            t.cached("3.targets.json"),
+            None,
+            "nothing kept before keep_fetched"
+        );
+        t.keep_fetched();
+        assert_eq!(t.cached("3.targets.json"), Some(b"{}".to_vec()));
+        std::fs::write(cache.join("4.targets.json"), vec![b' '; MAX_CACHED + 1]).unwrap();
+        assert_eq!(
+            t.cached("4.targets.json"),
+            None,
+            "oversized files are not served"
+        );
     }
 }
