@@ -34,6 +34,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             return;
         }
         let Some(p) = self.pending.clone() else {
+            self.judge_deferred();
             return;
         };
         let rebooted = self.ports.system.boot_id() != p.boot_id;

@@ -236,8 +236,11 @@ impl<C: Clock, P: Ports> Engine<C, P> {
 
         let compatible = self.status.rauc.compatible.clone();
         let message = if compatible.is_empty() {
+            // Judged as soon as RAUC says what this device is (see `judge_deferred`).
+            self.unjudged = Some(v.clone());
             "verified; RAUC is unavailable, so which updates apply is not known yet".to_owned()
         } else {
+            self.unjudged = None;
             self.choose(now, &v, &compatible)
         };
         tracing::info!(source = %v.source, "{message}");
@@ -261,6 +264,30 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             UpdateState::Idle => self.outcome.unwrap_or(UpdateState::Idle),
             other => other,
         };
+    }
+
+    /// Judges metadata verified while RAUC was unavailable, now that RAUC is back.
+    pub(super) fn judge_deferred(&mut self) {
+        if self.busy || self.pending.is_some() || self.status.rauc.compatible.is_empty() {
+            return;
+        }
+        let Some(v) = self.unjudged.take() else {
+            return;
+        };
+        let now = self.clock.now();
+        let compatible = self.status.rauc.compatible.clone();
+        let message = self.choose(now, &v, &compatible);
+        tracing::info!(source = %v.source, "{message}");
+        if let Some(check) = &mut self.status.last_check {
+            check.message = message;
+            let record = check.clone();
+            if let Err(e) = self.store.set_last_check(&record) {
+                self.store_failed("cannot record the check", e);
+            }
+        }
+        if !self.busy {
+            self.settle_state();
+        }
     }
 
     /// Applies the selection policy to a verified repository; returns the check's message.

@@ -204,6 +204,8 @@ pub struct Engine<C: Clock, P: Ports> {
     floor: RoleVersions,
     /// The update in progress, as persisted.
     pending: Option<Pending>,
+    /// Metadata verified while RAUC was unavailable (so not yet judged against this device).
+    unjudged: Option<Verified>,
     /// A background step is running (at most one at a time).
     busy: bool,
     /// The last attempt's outcome (`failed`, `rolled-back`), shown until a new one starts.
@@ -299,6 +301,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             last_verified,
             floor,
             pending,
+            unjudged: None,
             busy: false,
             outcome: None,
             checking: false,

@@ -712,6 +712,33 @@ async fn refused_targets_are_recorded_once_and_never_downloaded() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn metadata_verified_while_rauc_is_away_is_judged_when_rauc_returns() {
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.rauc = RaucInfo {
+        availability: Availability::Unavailable,
+        ..RaucInfo::default()
+    };
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    let st = rig.handle.status();
+    assert!(
+        st.last_check
+            .unwrap()
+            .message
+            .contains("RAUC is unavailable")
+    );
+    assert!(rig.fetcher.fetched.lock().unwrap().is_empty());
+
+    rig.rauc_tx.send_replace(rauc_view("A", ""));
+    let st = wait_for(&rig.handle, "the update judged and installed", |s| {
+        s.state == UpdateState::RebootRequired
+    })
+    .await;
+    assert!(st.last_check.unwrap().message.contains("1.0.1"));
+    assert_eq!(rig.installs(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn unverifiable_metadata_leaves_status_unverified_with_the_reason() {
     let setup = Setup::default();
     setup
