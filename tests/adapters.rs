@@ -236,11 +236,15 @@ async fn modem_watcher_follows_restart_and_sim_swap() {
     blocking(&sandbox, |s| s.start("modem")).await;
     // The mock (like a real ModemManager probing a modem) exports the modem before all of
     // the SIM's properties; the watcher follows until the whole SIM is there.
-    let back = next_matching(&mut rx, "ModemManager running again with the whole SIM", |i| {
-        i.availability == Availability::Running
-            && i.home_mcc_mnc == "26201"
-            && i.iccid_masked == "…1234"
-    })
+    let back = next_matching(
+        &mut rx,
+        "ModemManager running again with the whole SIM",
+        |i| {
+            i.availability == Availability::Running
+                && i.home_mcc_mnc == "26201"
+                && i.iccid_masked == "…1234"
+        },
+    )
     .await;
     assert_eq!(back.operator_name, "Sandbox Telecom");
 

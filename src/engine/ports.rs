@@ -129,15 +129,23 @@ impl System for HostSystem {
             return Err("no reboot command configured".into());
         };
         // A process group of its own: a reboot that stops this agent must not stop itself.
-        std::process::Command::new(program)
+        let mut child = tokio::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .map(drop)
-            .map_err(|e| format!("cannot run reboot command {program}: {e}"))
+            .map_err(|e| format!("cannot run reboot command {program}: {e}"))?;
+        // Reaped when it ends (if this agent is still running then), so no zombie lingers.
+        tokio::spawn(async move {
+            if let Ok(status) = child.wait().await
+                && !status.success()
+            {
+                tracing::error!("reboot command failed ({status})");
+            }
+        });
+        Ok(())
     }
 
     async fn health_check(&self) -> Result<(), String> {
@@ -147,8 +155,6 @@ impl System for HostSystem {
         Ok(())
     }
 }
-
-use std::os::unix::process::CommandExt as _;
 
 async fn run_check(argv: &[String], timeout: Duration) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else {
