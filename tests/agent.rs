@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Options, Sandbox, busctl_value, process_alive, repo_root};
 
@@ -133,7 +133,7 @@ fn ssuctl_shows_rauc_boot_slot_compatible_and_patch_level() {
 fn check_is_recorded_honestly_and_announced_with_properties_changed() {
     let sb = Sandbox::up();
     // A real client watching for the signal while the check runs.
-    let mut monitor = sb.monitor_agent();
+    let monitor = sb.monitor_agent();
 
     let out = sb.ssuctl(&["check"]);
     assert!(out.status.success(), "{out:?}");
@@ -148,38 +148,12 @@ fn check_is_recorded_honestly_and_announced_with_properties_changed() {
     // Never "up to date" without verified metadata.
     assert_eq!(get_property(&sb, "Staleness"), "unverified");
 
-    let seen = read_until(&mut monitor, "LastCheck", Duration::from_secs(10));
-    let _ = monitor.kill();
-    let _ = monitor.wait();
+    let seen = monitor.wait_for_text("LastCheck", Duration::from_secs(10));
     assert!(
         seen.contains("org.freedesktop.DBus.Properties.PropertiesChanged")
             && seen.contains("'LastCheckResult': <'no update source configured'>"),
         "{seen}"
     );
-}
-
-/// Reads a child's stdout until `needle` shows up or `timeout` passes.
-fn read_until(child: &mut Child, needle: &str, timeout: Duration) -> String {
-    let mut out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + timeout;
-    let mut seen = String::new();
-    while !seen.contains(needle) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-            Err(_) => break,
-        }
-    }
-    seen
 }
 
 #[test]

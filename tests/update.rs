@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use common::http::{Fault, Proxy};
-use common::{Options, Sandbox, busctl_value};
+use common::{Monitor, Options, Sandbox, busctl_value};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CVE: &str = "CVE-2026-4242:critical:9.8:Remote code execution in the web UI";
@@ -236,7 +235,7 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
 
     /// A `gdbus monitor` of the agent, to see which signals it sent.
     fn monitor(&self) -> Monitor {
-        Monitor(self.sb.monitor_agent())
+        self.sb.monitor_agent()
     }
 
     /// Asserts the device is untouched: factory patch level, nothing installed into B,
@@ -254,21 +253,6 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
         assert!(!seen.contains("UpdateAvailable"), "{seen}");
         assert!(!self.history().iter().any(|e| e["action"] == "installed"));
         st
-    }
-}
-
-struct Monitor(Child);
-
-impl Monitor {
-    fn finish(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = self.0.kill();
-        let mut out = String::new();
-        if let Some(mut so) = self.0.stdout.take() {
-            let _ = so.read_to_string(&mut out);
-        }
-        let _ = self.0.wait();
-        out
     }
 }
 

@@ -154,8 +154,8 @@ impl Sandbox {
             .expect("run ssuctl")
     }
 
-    /// A real client (`gdbus monitor`) watching the agent's signals; its stdout is piped.
-    pub fn monitor_agent(&self) -> std::process::Child {
+    /// A real client (`gdbus monitor`) watching the agent's signals.
+    pub fn monitor_agent(&self) -> Monitor {
         let child = self
             .command("gdbus")
             .args([
@@ -170,10 +170,7 @@ impl Sandbox {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("run gdbus monitor");
-        // gdbus installs its match rule asynchronously and says nothing when it has; without
-        // this pause the first signals could be missed.
-        thread::sleep(Duration::from_millis(500));
-        child
+        Monitor::new(child)
     }
 
     /// Runs `busctl --address=<sandbox bus> ARGS`.
@@ -375,5 +372,69 @@ impl Drop for Sandbox {
             eprintln!("keeping sandbox {}", self.dir().display());
             self.dir.disable_cleanup(true);
         }
+    }
+}
+
+/// A `gdbus monitor` whose output is collected in the background.
+pub struct Monitor {
+    child: std::process::Child,
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Monitor {
+    /// Collects the child's stdout and waits until gdbus says it follows the name: it
+    /// subscribes before printing that, so no later signal is missed.
+    fn new(mut child: std::process::Child) -> Monitor {
+        use std::io::Read;
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut out = child.stdout.take().expect("piped stdout");
+        let sink = text.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let monitor = Monitor { child, text };
+        monitor.wait_for_text("is owned by", Duration::from_secs(20));
+        monitor
+    }
+
+    /// Everything printed so far.
+    pub fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Waits until the output contains `needle` (or `timeout` passes); returns the output.
+    pub fn wait_for_text(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.text();
+            if text.contains(needle) || Instant::now() >= deadline {
+                return text;
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Stops the monitor and returns everything it printed.
+    pub fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader thread ends with the pipe; give it a moment to append the tail.
+        thread::sleep(Duration::from_millis(100));
+        self.text()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
