@@ -69,35 +69,35 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
     let tz = TimeZone::try_system().unwrap_or(TimeZone::UTC);
     match cli.command {
         Command::Status => {
-            let st = ctl::dict_to_json(&agent.get_status().await.map_err(call_failure)?);
-            let history: Vec<_> = agent
-                .get_history()
-                .await
-                .map_err(call_failure)?
-                .iter()
-                .map(ctl::dict_to_json)
-                .collect();
+            let st = status(&agent).await?;
+            let history = history(&agent).await?;
             print_json_or(cli.json, &st, || render::status(&st, &history, &tz));
         }
         Command::History => {
-            let h: Vec<_> = agent
-                .get_history()
-                .await
-                .map_err(call_failure)?
-                .iter()
-                .map(ctl::dict_to_json)
-                .collect();
+            let h = history(&agent).await?;
             let j = serde_json::Value::Array(h.clone());
             print_json_or(cli.json, &j, || render::history(&h, &tz));
         }
         Command::Check => {
             // Returns once the check has run.
             agent.check_now().await.map_err(call_failure)?;
-            let st = ctl::dict_to_json(&agent.get_status().await.map_err(call_failure)?);
+            let st = status(&agent).await?;
             print_json_or(cli.json, &st, || render::check(&st, &tz));
         }
     }
     Ok(())
+}
+
+/// `GetStatus` as JSON.
+async fn status(agent: &Agent1Proxy<'_>) -> Result<serde_json::Value, Failure> {
+    let dict = agent.get_status().await.map_err(call_failure)?;
+    Ok(ctl::dict_to_json(&dict))
+}
+
+/// `GetHistory` as JSON, newest first.
+async fn history(agent: &Agent1Proxy<'_>) -> Result<Vec<serde_json::Value>, Failure> {
+    let entries = agent.get_history().await.map_err(call_failure)?;
+    Ok(entries.iter().map(ctl::dict_to_json).collect())
 }
 
 fn print_json_or(json: bool, value: &serde_json::Value, text: impl FnOnce() -> String) {
