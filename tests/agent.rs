@@ -14,6 +14,16 @@ use common::{Options, Sandbox, busctl_value, process_alive, repo_root};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A sandbox with the bus alone: no agent, RAUC or ModemManager.
+fn bus_only() -> Sandbox {
+    Sandbox::up_with(Options {
+        agent: false,
+        rauc: false,
+        modem: false,
+        ..Options::default()
+    })
+}
+
 fn get_property(sb: &Sandbox, name: &str) -> String {
     let out = sb.busctl(&[
         "get-property",
@@ -271,12 +281,7 @@ fn agent_starting_without_rauc_or_modemmanager_shows_them_unknown_then_recovers(
 
 #[test]
 fn ssuctl_says_clearly_when_the_agent_is_not_running() {
-    let sb = Sandbox::up_with(Options {
-        agent: false,
-        rauc: false,
-        modem: false,
-        ..Options::default()
-    });
+    let sb = bus_only();
     for cmd in [
         &["status"][..],
         &["history"],
@@ -414,12 +419,7 @@ fn notifies_systemd_ready_and_watchdog_and_exits_cleanly_on_sigterm() {
 fn sigterm_right_after_startup_still_exits_cleanly() {
     // The handlers are installed before the agent takes its name, so a `systemctl stop`
     // during boot takes the clean path too.
-    let sb = Sandbox::up_with(Options {
-        agent: false,
-        rauc: false,
-        modem: false,
-        ..Options::default()
-    });
+    let sb = bus_only();
     let config = write_config(&sb);
     for _ in 0..10 {
         let mut agent = spawn_agent(&sb, &config, None);
@@ -433,12 +433,7 @@ fn sigterm_right_after_startup_still_exits_cleanly() {
 
 #[test]
 fn a_corrupt_or_newer_database_stops_the_agent_and_is_left_untouched() {
-    let sb = Sandbox::up_with(Options {
-        agent: false,
-        rauc: false,
-        modem: false,
-        ..Options::default()
-    });
+    let sb = bus_only();
     let config = write_config(&sb);
     let db = sb.dir().join("own/state/agent.db");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();

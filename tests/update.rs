@@ -170,6 +170,16 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
         self.publish("1.0.1", &self.image, &security_args("1.0", "2026-11-01"))
     }
 
+    /// Rewrites the published bytes of `name` on the server (the signed metadata stays).
+    fn tamper_with(&self, name: &str, change: impl FnOnce(&mut Vec<u8>)) -> usize {
+        let file = self.target_file(name);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let signed_len = bytes.len();
+        change(&mut bytes);
+        std::fs::write(&file, &bytes).unwrap();
+        signed_len
+    }
+
     /// The published file of `name` under public/targets.
     fn target_file(&self, name: &str) -> PathBuf {
         let file_name = Path::new(name)
@@ -342,11 +352,10 @@ fn a_tampered_bundle_is_not_installed() {
     let d = Device::new("");
     d.sb.start("agent");
     d.publish_security_update();
-    let file = d.target_file("1.0.1.raucb");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&file, &bytes).unwrap();
+    d.tamper_with("1.0.1.raucb", |bytes| {
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+    });
     let monitor = d.monitor();
     d.check();
     d.wait_state("failed");
@@ -496,11 +505,9 @@ fn a_bundle_longer_than_its_target_is_cut_off() {
     d.sb.start("agent");
     d.publish_security_update();
     // The server sends endless data: the published file grows far past the signed length.
-    let file = d.target_file("1.0.1.raucb");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let signed_len = bytes.len();
-    bytes.extend(std::iter::repeat_n(0u8, 32 * 1024 * 1024));
-    std::fs::write(&file, &bytes).unwrap();
+    let signed_len = d.tamper_with("1.0.1.raucb", |bytes| {
+        bytes.extend(std::iter::repeat_n(0u8, 32 * 1024 * 1024));
+    });
     let monitor = d.monitor();
     d.check();
     d.wait_state("failed");

@@ -19,7 +19,7 @@ use super::*;
 use crate::clock::Clock;
 use crate::config::{Config, PatchDate};
 use crate::metadata::client::{BundleTarget, MetadataError, RefusedTarget, Verified};
-use crate::metadata::schema::{BundleMeta, Cve, Kind, Severity};
+use crate::metadata::schema::sample_security_bundle;
 use crate::rauc::fake::{Call, FakeRauc};
 use crate::rauc::{BundleInfo, RaucError};
 use crate::status::{Availability, SlotInfo};
@@ -188,24 +188,7 @@ fn bundle(version: &str, base: &str, level: jiff::civil::Date) -> BundleTarget {
         length: 4096,
         sha256: [7; 32],
         url: "https://updates.example.com/targets/x".parse().unwrap(),
-        meta: BundleMeta {
-            kind: Kind::Security,
-            version: version.into(),
-            base_version: base.into(),
-            security_patch_level: level,
-            compatible: "ssu-sandbox".into(),
-            hardware_ids: vec![],
-            released: "2026-11-20T00:00:00Z".parse().unwrap(),
-            cves: vec![Cve {
-                id: "CVE-2026-4242".into(),
-                severity: Severity::Critical,
-                cvss: Some(9.8),
-                summary: "Remote code execution".into(),
-            }],
-            notes_url: None,
-            requires_reboot: true,
-            expected_downtime_s: 60,
-        },
+        meta: sample_security_bundle(version, base, level),
     }
 }
 

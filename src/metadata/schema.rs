@@ -351,6 +351,30 @@ mod cvss_string {
     }
 }
 
+/// A valid security bundle for `ssu-sandbox`, for unit tests of the code that consumes
+/// metadata.
+#[cfg(test)]
+pub fn sample_security_bundle(version: &str, base: &str, level: Date) -> BundleMeta {
+    BundleMeta {
+        kind: Kind::Security,
+        version: version.into(),
+        base_version: base.into(),
+        security_patch_level: level,
+        compatible: "ssu-sandbox".into(),
+        hardware_ids: vec![],
+        released: "2026-11-20T00:00:00Z".parse().unwrap(),
+        cves: vec![Cve {
+            id: "CVE-2026-4242".into(),
+            severity: Severity::Critical,
+            cvss: Some(9.8),
+            summary: "Remote code execution".into(),
+        }],
+        notes_url: None,
+        requires_reboot: true,
+        expected_downtime_s: 60,
+    }
+}
+
 /// Dates as `"YYYY-MM-DD"` strings, strictly.
 mod date_string {
     use super::*;

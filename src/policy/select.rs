@@ -126,29 +126,9 @@ pub fn select<'a>(candidates: &[Candidate<'a>], device: &DeviceFacts<'_>) -> Sel
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::schema::{Cve, Severity};
     use jiff::civil::date;
 
-    fn meta(version: &str, base: &str, level: Date) -> BundleMeta {
-        BundleMeta {
-            kind: Kind::Security,
-            version: version.into(),
-            base_version: base.into(),
-            security_patch_level: level,
-            compatible: "ssu-sandbox".into(),
-            hardware_ids: vec![],
-            released: "2026-11-01T00:00:00Z".parse().unwrap(),
-            cves: vec![Cve {
-                id: "CVE-2026-1".into(),
-                severity: Severity::High,
-                cvss: None,
-                summary: "s".into(),
-            }],
-            notes_url: None,
-            requires_reboot: true,
-            expected_downtime_s: 60,
-        }
-    }
+    use crate::metadata::schema::sample_security_bundle as meta;
 
     fn device() -> DeviceFacts<'static> {
         DeviceFacts {
