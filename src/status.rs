@@ -149,6 +149,48 @@ pub struct ModemInfo {
     pub registration_state: Option<u32>,
 }
 
+/// Whether this device can still be trusted to run what was installed (FS.25 TES-0030's
+/// exception: rooting or modified firmware). The string forms are part of the D-Bus contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntegrityState {
+    /// Not probed yet, or no probe could give an answer.
+    #[default]
+    Unknown,
+    /// Every probe that could answer passed.
+    Trusted,
+    /// At least one probe found evidence of rooting or modification.
+    Compromised,
+}
+
+impl IntegrityState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrityState::Unknown => "unknown",
+            IntegrityState::Trusted => "trusted",
+            IntegrityState::Compromised => "compromised",
+        }
+    }
+}
+
+/// What one integrity probe found (fwupd HSI style: a stable probe id, an outcome, evidence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntegrityFinding {
+    /// Stable probe id, e.g. `kernel-taint`.
+    pub probe: String,
+    /// `pass`, `fail` or `unknown` (the probe could not tell, e.g. not exposed on this device).
+    pub outcome: String,
+    /// Human-readable evidence (what was read where).
+    pub evidence: String,
+}
+
+/// The integrity verdict with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Integrity {
+    pub state: IntegrityState,
+    pub findings: Vec<IntegrityFinding>,
+}
+
 /// An installed release as the store records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Installed {
@@ -199,4 +241,5 @@ pub struct Status {
     pub last_error: String,
     pub rauc: RaucInfo,
     pub modem: ModemInfo,
+    pub integrity: Integrity,
 }

@@ -35,6 +35,27 @@ pub struct Config {
     pub manufacturer: Option<SourceConfig>,
     pub download: DownloadConfig,
     pub install: InstallConfig,
+    pub integrity: IntegrityConfig,
+}
+
+/// `[integrity]`: what rooting or modified firmware changes (FS.25 TES-0030's exception).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegrityConfig {
+    /// What the agent does when integrity is lost.
+    pub on_loss: OnIntegrityLoss,
+}
+
+/// Policy when the device's integrity is lost (`[integrity] on_loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnIntegrityLoss {
+    /// Stop using the operator's channel (its approvals no longer apply); keep installing the
+    /// manufacturer's security updates and report the state. FS.25's default.
+    #[default]
+    DropOperatorChannel,
+    /// Only report the state; keep every channel as it was.
+    ReportOnly,
 }
 
 /// An update server: a TUF repository as `ssu-repo` publishes it.
@@ -185,6 +206,7 @@ impl Default for Config {
             manufacturer: None,
             download: DownloadConfig::default(),
             install: InstallConfig::default(),
+            integrity: IntegrityConfig::default(),
         }
     }
 }

@@ -156,6 +156,11 @@ fn invalid_values_are_refused() {
         "unknown variant",
     );
     expect_invalid(
+        "[integrity]\non_loss = \"ignore\"\n",
+        "integrity.on_loss",
+        "unknown variant",
+    );
+    expect_invalid(
         "[device]\nhardware_id = \"gw 3000/../x\"\n",
         "device.hardware_id",
         "only letters",

@@ -162,8 +162,8 @@ pub fn replacement_info(_st: &Status) -> Dict {
     Dict::new()
 }
 
-pub fn integrity_state(_st: &Status) -> String {
-    "unknown".to_owned()
+pub fn integrity_state(st: &Status) -> String {
+    st.integrity.state.as_str().to_owned()
 }
 
 pub fn update_source(_st: &Status) -> Dict {

@@ -275,6 +275,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             last_error,
             rauc: inputs.rauc.borrow().clone(),
             modem: inputs.modem.borrow().clone(),
+            integrity: Default::default(),
         };
         let (publish, status_rx) = watch::channel(status.clone());
         let (commands_tx, commands) = mpsc::channel(32);
