@@ -41,6 +41,19 @@ enum Command {
         /// Repository directory (or a bare public directory).
         dir: PathBuf,
     },
+    /// Write a static HTML security bulletin (OUT_DIR/index.html) from the verified metadata.
+    Bulletin(BulletinArgs),
+}
+
+#[derive(Args)]
+struct BulletinArgs {
+    /// Repository directory (or a bare public directory); it must pass verify.
+    dir: PathBuf,
+    /// Where index.html goes (created if missing).
+    out_dir: PathBuf,
+    /// RFC 3339 time shown on the page and used for "support ended" [default: now].
+    #[arg(long)]
+    generated_at: Option<Timestamp>,
 }
 
 #[derive(Args)]
@@ -245,6 +258,13 @@ async fn run(command: Command) -> Result<(), String> {
             if !report.is_ok() {
                 return Err(format!("{}: verification found problems", dir.display()));
             }
+        }
+        Command::Bulletin(a) => {
+            let at = a.generated_at.unwrap_or(now);
+            let written = repo::bulletin(&a.dir, &a.out_dir, at)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{written}");
         }
     }
     Ok(())

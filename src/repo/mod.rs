@@ -12,12 +12,14 @@
 //! - [`device`]: a per-model record as `devices/<hardware-id>.json`;
 //! - [`approve`]: (operator) list a manufacturer's target with identical length and hashes;
 //! - [`refresh`]: new snapshot and timestamp;
-//! - [`verify`]: load `public/` as a device would and check every target.
+//! - [`verify`]: load `public/` as a device would and check every target;
+//! - [`bulletin`]: a static HTML security bulletin from the verified metadata.
 //!
 //! Every command checks everything before it writes anything: a refusal leaves the repository
 //! as it was. Writes use tough's editor and signer; files are renamed into place with
 //! `timestamp.json` last, under a lock on `repo.toml`.
 
+pub mod bulletin;
 mod bundle;
 mod error;
 mod expiry;
@@ -36,6 +38,7 @@ use tough::editor::signed::SignedRepository;
 use tough::schema::{Hashes, Target};
 use tough::{Repository, TargetName};
 
+pub use bulletin::{Bulletin, BulletinError, bulletin};
 pub use bundle::{BundleFields, BundleInfo, parse_cve_flag, rauc_info};
 pub use error::RepoError;
 pub use expiry::Expiry;
