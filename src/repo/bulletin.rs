@@ -47,7 +47,6 @@ pub struct BulletinData {
     /// public directory.
     pub repository: Option<String>,
     pub targets_version: u64,
-    pub targets_expires: Option<Timestamp>,
     pub devices: Vec<DeviceMeta>,
     pub bundles: Vec<BundleMeta>,
 }
@@ -93,7 +92,6 @@ pub async fn bulletin(
     let mut data = BulletinData {
         repository: report.name,
         targets_version: targets.map_or(0, |r| r.version),
-        targets_expires: targets.map(|r| r.expires),
         ..BulletinData::default()
     };
     for t in report.targets {
@@ -215,16 +213,15 @@ pub fn render(data: &BulletinData, generated_at: Timestamp) -> String {
     let _ = writeln!(h, "<title>{title}</title>");
     let _ = writeln!(h, "<style>{STYLE}</style>\n</head>\n<body>\n<header>");
     let _ = writeln!(h, "<h1>{title}</h1>");
-    let _ = write!(
+    // Not the metadata's expiry: it moves with every signing, and the page should change only
+    // when what it says changes.
+    let _ = writeln!(
         h,
         "<p class=\"muted\">Generated at {generated_at} from the signed update metadata \
-         (targets version {}",
+         (targets version {}). Devices verify the same metadata before they install \
+         anything.</p>",
         data.targets_version
     );
-    if let Some(e) = data.targets_expires {
-        let _ = write!(h, ", signed until {e}");
-    }
-    h.push_str("). Devices verify the same metadata before they install anything.</p>\n");
     h.push_str("</header>\n<main>\n");
 
     let mut devices: Vec<&DeviceMeta> = data.devices.iter().collect();
@@ -444,7 +441,6 @@ mod tests {
         BulletinData {
             repository: Some("Acme Devices".into()),
             targets_version: 3,
-            targets_expires: Some(at("2027-11-27T00:00:00Z")),
             devices: vec![
                 device("gw-b", "Gateway B", "2025-06-30"),
                 device("gw-a", "Gateway A", "2029-01-15"),
@@ -469,7 +465,7 @@ mod tests {
         let html = render(&data(), at(NOW));
         assert!(html.contains("<title>Security bulletin: Acme Devices</title>"));
         assert!(html.contains("Generated at 2026-11-27T12:00:00Z"));
-        assert!(html.contains("targets version 3, signed until 2027-11-27T00:00:00Z"));
+        assert!(html.contains("(targets version 3)"));
 
         let a = between(&html, "id=\"model-gw-a\"", "</section>");
         assert!(a.contains("Gateway A"), "{a}");
