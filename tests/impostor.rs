@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 use common::{Options, Sandbox};
 
 const NAME: &str = "org.ssu.Agent1";
+const PATH: &str = "/org/ssu/Agent1";
 const NOBODY: &str = "65534";
 
 /// The sandbox's bus (and the agent when `agent`), nothing else; its directory opened so that
@@ -45,34 +46,38 @@ fn as_nobody(sb: &Sandbox, program: &str) -> Command {
     cmd
 }
 
-/// `gdbus ARGS` on the sandbox's system bus, as root (`nobody` false) or as nobody.
-fn gdbus(sb: &Sandbox, nobody: bool, args: &[&str]) -> Output {
+/// `gdbus call` on the sandbox's system bus, as root (`nobody` false) or as nobody; each call
+/// is a fresh connection (a name it owned is released when gdbus exits).
+fn call(sb: &Sandbox, nobody: bool, dest: &str, path: &str, method: &str, args: &[&str]) -> Output {
     let mut cmd = if nobody {
         as_nobody(sb, "gdbus")
     } else {
         sb.command("gdbus")
     };
-    cmd.args(args).output().expect("run gdbus")
+    cmd.args([
+        "call",
+        "--system",
+        "--dest",
+        dest,
+        "--object-path",
+        path,
+        "--method",
+        method,
+    ])
+    .args(args)
+    .output()
+    .expect("run gdbus")
 }
 
-/// RequestName(org.ssu.Agent1, DO_NOT_QUEUE) from a fresh connection; the name is released
-/// again when gdbus exits.
+/// RequestName(org.ssu.Agent1, DO_NOT_QUEUE).
 fn request_name(sb: &Sandbox, nobody: bool) -> Output {
-    gdbus(
+    call(
         sb,
         nobody,
-        &[
-            "call",
-            "--system",
-            "--dest",
-            "org.freedesktop.DBus",
-            "--object-path",
-            "/org/freedesktop/DBus",
-            "--method",
-            "org.freedesktop.DBus.RequestName",
-            NAME,
-            "4",
-        ],
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.RequestName",
+        &[NAME, "4"],
     )
 }
 
@@ -140,20 +145,7 @@ fn another_user_cannot_take_the_name_from_the_running_agent_but_can_read_it() {
     assert_eq!(name_owner(&sb).as_ref(), Some(&owner), "the owner changed");
 
     // Reads need no privilege: GetStatus and a property, as nobody, from the real agent.
-    let status = gdbus(
-        &sb,
-        true,
-        &[
-            "call",
-            "--system",
-            "--dest",
-            NAME,
-            "--object-path",
-            "/org/ssu/Agent1",
-            "--method",
-            "org.ssu.Agent1.GetStatus",
-        ],
-    );
+    let status = call(&sb, true, NAME, PATH, "org.ssu.Agent1.GetStatus", &[]);
     assert!(status.status.success(), "{}", text(&status));
     let reply = String::from_utf8_lossy(&status.stdout);
     assert!(
@@ -162,21 +154,13 @@ fn another_user_cannot_take_the_name_from_the_running_agent_but_can_read_it() {
     );
     assert!(reply.contains("'Model': <'Sandbox Gateway'>"), "{reply}");
 
-    let property = gdbus(
+    let property = call(
         &sb,
         true,
-        &[
-            "call",
-            "--system",
-            "--dest",
-            NAME,
-            "--object-path",
-            "/org/ssu/Agent1",
-            "--method",
-            "org.freedesktop.DBus.Properties.Get",
-            NAME,
-            "InstalledVersion",
-        ],
+        NAME,
+        PATH,
+        "org.freedesktop.DBus.Properties.Get",
+        &[NAME, "InstalledVersion"],
     );
     assert!(property.status.success(), "{}", text(&property));
     assert_eq!(
