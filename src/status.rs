@@ -143,6 +143,9 @@ pub struct ModemInfo {
     pub operator_name: String,
     /// ICCID masked to its last digits (e.g. `…1234`), empty when unknown.
     pub iccid_masked: String,
+    /// The ICCID's issuer digits (its first 7: "89", country, issuer), for matching operator
+    /// profiles; they name the SIM's issuer, not the subscriber. Empty when unknown.
+    pub iccid_issuer: String,
     /// Serving network MCC-MNC (`3gpp.OperatorCode`), empty when unknown.
     pub serving_mcc_mnc: String,
     /// `RegistrationState` (MMModem3gppRegistrationState), `None` when unknown.

@@ -183,8 +183,8 @@ pub(super) fn validate(profiles: &[OperatorProfile]) -> Result<(), (String, Stri
         for m in &p.mcc_mnc {
             for pre in &prefixes {
                 for ((other_m, other_pre), other) in &networks {
-                    let overlap = other_m == m
-                        && (other_pre.starts_with(pre) || pre.starts_with(other_pre));
+                    let overlap =
+                        other_m == m && (other_pre.starts_with(pre) || pre.starts_with(other_pre));
                     if overlap && *other != p.name {
                         return Err((
                             key("mcc_mnc"),
@@ -255,8 +255,14 @@ mod tests {
             "iccid_prefixes = [\"894902\"]\napproval_grace = \"2d\"\nfallback_after = \"5s\"",
         ))
         .unwrap();
-        assert_eq!(c.operators[0].approval_grace.0, SignedDuration::from_hours(48));
-        assert_eq!(c.operators[0].fallback_after.0, SignedDuration::from_secs(5));
+        assert_eq!(
+            c.operators[0].approval_grace.0,
+            SignedDuration::from_hours(48)
+        );
+        assert_eq!(
+            c.operators[0].fallback_after.0,
+            SignedDuration::from_secs(5)
+        );
         assert!(one("").unwrap().operators.is_empty());
     }
 
@@ -308,7 +314,11 @@ mod tests {
             ),
             (
                 "whole ICCID as prefix",
-                profile("a", "\"26201\"", "iccid_prefixes = [\"8949000000000001234\"]"),
+                profile(
+                    "a",
+                    "\"26201\"",
+                    "iccid_prefixes = [\"8949000000000001234\"]",
+                ),
                 6,
                 "operator[0].iccid_prefixes",
                 "never a whole ICCID",
