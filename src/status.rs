@@ -152,6 +152,40 @@ pub struct ModemInfo {
     pub registration_state: Option<u32>,
 }
 
+/// What NetworkManager says about the default connection's cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct NetworkInfo {
+    pub availability: Availability,
+    /// `Metered` of NetworkManager: `yes` and `guess-yes` count as metered; `None` while
+    /// unknown (NetworkManager absent or says unknown), which does not defer anything.
+    pub metered: Option<bool>,
+}
+
+/// The subscription as the agent has settled it (FS.25 TES-0010): the matching operator
+/// profile, persisted across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Subscription {
+    /// Operator profile name, `none` when no profile matches, empty before the first SIM
+    /// was ever seen.
+    pub profile: String,
+    /// False while the modem cannot tell (ModemManager away, no SIM, locked SIM): `profile`
+    /// is then the last one known, kept rather than flip-flopping.
+    pub known: bool,
+}
+
+/// Which server updates come from and why, and what holds an update back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct UpdateSource {
+    /// `manufacturer` or an operator profile's name; empty while no server is configured.
+    pub source: String,
+    pub url: String,
+    pub reason: String,
+    /// Set while an update waits for the operator's approval or server.
+    pub waiting_until: Option<Timestamp>,
+    /// Why a download is deferred (metered, roaming, budget), empty when it is not.
+    pub deferred: String,
+}
+
 /// Whether this device can still be trusted to run what was installed (FS.25 TES-0030's
 /// exception: rooting or modified firmware). The string forms are part of the D-Bus contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -245,4 +279,7 @@ pub struct Status {
     pub rauc: RaucInfo,
     pub modem: ModemInfo,
     pub integrity: Integrity,
+    pub network: NetworkInfo,
+    pub subscription: Subscription,
+    pub source: UpdateSource,
 }
