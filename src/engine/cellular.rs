@@ -235,7 +235,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             profile,
         }));
         // The new channel decides from now on: look again (the check routes anew).
-        if !self.busy && self.pending.is_none() && self.config.manufacturer.is_some() {
+        if !self.busy && self.pending.is_none() && self.ports.metadata.configured() {
             self.start_check();
         }
     }
@@ -468,7 +468,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
         let sub = &self.status.subscription;
         self.status.source = match self.active_operator() {
-            _ if self.config.manufacturer.is_none() => UpdateSource::default(),
+            _ if !self.ports.metadata.configured() => UpdateSource::default(),
             Some(p) if self.operator_dropped() => UpdateSource {
                 source: MANUFACTURER.to_owned(),
                 url: self.manufacturer_url(),
