@@ -252,19 +252,26 @@ fn approved_update_comes_from_the_operator_and_a_sim_swap_changes_the_subscripti
         access.contains("GET /telenet/targets/") && access.contains(".raucb"),
         "{access}"
     );
-    assert!(
-        !access.contains("GET /manufacturer/targets/"),
-        "{access}"
-    );
+    assert!(!access.contains("GET /manufacturer/targets/"), "{access}");
 
     let monitor = d.sb.monitor_agent();
     // Another ICCID and IMSI of the same operator: the same subscription.
-    d.sb.modem(&["swap-sim", "26201", "8949000000000005678", "262010000005678"]);
+    d.sb.modem(&[
+        "swap-sim",
+        "26201",
+        "8949000000000005678",
+        "262010000005678",
+    ]);
     d.wait_status("the new SIM read", |st| {
         st["Subscription"]["iccid"] == "…5678" && st["Subscription"]["state"] == "known"
     });
     // Another operator's SIM.
-    d.sb.modem(&["swap-sim", "26202", "8949020000000009999", "262020000009999"]);
+    d.sb.modem(&[
+        "swap-sim",
+        "26202",
+        "8949020000000009999",
+        "262020000009999",
+    ]);
     monitor.wait_for_text("SubscriptionChanged", WAIT);
     let st = d.wait_status("subscription other", |st| {
         st["Subscription"]["profile"] == "other"
@@ -310,7 +317,11 @@ fn without_approval_it_waits_within_grace_and_times_out_to_the_manufacturer() {
     let until = src["waiting_until"].as_i64().expect("waiting_until");
     let expected = (Timestamp::now() + hours(47)).as_second();
     assert!((until - expected).abs() < 300, "{until} vs {expected}");
-    assert!(d.status_text().contains("Waiting until:"), "{}", d.status_text());
+    assert!(
+        d.status_text().contains("Waiting until:"),
+        "{}",
+        d.status_text()
+    );
 
     // A newer update released three days ago: its grace is over.
     d.publish("1.0.2", "2026-12-01", HIGH, hours(72));
@@ -359,10 +370,7 @@ fn operator_server_down_past_its_limit_means_the_manufacturer_server() {
     let st = d.wait_state("reboot-required");
     assert_eq!(st["Available"]["source"], "manufacturer", "{st:#}");
     let reason = st["UpdateSource"]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("telenet server unusable since"),
-        "{reason}"
-    );
+    assert!(reason.contains("telenet server unusable since"), "{reason}");
 }
 
 #[test]
