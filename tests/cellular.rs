@@ -32,22 +32,13 @@ fn ssu_repo(args: &[&str]) -> String {
 }
 
 /// What a test device is configured with besides the defaults.
+#[derive(Default)]
 struct Setup<'a> {
     /// `telenet`'s repository URL; `None` serves it from nginx like the others.
     telenet_url: Option<&'a str>,
     telenet_extra: &'a str,
     /// Extra top-level TOML (e.g. `[link_cost]`).
     extra: &'a str,
-}
-
-impl Default for Setup<'_> {
-    fn default() -> Self {
-        Setup {
-            telenet_url: None,
-            telenet_extra: "",
-            extra: "",
-        }
-    }
 }
 
 struct Device {
