@@ -44,6 +44,9 @@ pub(super) struct CellularState {
     pub(super) wake_at: Option<Timestamp>,
     /// The running download goes over a metered or roaming link (counts against the budget).
     download_costly: bool,
+    /// A download from the active operator's server failed (bundle missing or broken): its
+    /// metadata verifying again does not end the outage, only a good download does.
+    download_failed: bool,
     /// Targets whose approval timeout was recorded already (once per target per run).
     timed_out_seen: std::collections::BTreeSet<String>,
 }
@@ -152,7 +155,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     tracing::warn!(error = %e, "cannot record the operator's metadata versions");
                 }
                 self.cellular.operator_verified = Some(v);
-                self.set_unusable(None);
+                if !self.cellular.download_failed {
+                    self.set_unusable(None);
+                }
             }
             Err(e) => {
                 tracing::warn!(operator = %name, "operator server unusable: {e}");
@@ -209,6 +214,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
         // The old operator's approvals and outage no longer say anything.
         self.cellular.operator_verified = None;
+        self.cellular.download_failed = false;
         self.set_unusable(None);
         self.cellular.routed = None;
         if previous.is_empty() {
@@ -436,8 +442,12 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         if b.month == month_of(now) { b.bytes } else { 0 }
     }
 
-    /// A download finished: its bytes count against the budget if the link was costly.
-    pub(super) fn count_download(&mut self, bytes: u64) {
+    /// A download from `source` finished: a good operator download ends its outage; the bytes
+    /// count against the budget if the link was costly.
+    pub(super) fn count_download(&mut self, source: &str, bytes: u64) {
+        if source != MANUFACTURER && std::mem::take(&mut self.cellular.download_failed) {
+            self.set_unusable(None);
+        }
         if !std::mem::take(&mut self.cellular.download_costly) {
             return;
         }
@@ -455,6 +465,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     /// A download from an operator's server failed: its outage clock starts.
     pub(super) fn operator_download_failed(&mut self, source: &str) {
         if source != MANUFACTURER && self.active_operator().is_some_and(|p| p.name == source) {
+            self.cellular.download_failed = true;
             let now = self.clock.now();
             self.mark_operator_unusable(now);
         }

@@ -447,7 +447,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 return;
             }
         };
-        self.count_download(p.target.length);
+        self.count_download(&p.source, p.target.length);
         // Verified bytes: now the update may be announced (COM-0010).
         let offer = Offer {
             target: p.target.clone(),

@@ -362,7 +362,11 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 let next = policy::next_check(&self.cadence, &self.checks, self.seed);
                 // An update waiting for an operator's approval or server is looked at again
                 // when that wait ends.
-                let next = self.cellular.wake_at.map_or(next, |w| w.min(next));
+                // A wake time already past (its check failed) must not spin.
+                let next = match self.cellular.wake_at {
+                    Some(w) if w > self.clock.now() => w.min(next),
+                    _ => next,
+                };
                 let wait = next
                     .duration_since(self.clock.now())
                     .max(jiff::SignedDuration::ZERO);

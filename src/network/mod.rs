@@ -127,9 +127,7 @@ impl Service for NetworkManager<'_> {
 
 /// Only a change of `Metered` on the manager's interface, from the current owner.
 fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
-    if let (Some(owner), Some(sender)) = (owner, msg.header().sender())
-        && sender.as_str() != owner.as_str()
-    {
+    if buswatch::from_stranger(msg, owner) {
         return false;
     }
     let Some(changed) = PropertiesChanged::from_message(msg.clone()) else {

@@ -392,3 +392,63 @@ async fn a_costly_download_is_counted() {
         Some(r#"{"month":"2026-11","bytes":4096}"#)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_bundle_missing_on_the_operator_server_counts_as_an_outage() {
+    let t = target(1, Severity::High);
+    let rig = start(on_telenet(
+        t.clone(),
+        operator_repo(Some(vec![approval(&t)])),
+        168,
+        1,
+    ));
+    // The operator's metadata verifies, but its copy of the bundle is not there.
+    rig.fetcher
+        .results
+        .lock()
+        .unwrap()
+        .push_back(Err(FetchFailure {
+            message: "404 Not Found".into(),
+            retryable: true,
+        }));
+    rig.handle.check_now().await.unwrap();
+    wait_for(&rig.handle, "failed", |s| s.state == UpdateState::Failed).await;
+    // Metadata verifying again does not end the outage: the next check waits for its limit,
+    // then the manufacturer's server is used.
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "waiting", |s| s.state == UpdateState::Deferred).await;
+    assert!(st.source.reason.contains("unusable"), "{:?}", st.source);
+    let st = wait_for(&rig.handle, "installed", |s| {
+        s.state == UpdateState::RebootRequired
+    })
+    .await;
+    assert_eq!(st.available.unwrap().source, "manufacturer");
+    let fetched = rig.fetcher.fetched.lock().unwrap().len();
+    assert_eq!(fetched, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_check_after_the_wake_time_does_not_spin() {
+    let rig = start(on_telenet(
+        target(1, Severity::High),
+        operator_repo(Some(vec![])),
+        2,
+        24,
+    ));
+    rig.handle.check_now().await.unwrap();
+    wait_for(&rig.handle, "waiting", |s| s.state == UpdateState::Deferred).await;
+    // From now on the manufacturer's server is unreachable too.
+    rig.metadata.results.lock().unwrap().extend((0..3).map(|_| {
+        Err(MetadataError::Verify {
+            source_name: "manufacturer".into(),
+            message: "unreachable".into(),
+            retryable: true,
+        })
+    }));
+    *rig.metadata.fallback.lock().unwrap() = None;
+    tokio::time::sleep(Duration::from_secs(6 * 3600)).await;
+    // One check at the wake time, then the ordinary retry back-off (5, 10, 20, … minutes) —
+    // not a check per tick.
+    let fetches = rig.metadata.fetches.load(Ordering::SeqCst);
+    assert!((3..=10).contains(&fetches), "{fetches} checks in 6 hours");
+}
