@@ -88,8 +88,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .map(|o| o.since);
     }
 
-    /// The active operator profile: the settled subscription's, if it names a configured one
-    /// and the device's integrity does not drop operator channels.
+    /// The active operator profile: the settled subscription's, if it names a configured one.
+    /// (Whether lost integrity drops it is the source policy's call.)
     fn active_operator(&self) -> Option<&crate::config::OperatorProfile> {
         let name = &self.status.subscription.profile;
         self.config.operators.iter().find(|p| &p.name == name)
@@ -290,11 +290,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     /// Decides where the manufacturer's `target` comes from and whether the link lets it
     /// download now; starts the download or holds it back.
     pub(super) fn route(&mut self, now: Timestamp, target: BundleTarget) {
-        let operator = if self.operator_dropped() {
-            None
-        } else {
-            self.active_operator()
-        };
+        // With integrity lost the policy drops this channel itself (and says so).
+        let operator = self.active_operator();
         let approved_target = self.cellular.operator_verified.as_ref().and_then(|v| {
             v.bundles
                 .iter()
@@ -303,26 +300,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 })
                 .cloned()
         });
-        let channel = operator.map(|p| OperatorChannel {
-            name: &p.name,
-            approval_grace: p.approval_grace.0,
-            fallback_after: p.fallback_after.0,
-            approved: approved_target.is_some(),
-            unusable_since: self.cellular.unusable_since,
-        });
-        // A compromised device still reports which operator it dropped (the policy's reason).
-        let dropped_channel = (self.operator_dropped())
-            .then(|| self.active_operator())
-            .flatten()
-            .map(|p| OperatorChannel {
+        let inputs = SourceInputs {
+            operator: operator.map(|p| OperatorChannel {
                 name: &p.name,
                 approval_grace: p.approval_grace.0,
                 fallback_after: p.fallback_after.0,
-                approved: false,
-                unusable_since: None,
-            });
-        let inputs = SourceInputs {
-            operator: channel.or(dropped_channel),
+                approved: approved_target.is_some(),
+                unusable_since: self.cellular.unusable_since,
+            }),
             integrity: self.status.integrity.state,
             on_integrity_loss: self.config.integrity.on_loss,
             released: target.meta.released,
