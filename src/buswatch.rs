@@ -170,6 +170,17 @@ pub(crate) async fn follow<S: Service>(
     reporter.report(S::unavailable());
 }
 
+/// Whether `msg` comes from someone other than the service's current `owner` (a previous
+/// owner, or a foreign sender that matched another subscription on this connection): the bus
+/// routes by the well-known name, zbus cannot check that, so each service's
+/// [`Service::wants_refresh`] drops such signals with this.
+pub(crate) fn from_stranger(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
+    matches!(
+        (owner, msg.header().sender()),
+        (Some(owner), Some(sender)) if sender.as_str() != owner.as_str()
+    )
+}
+
 /// Calls `on_change` only for a snapshot that differs from the last one reported.
 struct Reporter<T, F> {
     last: Option<T>,

@@ -21,9 +21,9 @@ use crate::download::{self, Downloader};
 use crate::engine::ports::{HostSystem, TufSource};
 use crate::engine::{Adapters, Engine, EngineError, Handle, Inputs, Ports};
 use crate::metadata::client;
-use crate::status::{ModemInfo, RaucInfo, Status};
+use crate::status::{ModemInfo, NetworkInfo, RaucInfo, Status};
 use crate::store::{Store, StoreError};
-use crate::{dbus, modem, rauc};
+use crate::{dbus, modem, network, rauc};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +72,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::spawn(modem::watch(conn.clone(), move |info| {
         modem_tx.send_replace(info);
     }));
+    let (network_tx, network_rx) = watch::channel(NetworkInfo::default());
+    tokio::spawn(network::watch(conn.clone(), move |info| {
+        network_tx.send_replace(info);
+    }));
 
     let inputs = Inputs {
         rauc: rauc_rx,
         modem: modem_rx,
+        network: network_rx,
     };
     let ports = adapters(&config, conn.clone(), rauc_refresh)?;
     let (engine, handle) = Engine::new(
@@ -131,20 +136,39 @@ fn adapters(
     let downloader = Downloader::new(download).map_err(|e| DaemonError::Download(e.to_string()))?;
     // One client for metadata and bundles: one TLS configuration, one connection pool.
     let client = downloader.client().clone();
-    let source = config.manufacturer.as_ref().map(|m| client::Source {
-        name: "manufacturer".to_owned(),
-        metadata_url: join_dir(&m.url, "metadata/"),
-        targets_url: join_dir(&m.url, "targets/"),
-        root: m.root.clone(),
-    });
+    let tuf = |name: &str, url: &url::Url, root: &std::path::Path, datastore: &str| TufSource {
+        source: Some(client::Source {
+            name: name.to_owned(),
+            metadata_url: join_dir(url, "metadata/"),
+            targets_url: join_dir(url, "targets/"),
+            root: root.to_owned(),
+        }),
+        client: client.clone(),
+        datastore: config.agent.state_dir.join(datastore),
+    };
+    let metadata = match &config.manufacturer {
+        Some(m) => tuf("manufacturer", &m.url, &m.root, "tuf/manufacturer"),
+        None => TufSource {
+            source: None,
+            client: client.clone(),
+            datastore: config.agent.state_dir.join("tuf/manufacturer"),
+        },
+    };
+    // One repository (and tough datastore) per operator profile; the subscription picks one.
+    let operators = config
+        .operators
+        .iter()
+        .map(|p| {
+            let datastore = format!("tuf/operator/{}", p.name);
+            let source = tuf(&p.name, &p.url, &p.root, &datastore);
+            (p.name.clone(), Arc::new(source))
+        })
+        .collect();
     let install = &config.install;
     Ok(Adapters {
         rauc: Arc::new(rauc::RaucClient::new(conn).with_refresh(rauc_refresh)),
-        metadata: Arc::new(TufSource {
-            source,
-            client,
-            datastore: config.agent.state_dir.join("tuf/manufacturer"),
-        }),
+        metadata: Arc::new(metadata),
+        operators,
         fetcher: Arc::new(downloader),
         system: Arc::new(HostSystem {
             boot_id_file: install.boot_id_file.clone(),

@@ -143,10 +143,47 @@ pub struct ModemInfo {
     pub operator_name: String,
     /// ICCID masked to its last digits (e.g. `…1234`), empty when unknown.
     pub iccid_masked: String,
+    /// The ICCID's issuer digits (its first 7: "89", country, issuer), for matching operator
+    /// profiles; they name the SIM's issuer, not the subscriber. Empty when unknown.
+    pub iccid_issuer: String,
     /// Serving network MCC-MNC (`3gpp.OperatorCode`), empty when unknown.
     pub serving_mcc_mnc: String,
     /// `RegistrationState` (MMModem3gppRegistrationState), `None` when unknown.
     pub registration_state: Option<u32>,
+}
+
+/// What NetworkManager says about the default connection's cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct NetworkInfo {
+    pub availability: Availability,
+    /// `Metered` of NetworkManager: `yes` and `guess-yes` count as metered; `None` while
+    /// unknown (NetworkManager absent or says unknown), which does not defer anything.
+    pub metered: Option<bool>,
+}
+
+/// The subscription as the agent has settled it (FS.25 TES-0010): the matching operator
+/// profile, persisted across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Subscription {
+    /// Operator profile name, `none` when no profile matches, empty before the first SIM
+    /// was ever seen.
+    pub profile: String,
+    /// False while the modem cannot tell (ModemManager away, no SIM, locked SIM): `profile`
+    /// is then the last one known, kept rather than flip-flopping.
+    pub known: bool,
+}
+
+/// Which server updates come from and why, and what holds an update back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct UpdateSource {
+    /// `manufacturer` or an operator profile's name; empty while no server is configured.
+    pub source: String,
+    pub url: String,
+    pub reason: String,
+    /// Set while an update waits for the operator's approval or server.
+    pub waiting_until: Option<Timestamp>,
+    /// Why a download is deferred (metered, roaming, budget), empty when it is not.
+    pub deferred: String,
 }
 
 /// Whether this device can still be trusted to run what was installed (FS.25 TES-0030's
@@ -242,4 +279,7 @@ pub struct Status {
     pub rauc: RaucInfo,
     pub modem: ModemInfo,
     pub integrity: Integrity,
+    pub network: NetworkInfo,
+    pub subscription: Subscription,
+    pub source: UpdateSource,
 }

@@ -17,6 +17,9 @@ use jiff::civil::Date;
 use jiff::{SignedDuration, Span, SpanRelativeTo};
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub mod operator;
+pub use operator::{LinkCostConfig, OperatorProfile};
+
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ssu-agent/agent.toml";
 
@@ -36,6 +39,11 @@ pub struct Config {
     pub download: DownloadConfig,
     pub install: InstallConfig,
     pub integrity: IntegrityConfig,
+    /// `[[operator]]`: mobile operators' update channels (see [`operator`]).
+    #[serde(rename = "operator")]
+    pub operators: Vec<OperatorProfile>,
+    /// `[link_cost]`: deferring downloads on metered and roaming links.
+    pub link_cost: LinkCostConfig,
 }
 
 /// `[integrity]`: what rooting or modified firmware changes (FS.25 TES-0030's exception).
@@ -207,6 +215,8 @@ impl Default for Config {
             download: DownloadConfig::default(),
             install: InstallConfig::default(),
             integrity: IntegrityConfig::default(),
+            operators: Vec::new(),
+            link_cost: LinkCostConfig::default(),
         }
     }
 }
@@ -588,6 +598,11 @@ fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
     }
     if check.overdue_after.0 < SignedDuration::from_hours(24) {
         return err("check.overdue_after", "must be at least 1d".to_owned());
+    }
+    if let Err((key, reason)) = operator::validate(&c.operators) {
+        // Profiles are one array: whichever file set it holds the offending entry.
+        let path = provenance.get("operator").cloned().unwrap_or_default();
+        return Err(ConfigError::invalid(&path, &key, reason));
     }
     Ok(())
 }

@@ -118,6 +118,9 @@ pub fn status(st: &Value, history: &[Value], tz: &TimeZone) -> String {
     line("Compatible", or_unknown(str_at(st, "Compatible")));
     line("Booted slot", or_unknown(str_at(st, "BootSlot")));
     line("Mobile network", &subscription(st));
+    for (label, value) in cellular_lines(st, tz) {
+        line(label, &value);
+    }
     line("Components", &components(st));
     let err = str_at(st, "LastError");
     if !err.is_empty() {
@@ -226,6 +229,45 @@ fn subscription(st: &Value) -> String {
         parts.push(format!("SIM {iccid}"));
     }
     parts.join(", ")
+}
+
+/// Subscription profile, update source and why an update waits or is deferred.
+fn cellular_lines(st: &Value, tz: &TimeZone) -> Vec<(&'static str, String)> {
+    let mut lines = Vec::new();
+    if let Some(sub) = st.get("Subscription") {
+        let profile = str_at(sub, "profile");
+        if !profile.is_empty() {
+            let value = match str_at(sub, "state") {
+                "known" => profile.to_owned(),
+                _ => format!("{profile} (last known; SIM not readable now)"),
+            };
+            lines.push(("Subscription", value));
+        }
+    }
+    let Some(src) = st.get("UpdateSource") else {
+        return lines;
+    };
+    let source = str_at(src, "source");
+    if source.is_empty() {
+        return lines;
+    }
+    let reason = str_at(src, "reason");
+    lines.push((
+        "Update source",
+        if reason.is_empty() {
+            source.to_owned()
+        } else {
+            format!("{source} ({reason})")
+        },
+    ));
+    if let Some(t) = long_time(u64_at(src, "waiting_until"), tz) {
+        lines.push(("Waiting until", t));
+    }
+    let deferred = str_at(src, "deferred");
+    if !deferred.is_empty() {
+        lines.push(("Deferred", deferred.to_owned()));
+    }
+    lines
 }
 
 fn components(st: &Value) -> String {
@@ -344,6 +386,40 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  rootfs.0     A   booted    good"), "{text}");
+    }
+
+    #[test]
+    fn cellular_lines_say_where_from_and_why_it_waits() {
+        let st = json!({
+            "Subscription": {"modem": "unavailable", "profile": "telenet", "state": "unknown"},
+            "UpdateSource": {"source": "telenet", "reason": "waiting for operator telenet to approve",
+                             "waiting_until": 1_795_000_000u64,
+                             "deferred": "roaming: deferred until home network"},
+        });
+        let text = status(&st, &[], &TimeZone::UTC);
+        assert!(
+            text.contains("Subscription:         telenet (last known; SIM not readable now)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Update source:        telenet (waiting for operator telenet to approve)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Waiting until:        18 November 2026, 11:06 UTC\n"),
+            "{text}"
+        );
+        assert!(text.contains("Deferred:             roaming"), "{text}");
+        // Hostile shapes: nothing shown rather than a panic.
+        let text = status(
+            &json!({"Subscription": {"profile": 5}, "UpdateSource": {"source": [], "waiting_until": "x"}}),
+            &[],
+            &TimeZone::UTC,
+        );
+        assert!(!text.contains("Update source"), "{text}");
+        assert!(!text.contains("Subscription:"), "{text}");
     }
 
     #[test]

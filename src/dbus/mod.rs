@@ -109,6 +109,14 @@ impl Agent1 {
     #[zbus(signal)]
     async fn install_finished(emitter: &SignalEmitter<'_>, result: view::Dict) -> zbus::Result<()>;
 
+    /// The SIM moved to another operator profile or to none: previous, profile.
+    // Named explicitly: `subscription_changed` is zbus's notifier of the property.
+    #[zbus(signal, name = "SubscriptionChanged")]
+    async fn subscription_switched(
+        emitter: &SignalEmitter<'_>,
+        change: view::Dict,
+    ) -> zbus::Result<()>;
+
     #[zbus(property)]
     fn security_patch_level(&self) -> String {
         self.with(view::security_patch_level)
@@ -278,6 +286,9 @@ pub async fn forward_notices(conn: Connection, mut notices: broadcast::Receiver<
             }
             Ok(Notice::InstallFinished(f)) => {
                 Agent1::install_finished(&emitter, view::finished(&f)).await
+            }
+            Ok(Notice::SubscriptionChanged(c)) => {
+                Agent1::subscription_switched(&emitter, view::subscription_change(&c)).await
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!("{n} notices were dropped");

@@ -166,8 +166,32 @@ pub fn integrity_state(st: &Status) -> String {
     st.integrity.state.as_str().to_owned()
 }
 
-pub fn update_source(_st: &Status) -> Dict {
-    Dict::new()
+/// Which server updates come from and why; empty while no server is configured.
+pub fn update_source(st: &Status) -> Dict {
+    let src = &st.source;
+    let mut d = Dict::new();
+    if src.source.is_empty() {
+        return d;
+    }
+    d.insert("source".to_owned(), s(&src.source));
+    put_nonempty(&mut d, "url", &src.url);
+    put_nonempty(&mut d, "reason", &src.reason);
+    if let Some(t) = src.waiting_until {
+        d.insert(
+            "waiting_until".to_owned(),
+            OwnedVariant::from(secs(Some(t))),
+        );
+    }
+    put_nonempty(&mut d, "deferred", &src.deferred);
+    d
+}
+
+/// `SubscriptionChanged`'s dictionary.
+pub fn subscription_change(c: &crate::engine::SubscriptionChange) -> Dict {
+    let mut d = Dict::new();
+    d.insert("previous".to_owned(), s(&c.previous));
+    d.insert("profile".to_owned(), s(&c.profile));
+    d
 }
 
 /// The subscription as the modem shows it; identifiers arrive masked from the adapter.
@@ -175,6 +199,10 @@ pub fn subscription(st: &Status) -> Dict {
     let m = &st.modem;
     let mut d = Dict::new();
     d.insert("modem".to_owned(), s(m.availability.as_str()));
+    let sub = &st.subscription;
+    put_nonempty(&mut d, "profile", &sub.profile);
+    let state = if sub.known { "known" } else { "unknown" };
+    d.insert("state".to_owned(), s(state));
     d.insert("modems".to_owned(), OwnedVariant::from(m.modems));
     put_nonempty(&mut d, "home_mcc_mnc", &m.home_mcc_mnc);
     put_nonempty(&mut d, "operator_name", &m.operator_name);
@@ -232,6 +260,7 @@ pub fn components(st: &Status) -> HashMap<String, String> {
     HashMap::from([
         ("rauc".to_owned(), name(st.rauc.availability)),
         ("modemmanager".to_owned(), name(st.modem.availability)),
+        ("networkmanager".to_owned(), name(st.network.availability)),
     ])
 }
 

@@ -94,6 +94,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     fn handle_internal(&mut self, event: Internal) {
         match event {
             Internal::Progress(p) => self.status.progress = p,
+            Internal::OperatorChecked(name, result) => self.on_operator_checked(name, *result),
             Internal::Checked(result) => {
                 self.busy = false;
                 self.checking = false;
@@ -157,10 +158,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             }
             self.status.state = UpdateState::Checking;
         }
-        let metadata = self.ports.metadata.clone();
         let floor = self.floor;
         self.checking = true;
-        self.spawn(async move { Internal::Checked(Box::new(metadata.fetch(floor).await)) });
+        self.spawn_check(floor);
     }
 
     fn latest_known_time(&self) -> Option<Timestamp> {
@@ -261,6 +261,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let settled = self.state_for_pending();
         self.status.state = match settled {
             UpdateState::Idle if self.status.available.is_some() => UpdateState::Available,
+            UpdateState::Idle if self.held() => UpdateState::Deferred,
             UpdateState::Idle => self.outcome.unwrap_or(UpdateState::Idle),
             other => other,
         };
@@ -292,6 +293,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
 
     /// Applies the selection policy to a verified repository; returns the check's message.
     fn choose(&mut self, now: Timestamp, v: &Verified, compatible: &str) -> String {
+        self.clear_route();
         let installed = self.status.installed.clone();
         let facts = DeviceFacts {
             compatible,
@@ -339,10 +341,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             target.meta.version, target.meta.security_patch_level
         );
         if self.pending.is_none() && !self.busy {
-            self.start_download(Offer {
-                target,
-                source: v.source.clone(),
-            });
+            // Which server it comes from, and whether the link allows it now.
+            self.route(now, target);
         }
         message
     }
@@ -435,6 +435,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.checks.consecutive_failures += 1;
                 let message = format!("download of {} failed: {f}", p.target.name);
                 tracing::warn!("{message}");
+                self.operator_download_failed(&p.source);
                 if !f.retryable {
                     let now = self.clock.now();
                     self.record_refusal(now, &p.target.name, Some(&p.target.meta), &f.message);
@@ -446,6 +447,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 return;
             }
         };
+        self.count_download(&p.source, p.target.length);
         // Verified bytes: now the update may be announced (COM-0010).
         let offer = Offer {
             target: p.target.clone(),

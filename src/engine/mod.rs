@@ -12,12 +12,13 @@
 //! The update lifecycle itself is in [`lifecycle`]; the adapters it drives are the traits in
 //! [`ports`].
 
+mod cellular;
 mod confirm;
 mod lifecycle;
 pub mod pending;
 pub mod ports;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,9 +32,10 @@ use crate::metadata::client::{RoleVersions, Verified};
 use crate::policy::{self, Cadence, schedule::CheckHistory};
 use crate::rauc::Rauc;
 use crate::status::{
-    CheckRecord, Installed, ModemInfo, Offer, RaucInfo, Staleness, Status, UpdateState,
+    CheckRecord, Installed, ModemInfo, NetworkInfo, Offer, RaucInfo, Staleness, Status, UpdateState,
 };
 use crate::store::{HistoryEntry, Store, StoreError};
+pub use cellular::SubscriptionChange;
 use pending::Pending;
 use ports::{BundleFetcher, FetchFailure, MetadataSource, System};
 
@@ -88,6 +90,8 @@ pub enum Notice {
     UpdateAvailable(Box<Offer>),
     /// An update attempt ended: installed and confirmed, failed, or rolled back.
     InstallFinished(Finished),
+    /// The SIM moved to another operator profile, or to none (TES-0010).
+    SubscriptionChanged(SubscriptionChange),
 }
 
 /// How an update attempt ended.
@@ -157,6 +161,7 @@ impl Handle {
 pub struct Inputs {
     pub rauc: watch::Receiver<RaucInfo>,
     pub modem: watch::Receiver<ModemInfo>,
+    pub network: watch::Receiver<NetworkInfo>,
 }
 
 /// The adapter types one engine drives.
@@ -171,6 +176,8 @@ pub trait Ports: 'static {
 pub struct Adapters<P: Ports> {
     pub rauc: Arc<P::Rauc>,
     pub metadata: Arc<P::Metadata>,
+    /// One metadata source per configured operator profile, by profile name.
+    pub operators: BTreeMap<String, Arc<P::Metadata>>,
     pub fetcher: Arc<P::Fetcher>,
     pub system: Arc<P::System>,
 }
@@ -179,6 +186,11 @@ pub struct Adapters<P: Ports> {
 #[derive(Debug)]
 enum Internal {
     Checked(Box<Result<Verified, crate::metadata::client::MetadataError>>),
+    /// The active operator's repository (sent just before the manufacturer's `Checked`).
+    OperatorChecked(
+        String,
+        Box<Result<Verified, crate::metadata::client::MetadataError>>,
+    ),
     Progress(u32),
     Downloaded(Result<PathBuf, FetchFailure>),
     Installed(Result<(), String>),
@@ -220,6 +232,8 @@ pub struct Engine<C: Clock, P: Ports> {
     reboot_requested: bool,
     /// Targets already reported as refused, so a refusal is recorded once, not every check.
     refused_seen: BTreeSet<String>,
+    /// Subscription, operator channel and link cost (see [`cellular`]).
+    cellular: cellular::CellularState,
     seed: u64,
 }
 
@@ -276,6 +290,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             rauc: inputs.rauc.borrow().clone(),
             modem: inputs.modem.borrow().clone(),
             integrity: Default::default(),
+            network: inputs.network.borrow().clone(),
+            subscription: Default::default(),
+            source: Default::default(),
         };
         let (publish, status_rx) = watch::channel(status.clone());
         let (commands_tx, commands) = mpsc::channel(32);
@@ -310,8 +327,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             rauc_changed_while_busy: false,
             reboot_requested: false,
             refused_seen: BTreeSet::new(),
+            cellular: Default::default(),
             seed,
         };
+        engine.load_cellular();
         engine.status.state = engine.state_for_pending();
         engine.status.available = engine.offer_for_pending();
         engine.refresh_derived();
@@ -330,7 +349,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         // Start from the watchers' latest view, not the one seen at construction.
         self.status.rauc = self.inputs.rauc.borrow_and_update().clone();
         self.status.modem = self.inputs.modem.borrow_and_update().clone();
+        self.status.network = self.inputs.network.borrow_and_update().clone();
         self.resume();
+        self.on_modem_changed();
         self.refresh_derived();
         self.publish();
         loop {
@@ -339,6 +360,13 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 std::time::Duration::from_secs(24 * 3600)
             } else {
                 let next = policy::next_check(&self.cadence, &self.checks, self.seed);
+                // An update waiting for an operator's approval or server is looked at again
+                // when that wait ends.
+                // A wake time already past (its check failed) must not spin.
+                let next = match self.cellular.wake_at {
+                    Some(w) if w > self.clock.now() => w.min(next),
+                    _ => next,
+                };
                 let wait = next
                     .duration_since(self.clock.now())
                     .max(jiff::SignedDuration::ZERO);
@@ -357,6 +385,11 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 }
                 Ok(()) = self.inputs.modem.changed() => {
                     self.status.modem = self.inputs.modem.borrow_and_update().clone();
+                    self.on_modem_changed();
+                }
+                Ok(()) = self.inputs.network.changed() => {
+                    self.status.network = self.inputs.network.borrow_and_update().clone();
+                    self.on_network_changed();
                 }
                 () = tokio::time::sleep(wait), if !self.busy => self.start_check(),
             }
@@ -404,6 +437,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .map(|i| i.security_patch_level);
         self.status.staleness =
             policy::staleness(self.clock.now(), level, self.last_verified, &self.cadence);
+        self.refresh_source();
     }
 
     fn publish(&self) {

@@ -3,7 +3,7 @@
 //! system, watch channels standing in for the watchers, and a clock that follows Tokio's
 //! paused time.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use crate::metadata::client::{BundleTarget, MetadataError, RefusedTarget, Verifi
 use crate::metadata::schema::sample_security_bundle;
 use crate::rauc::fake::{Call, FakeRauc};
 use crate::rauc::{BundleInfo, RaucError};
-use crate::status::{Availability, SlotInfo};
+use crate::status::{Availability, NetworkInfo, SlotInfo};
 use crate::store::NewHistoryEntry;
 
 /// Wall-clock time that moves with `tokio::time`, so a paused runtime drives both.
@@ -211,6 +211,9 @@ fn verified(bundles: Vec<BundleTarget>) -> Verified {
 struct Rig {
     handle: Handle,
     rauc_tx: watch::Sender<RaucInfo>,
+    modem_tx: watch::Sender<ModemInfo>,
+    network_tx: watch::Sender<NetworkInfo>,
+    operators: BTreeMap<String, Arc<FakeMetadata>>,
     rauc: Arc<FakeRauc>,
     metadata: Arc<FakeMetadata>,
     fetcher: Arc<FakeFetcher>,
@@ -227,6 +230,10 @@ struct Setup {
     rauc: RaucInfo,
     db: Option<PathBuf>,
     system: Option<Arc<FakeSystem>>,
+    /// Operator repositories by profile name (see `cellular` tests).
+    operators: Vec<(String, FakeMetadata)>,
+    modem: ModemInfo,
+    network: NetworkInfo,
 }
 
 impl Default for Setup {
@@ -240,6 +247,9 @@ impl Default for Setup {
             rauc: rauc_view("A", ""),
             db: None,
             system: None,
+            operators: Vec::new(),
+            modem: ModemInfo::default(),
+            network: NetworkInfo::default(),
         }
     }
 }
@@ -271,16 +281,24 @@ fn start(setup: Setup) -> Rig {
     let fetcher = Arc::new(FakeFetcher::default());
     let system = setup.system.unwrap_or_default();
     let (rauc_tx, rauc_rx) = watch::channel(setup.rauc);
-    let (_modem_tx, modem_rx) = watch::channel(ModemInfo::default());
+    let (modem_tx, modem_rx) = watch::channel(setup.modem);
+    let (network_tx, network_rx) = watch::channel(setup.network);
+    let operators: BTreeMap<String, Arc<FakeMetadata>> = setup
+        .operators
+        .into_iter()
+        .map(|(name, m)| (name, Arc::new(m)))
+        .collect();
     let ports = Adapters::<Fakes> {
         rauc: rauc.clone(),
         metadata: metadata.clone(),
+        operators: operators.clone(),
         fetcher: fetcher.clone(),
         system: system.clone(),
     };
     let inputs = Inputs {
         rauc: rauc_rx,
         modem: modem_rx,
+        network: network_rx,
     };
     let (engine, handle) =
         Engine::new(Arc::new(setup.config), store, clock, ports, inputs, 42).unwrap();
@@ -291,6 +309,9 @@ fn start(setup: Setup) -> Rig {
     Rig {
         handle,
         rauc_tx,
+        modem_tx,
+        network_tx,
+        operators,
         rauc,
         metadata,
         fetcher,
@@ -884,3 +905,5 @@ async fn restart_during_download_resumes_it() {
     .await;
     assert_eq!(second.fetcher.fetched.lock().unwrap().len(), 1);
 }
+
+mod cellular;

@@ -34,6 +34,18 @@ pub fn mask_identifier(s: &str) -> String {
     }
 }
 
+/// The issuer part of an ICCID: its first 7 digits ("89", country code, issuer), or empty
+/// when the ICCID is not all digits or too short to contain more than its issuer (so a short
+/// test value never leaks whole).
+pub fn iccid_issuer(iccid: &str) -> String {
+    const ISSUER: usize = crate::config::operator::MAX_ICCID_PREFIX;
+    let iccid = iccid.trim();
+    if iccid.len() < 2 * ISSUER || !iccid.bytes().all(|b| b.is_ascii_digit()) {
+        return String::new();
+    }
+    iccid[..ISSUER].to_owned()
+}
+
 fn as_str<'a>(v: &'a Variant<'_>) -> Option<&'a str> {
     match v {
         Variant::Str(s) => Some(s.as_str()),
@@ -116,6 +128,7 @@ pub fn modem_info_from(objects: &ManagedObjects, sim: Option<&Properties>) -> Mo
         home_mcc_mnc: string_of(sim, "OperatorIdentifier"),
         operator_name: string_of(sim, "OperatorName"),
         iccid_masked: mask_identifier(&string_of(sim, "SimIdentifier")),
+        iccid_issuer: iccid_issuer(&string_of(sim, "SimIdentifier")),
         serving_mcc_mnc: string_of(gpp, "OperatorCode"),
         registration_state: gpp
             .and_then(|p| p.get("RegistrationState"))
@@ -201,6 +214,21 @@ mod tests {
     }
 
     #[test]
+    fn issuer_digits_only() {
+        for (iccid, issuer) in [
+            ("8949000000000001234", "8949000"),
+            (" 89490200001234 ", "8949020"),
+            // Too short to hold more than its issuer: nothing, rather than most of it.
+            ("8949020000123", ""),
+            ("", ""),
+            ("89490F0000000001234", ""),
+            ("８９４９０００００００００１２３４", ""),
+        ] {
+            assert_eq!(iccid_issuer(iccid), issuer, "{iccid:?}");
+        }
+    }
+
+    #[test]
     fn no_modem() {
         let info = modem_info_from(&ManagedObjects::new(), None);
         assert_eq!(
@@ -233,6 +261,7 @@ mod tests {
                 home_mcc_mnc: "26201".into(),
                 operator_name: "Telekom.de".into(),
                 iccid_masked: "…1234".into(),
+                iccid_issuer: "8949020".into(),
                 serving_mcc_mnc: "00101".into(),
                 registration_state: Some(1),
             }

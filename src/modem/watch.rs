@@ -99,9 +99,7 @@ fn signals_rule() -> MatchRule<'static> {
 
 /// Whether a signal from ModemManager can change a [`ModemInfo`].
 fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
-    if let (Some(owner), Some(sender)) = (owner, msg.header().sender())
-        && sender.as_str() != owner.as_str()
-    {
+    if buswatch::from_stranger(msg, owner) {
         return false;
     }
     if InterfacesAdded::from_message(msg.clone()).is_some()

@@ -3,10 +3,14 @@
 //!
 //! - [`schedule`]: when to check for updates next (SEC-0020, ETSI 5.3-5).
 //! - [`select`]: which verified target this device installs (SEC-0010, anti-rollback).
+//! - [`source`]: manufacturer or operator channel, or wait (TES-0010/0020/0030).
+//! - [`linkcost`]: whether a metered or roaming link defers a download.
 //! - [`staleness`]: whether the device may say it is current (SEC-0020, ETSI 5.3-8).
 
+pub mod linkcost;
 pub mod schedule;
 pub mod select;
+pub mod source;
 pub mod staleness;
 
 pub use schedule::{Cadence, next_check};

@@ -92,11 +92,7 @@ impl Service for Rauc {
 
 /// Whether a signal from RAUC's object can change a [`RaucInfo`].
 fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
-    // The bus routed it by the well-known name; drop anything from a previous owner (or a
-    // foreign sender that matched another subscription on this connection).
-    if let (Some(owner), Some(sender)) = (owner, msg.header().sender())
-        && sender.as_str() != owner.as_str()
-    {
+    if buswatch::from_stranger(msg, owner) {
         return false;
     }
     if Completed::from_message(msg.clone()).is_some() {

@@ -22,6 +22,8 @@ pub struct Options {
     pub agent: bool,
     pub modem: bool,
     pub rauc: bool,
+    /// A dbusmock NetworkManager (Metered = 2, no); off by default.
+    pub network: bool,
     /// Written to DIR/etc/agent.toml before `up`; "@DIR@" becomes the sandbox dir.
     pub agent_toml: Option<String>,
 }
@@ -32,6 +34,7 @@ impl Default for Options {
             agent: true,
             modem: true,
             rauc: true,
+            network: false,
             agent_toml: None,
         }
     }
@@ -120,6 +123,9 @@ impl Sandbox {
             if !enabled {
                 args.push(flag);
             }
+        }
+        if opts.network {
+            args.push("--network");
         }
         sandbox.script(&args);
         sandbox
@@ -243,7 +249,7 @@ impl Sandbox {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Stops one part: "agent", "rauc" or "modem".
+    /// Stops one part: "agent", "rauc", "modem" or "network".
     pub fn stop(&self, part: &str) {
         self.script(&["stop", part]);
     }
@@ -266,7 +272,7 @@ impl Sandbox {
 
     /// Every pid recorded under DIR/pids.
     pub fn pids(&self) -> Vec<u32> {
-        ["bus", "rauc", "modem", "agent"]
+        ["bus", "rauc", "modem", "network", "agent"]
             .iter()
             .filter_map(|p| self.pid(p))
             .collect()
