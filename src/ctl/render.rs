@@ -118,6 +118,7 @@ pub fn status(st: &Value, history: &[Value], tz: &TimeZone) -> String {
     line("Compatible", or_unknown(str_at(st, "Compatible")));
     line("Booted slot", or_unknown(str_at(st, "BootSlot")));
     line("Mobile network", &subscription(st));
+    line("Integrity", &integrity(st));
     line("Components", &components(st));
     let err = str_at(st, "LastError");
     if !err.is_empty() {
@@ -226,6 +227,24 @@ fn subscription(st: &Value) -> String {
         parts.push(format!("SIM {iccid}"));
     }
     parts.join(", ")
+}
+
+/// The integrity verdict, and the evidence of each failing probe on its own line.
+fn integrity(st: &Value) -> String {
+    let mut text = or_unknown(str_at(st, "IntegrityState")).to_owned();
+    let findings = st.get("IntegrityFindings").and_then(Value::as_array);
+    for f in findings.into_iter().flatten() {
+        if str_at(f, "outcome") == "fail" {
+            let _ = write!(
+                text,
+                "\n{:<22}{}: {}",
+                "",
+                str_at(f, "probe"),
+                str_at(f, "evidence")
+            );
+        }
+    }
+    text
 }
 
 fn components(st: &Value) -> String {
@@ -378,6 +397,31 @@ mod tests {
             text.contains("needs a reboot (about 90 s of downtime)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn integrity_shows_the_state_and_failing_evidence_only() {
+        let st = json!({"IntegrityState": "compromised", "IntegrityFindings": [
+            {"probe": "kernel-taint", "outcome": "fail", "evidence": "tainted=8192: E (unsigned module loaded)"},
+            {"probe": "rootfs-readonly", "outcome": "pass", "evidence": "/ is /dev/root (squashfs) mounted ro"},
+            {"probe": "setuid", "outcome": "fail", "evidence": "unexpected: /usr/bin/su (named su)"},
+        ]});
+        let text = status(&st, &[], &TimeZone::UTC);
+        assert!(
+            text.contains(
+                "Integrity:            compromised\n                      \
+                 kernel-taint: tainted=8192: E (unsigned module loaded)\n                      \
+                 setuid: unexpected: /usr/bin/su (named su)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("rootfs-readonly"), "{text}");
+        let text = status(
+            &json!({"IntegrityState": 7, "IntegrityFindings": "x"}),
+            &[],
+            &TimeZone::UTC,
+        );
+        assert!(text.contains("Integrity:            unknown\n"), "{text}");
     }
 
     #[test]

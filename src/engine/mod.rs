@@ -13,6 +13,7 @@
 //! [`ports`].
 
 mod confirm;
+mod integrity;
 mod lifecycle;
 pub mod pending;
 pub mod ports;
@@ -31,7 +32,7 @@ use crate::metadata::client::{RoleVersions, Verified};
 use crate::policy::{self, Cadence, schedule::CheckHistory};
 use crate::rauc::Rauc;
 use crate::status::{
-    CheckRecord, Installed, ModemInfo, Offer, RaucInfo, Staleness, Status, UpdateState,
+    CheckRecord, Installed, Integrity, ModemInfo, Offer, RaucInfo, Staleness, Status, UpdateState,
 };
 use crate::store::{HistoryEntry, Store, StoreError};
 use pending::Pending;
@@ -88,6 +89,8 @@ pub enum Notice {
     UpdateAvailable(Box<Offer>),
     /// An update attempt ended: installed and confirmed, failed, or rolled back.
     InstallFinished(Finished),
+    /// The integrity verdict differs from the last one recorded (see `integrity.rs`).
+    IntegrityChanged(Integrity),
 }
 
 /// How an update attempt ended.
@@ -183,6 +186,8 @@ enum Internal {
     Downloaded(Result<PathBuf, FetchFailure>),
     Installed(Result<(), String>),
     HealthChecked(confirm::Confirmation),
+    /// An integrity probe run finished (it does not make the engine busy).
+    Probed(Integrity),
 }
 
 /// The engine task's state. Construct with [`Engine::new`], then `run` it.
@@ -221,6 +226,8 @@ pub struct Engine<C: Clock, P: Ports> {
     /// Targets already reported as refused, so a refusal is recorded once, not every check.
     refused_seen: BTreeSet<String>,
     seed: u64,
+    /// Integrity probe runs (`integrity.rs`).
+    probing: integrity::Probing,
 }
 
 impl<C: Clock, P: Ports> Engine<C, P> {
@@ -311,6 +318,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             reboot_requested: false,
             refused_seen: BTreeSet::new(),
             seed,
+            probing: Default::default(),
         };
         engine.status.state = engine.state_for_pending();
         engine.status.available = engine.offer_for_pending();
@@ -331,6 +339,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.status.rauc = self.inputs.rauc.borrow_and_update().clone();
         self.status.modem = self.inputs.modem.borrow_and_update().clone();
         self.resume();
+        self.start_probe();
         self.refresh_derived();
         self.publish();
         loop {
@@ -354,6 +363,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 Ok(()) = self.inputs.rauc.changed() => {
                     self.status.rauc = self.inputs.rauc.borrow_and_update().clone();
                     self.on_rauc_changed();
+                    self.start_probe();
                 }
                 Ok(()) = self.inputs.modem.changed() => {
                     self.status.modem = self.inputs.modem.borrow_and_update().clone();
@@ -440,6 +450,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.store_failed("cannot record the check", e);
         }
         self.status.last_check = Some(record);
+        self.start_probe();
         for waiter in self.check_waiters.drain(..) {
             let _ = waiter.send(Ok(()));
         }
