@@ -90,7 +90,8 @@ pub struct Mount {
 pub fn root_mount(mounts: &[u8]) -> Option<Mount> {
     String::from_utf8_lossy(mounts)
         .lines()
-        .filter_map(|line| {
+        .rev()
+        .find_map(|line| {
             let mut f = line.split_ascii_whitespace();
             let device = unescape(f.next()?);
             let point = unescape(f.next()?);
@@ -102,7 +103,6 @@ pub fn root_mount(mounts: &[u8]) -> Option<Mount> {
                 options,
             })
         })
-        .last()
 }
 
 /// Undoes the kernel's octal escapes in mount fields (`\040` for a space).
