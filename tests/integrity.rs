@@ -165,16 +165,16 @@ fn setuid_su(root: &Path) {
 #[test]
 fn each_probe_passes_on_a_clean_device_and_fails_when_broken() {
     let d = Device::start();
-    let findings = d.wait_for("trusted", &[]);
-    let probes: Vec<&str> = findings
-        .iter()
-        .filter_map(|f| f["probe"].as_str())
-        .collect();
-    assert_eq!(probes, PROBES);
-    assert!(
-        findings.iter().all(|f| f["outcome"] == "pass"),
-        "every probe passes on the clean device: {findings:#?}"
-    );
+    // The first run may come before RAUC's slot status (rauc-slot unknown): wait for it.
+    d.sb.wait_for("every probe to pass on the clean device", WAIT, || {
+        let findings = d.wait_for("trusted", &[]);
+        let probes: Vec<&str> = findings
+            .iter()
+            .filter_map(|f| f["probe"].as_str())
+            .collect();
+        assert_eq!(probes, PROBES);
+        findings.iter().all(|f| f["outcome"] == "pass")
+    });
     let monitor = d.sb.monitor_agent();
 
     // (probe, how to break it, the evidence it must give). Each is repaired afterwards.
