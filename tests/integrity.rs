@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Options, Sandbox, busctl_value, repo_root};
+use common::{Options, Sandbox, repo_root};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -47,10 +47,7 @@ impl Device {
             r#"[agent]
 state_dir = "{dir}/state"
 [device]
-model = "Sandbox Gateway"
-hardware_id = "sandbox-gw-1"
 version = "1.0.0"
-security_patch_level = "2026-09-01"
 [install]
 boot_id_file = "{dir}/boot/boot_id"
 reboot_command = ["true"]
@@ -94,8 +91,10 @@ unlock_marker = "/var/lib/bootloader/unlocked"
         std::fs::write(path, content).unwrap();
     }
 
-    fn property(&self, name: &str) -> String {
+    /// A property as busctl reads it (`--json`, so the D-Bus types show).
+    fn property(&self, name: &str) -> serde_json::Value {
         let out = self.sb.busctl(&[
+            "--json=short",
             "get-property",
             "org.ssu.Agent1",
             "/org/ssu/Agent1",
@@ -103,7 +102,7 @@ unlock_marker = "/var/lib/bootloader/unlocked"
             name,
         ]);
         assert!(out.status.success(), "busctl get-property {name}: {out:?}");
-        busctl_value(&out.stdout)
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     fn status(&self) -> serde_json::Value {
@@ -222,7 +221,7 @@ fn each_probe_passes_on_a_clean_device_and_fails_when_broken() {
         let findings = d.wait_for("compromised", &[probe]);
         let got = evidence(&findings, probe);
         assert!(got.contains(want), "{probe}: {got:?} lacks {want:?}");
-        assert_eq!(d.property("IntegrityState"), "compromised");
+        assert_eq!(d.property("IntegrityState")["data"], "compromised");
 
         d.repair();
         d.check_now();
@@ -285,37 +284,32 @@ fn a_compromise_shows_on_dbus_in_ssuctl_and_in_the_history() {
     );
     assert!(text.contains("'outcome': <'fail'>"), "{text}");
     assert!(text.contains("/usr/bin/su (named su, setuid"), "{text}");
-    assert_eq!(d.property("IntegrityState"), "compromised");
+    assert_eq!(d.property("IntegrityState")["data"], "compromised");
 
-    // The findings as a plain D-Bus client reads them.
-    let out =
-        d.sb.command("gdbus")
-            .args([
-                "call",
-                "--system",
-                "--dest",
-                "org.ssu.Agent1",
-                "--object-path",
-                "/org/ssu/Agent1",
-                "--method",
-                "org.freedesktop.DBus.Properties.Get",
-                "org.ssu.Agent1",
-                "IntegrityFindings",
-            ])
-            .output()
-            .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let findings = String::from_utf8_lossy(&out.stdout);
-    // gdbus prints dictionary entries in the order they were sent; check each one.
-    for want in [
-        "'probe': <'kernel-taint'>",
-        "'evidence': <'tainted=8192: E (unsigned module loaded)'>",
-        "'outcome': <'fail'>",
-        "'probe': <'rootfs-readonly'>",
-        "'evidence': <'/ is /dev/root (squashfs) mounted ro,relatime'>",
-    ] {
-        assert!(findings.contains(want), "{want} in {findings}");
-    }
+    // The findings as a plain D-Bus client reads them (busctl's JSON keeps the types).
+    let reply = d.property("IntegrityFindings");
+    assert_eq!(reply["type"], "aa{sv}");
+    let entry = |probe: &str| {
+        reply["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["probe"]["data"] == probe)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {probe} in {reply}"))
+    };
+    let taint = entry("kernel-taint");
+    assert_eq!(taint["outcome"]["data"], "fail");
+    assert_eq!(
+        taint["evidence"]["data"],
+        "tainted=8192: E (unsigned module loaded)"
+    );
+    let rootfs = entry("rootfs-readonly");
+    assert_eq!(rootfs["outcome"]["data"], "pass");
+    assert_eq!(
+        rootfs["evidence"]["data"],
+        "/ is /dev/root (squashfs) mounted ro,relatime"
+    );
 
     let out = d.sb.ssuctl(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);

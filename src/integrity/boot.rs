@@ -186,16 +186,7 @@ pub fn bootloader_unlock(ctx: &Ctx<'_>) -> (Outcome, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IntegrityConfig;
-    use crate::integrity::testutil::{config, put};
-    use crate::status::RaucInfo;
-
-    fn check(c: &IntegrityConfig, f: fn(&Ctx<'_>) -> (Outcome, String)) -> (Outcome, String) {
-        f(&Ctx {
-            config: c,
-            rauc: &RaucInfo::default(),
-        })
-    }
+    use crate::integrity::testutil::{config, probe as check, put};
 
     const EFI: &str = "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
 

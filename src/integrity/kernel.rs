@@ -193,16 +193,7 @@ fn created_as_verity(spec: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IntegrityConfig;
-    use crate::integrity::testutil::{config, put};
-    use crate::status::RaucInfo;
-
-    fn check(c: &IntegrityConfig, f: fn(&Ctx<'_>) -> (Outcome, String)) -> (Outcome, String) {
-        f(&Ctx {
-            config: c,
-            rauc: &RaucInfo::default(),
-        })
-    }
+    use crate::integrity::testutil::{config, probe as check, put};
 
     #[test]
     fn taint_passes_when_clean_or_allowed_and_fails_with_letters() {
@@ -299,80 +290,102 @@ mod tests {
         assert!(e.contains("require_verity = false"), "{e}");
     }
 
-    #[test]
-    fn verity_passes_on_a_veritysetup_device_or_a_dm_mod_create_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let mut c = config(root);
-        c.require_verity = true;
-
-        // Opened by veritysetup / systemd-veritysetup (an initramfs), mounted by mapper name.
-        put(
-            root,
-            "proc/self/mounts",
-            "/dev/mapper/root / erofs ro 0 0\n",
-        );
-        put(root, "proc/cmdline", "quiet\n");
-        put(root, "sys/block/dm-0/dm/name", "other\n");
-        put(root, "sys/block/dm-1/dm/name", "root\n");
-        put(
-            root,
-            "sys/block/dm-1/dm/uuid",
-            "CRYPT-VERITY-0123456789abcdef-root\n",
-        );
-        let (o, e) = check(&c, dm_verity);
-        assert_eq!(o, Outcome::Pass, "{e}");
-        assert!(e.contains("dm-1"), "{e}");
-
-        // Created by the kernel from the command line, no initramfs (/dev/root).
-        put(root, "proc/self/mounts", "/dev/root / squashfs ro 0 0\n");
-        put(
-            root,
-            "proc/cmdline",
-            "root=/dev/dm-0 dm-mod.create=\"lroot,,,ro,0 4096 linear 8:2 0;vroot,,,ro,0 2048 verity 1 8:3 8:4 4096 4096 256 1 sha256 ab cd\" ro\n",
-        );
-        put(root, "sys/block/dm-0/dm/name", "vroot\n");
-        put(root, "sys/block/dm-0/dm/uuid", "\n");
-        let (o, e) = check(&c, dm_verity);
-        assert_eq!(o, Outcome::Pass, "{e}");
-        assert!(e.contains("dm-mod.create"), "{e}");
+    /// A root mount, a kernel command line and dm devices `(dm-N, name, uuid)`.
+    struct DmCase<'a> {
+        mounts: &'a str,
+        cmdline: &'a str,
+        dm: &'a [(&'a str, &'a str, &'a str)],
+        want: Outcome,
+        evidence: &'a str,
     }
 
     #[test]
-    fn verity_fails_on_a_plain_or_non_verity_dm_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let mut c = config(root);
-        c.require_verity = true;
-
-        put(root, "proc/self/mounts", "/dev/mmcblk0p2 / ext4 ro 0 0\n");
-        let (o, e) = check(&c, dm_verity);
-        assert_eq!(o, Outcome::Fail);
-        assert!(e.contains("not a device-mapper device"), "{e}");
-
-        // A dm device, but a linear one (e.g. the verity layer was swapped out).
-        put(root, "proc/self/mounts", "/dev/root / ext4 ro 0 0\n");
-        put(
-            root,
-            "proc/cmdline",
-            "root=/dev/dm-0 dm-mod.create=\"vroot,,,ro,0 4096 linear 8:2 0\"\n",
-        );
-        put(root, "sys/block/dm-0/dm/name", "vroot\n");
-        put(root, "sys/block/dm-0/dm/uuid", "CRYPT-LUKS2-1234-vroot\n");
-        let (o, e) = check(&c, dm_verity);
-        assert_eq!(o, Outcome::Fail);
-        assert!(e.contains("no sign of a verity target"), "{e}");
-
-        // A mapper name that no dm device carries.
-        put(
-            root,
-            "proc/self/mounts",
-            "/dev/mapper/ghost / ext4 ro 0 0\n",
-        );
-        assert_eq!(check(&c, dm_verity).0, Outcome::Fail);
-        // Garbage mounts: unknown, not a verdict.
-        put(root, "proc/self/mounts", "\u{0}\u{1}garbage");
-        assert_eq!(check(&c, dm_verity).0, Outcome::Unknown);
+    fn verity_needs_a_dm_root_with_verity_evidence() {
+        // Root dm-0 created as `vroot` with a verity table, after a linear device (so the
+        // name has to be matched).
+        let create_verity = "root=/dev/dm-0 dm-mod.create=\"lroot,,,ro,0 4096 linear 8:2 0;\
+            vroot,,,ro,0 2048 verity 1 8:3 8:4 4096 4096 256 1 sha256 ab cd\" ro\n";
+        let cases = [
+            DmCase {
+                // Opened by veritysetup / systemd-veritysetup (initramfs), by mapper name.
+                mounts: "/dev/mapper/root / erofs ro 0 0\n",
+                cmdline: "quiet\n",
+                dm: &[
+                    ("dm-0", "other", ""),
+                    ("dm-1", "root", "CRYPT-VERITY-0123abcd-root"),
+                ],
+                want: Outcome::Pass,
+                evidence: "dm-1 (name \"root\", uuid \"CRYPT-VERITY-0123abcd-root\"): a verity",
+            },
+            DmCase {
+                // Created by the kernel from the command line, no initramfs (/dev/root).
+                mounts: "/dev/root / squashfs ro 0 0\n",
+                cmdline: create_verity,
+                dm: &[("dm-0", "vroot", "")],
+                want: Outcome::Pass,
+                evidence: "created by dm-mod.create with a verity table",
+            },
+            DmCase {
+                mounts: "/dev/mmcblk0p2 / ext4 ro 0 0\n",
+                cmdline: create_verity,
+                dm: &[("dm-0", "vroot", "")],
+                want: Outcome::Fail,
+                evidence: "/ is on /dev/mmcblk0p2, not a device-mapper device",
+            },
+            DmCase {
+                // A dm device, but a linear one (the verity layer was swapped out).
+                mounts: "/dev/root / ext4 ro 0 0\n",
+                cmdline: "root=/dev/dm-0 dm-mod.create=\"vroot,,,ro,0 4096 linear 8:2 0\"\n",
+                dm: &[("dm-0", "vroot", "CRYPT-LUKS2-1234-vroot")],
+                want: Outcome::Fail,
+                evidence: "no sign of a verity target",
+            },
+            DmCase {
+                // The verity table names another device than the root.
+                mounts: "/dev/dm-1 / ext4 ro 0 0\n",
+                cmdline: create_verity,
+                dm: &[("dm-0", "vroot", ""), ("dm-1", "plain", "")],
+                want: Outcome::Fail,
+                evidence: "no sign of a verity target",
+            },
+            DmCase {
+                mounts: "/dev/mapper/ghost / ext4 ro 0 0\n",
+                cmdline: "",
+                dm: &[("dm-0", "vroot", "")],
+                want: Outcome::Fail,
+                evidence: "not a device-mapper device",
+            },
+            DmCase {
+                mounts: "\u{0}\u{1}garbage",
+                cmdline: create_verity,
+                dm: &[],
+                want: Outcome::Unknown,
+                evidence: "lists no mount of /",
+            },
+        ];
+        for case in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            let mut c = config(root);
+            c.require_verity = true;
+            put(root, "proc/self/mounts", case.mounts);
+            put(root, "proc/cmdline", case.cmdline);
+            for (dev, name, uuid) in case.dm {
+                put(
+                    root,
+                    &format!("sys/block/{dev}/dm/name"),
+                    format!("{name}\n"),
+                );
+                put(
+                    root,
+                    &format!("sys/block/{dev}/dm/uuid"),
+                    format!("{uuid}\n"),
+                );
+            }
+            let (o, e) = check(&c, dm_verity);
+            assert_eq!(o, case.want, "{}: {e}", case.mounts);
+            assert!(e.contains(case.evidence), "{e}");
+        }
     }
 
     #[test]

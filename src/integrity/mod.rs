@@ -238,7 +238,17 @@ pub(crate) mod testutil {
     //! Fixture trees for the probes' tests.
     use std::path::Path;
 
+    use super::{Ctx, Outcome};
     use crate::config::IntegrityConfig;
+    use crate::status::RaucInfo;
+
+    /// Runs one filesystem probe with configuration `c` (RAUC unknown).
+    pub fn probe(c: &IntegrityConfig, f: fn(&Ctx<'_>) -> (Outcome, String)) -> (Outcome, String) {
+        f(&Ctx {
+            config: c,
+            rauc: &RaucInfo::default(),
+        })
+    }
 
     /// Writes `content` at `rel` under `root`, creating directories.
     pub fn put(root: &Path, rel: &str, content: impl AsRef<[u8]>) {

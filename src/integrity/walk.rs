@@ -194,14 +194,10 @@ impl Walk<'_> {
 mod tests {
     use super::*;
     use crate::config::IntegrityConfig;
-    use crate::integrity::testutil::{config, put};
-    use crate::status::RaucInfo;
+    use crate::integrity::testutil::{config, probe, put};
 
     fn check(c: &IntegrityConfig) -> (Outcome, String) {
-        setuid(&Ctx {
-            config: c,
-            rauc: &RaucInfo::default(),
-        })
+        probe(c, setuid)
     }
 
     fn chmod(root: &Path, rel: &str, mode: u32) {
