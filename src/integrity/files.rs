@@ -77,6 +77,25 @@ pub fn shown(bytes: &[u8]) -> String {
     }
 }
 
+/// Text from the device (a file name, a mount's device) as evidence shows it: control
+/// characters escaped, so a crafted name cannot drive the terminal of whoever runs `ssuctl`,
+/// and at most 128 characters.
+pub fn clean(s: &str) -> String {
+    const MAX: usize = 128;
+    let mut out = String::new();
+    for c in s.chars().take(MAX) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// One line of `/proc/self/mounts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -214,6 +233,13 @@ mod tests {
         assert_eq!(shown(b"a\nb\x00"), "\"a\\nb\\0\"");
         let long = shown(&[b'x'; 1000]);
         assert!(long.len() < 80 && long.ends_with('…'), "{long}");
+    }
+
+    #[test]
+    fn device_text_cannot_drive_a_terminal() {
+        assert_eq!(clean("/dev/vda"), "/dev/vda");
+        assert_eq!(clean("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\n");
+        assert_eq!(clean(&"x".repeat(500)).chars().count(), 129);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Probes of the running kernel's view: the root mount (`rootfs-readonly`, `dm-verity`) and
 //! the taint flags (`kernel-taint`).
 
-use super::files::{self, CMDLINE, MOUNTS, Mount, ReadError, SMALL, shown};
+use super::files::{self, CMDLINE, MOUNTS, Mount, ReadError, SMALL, clean, shown};
 use super::{Ctx, Outcome};
 
 /// The taint bits that say the kernel runs code nobody vouched for: (bit, letter, meaning).
@@ -79,9 +79,9 @@ pub fn rootfs_readonly(ctx: &Ctx<'_>) -> (Outcome, String) {
     };
     let what = format!(
         "/ is {} ({}) mounted {}",
-        m.device,
-        m.fstype,
-        m.options.join(",")
+        clean(&m.device),
+        clean(&m.fstype),
+        clean(&m.options.join(","))
     );
     if m.options.iter().any(|o| o == "ro") {
         (Outcome::Pass, what)
@@ -125,7 +125,7 @@ pub fn dm_verity(ctx: &Ctx<'_>) -> (Outcome, String) {
     let Some(dm) = dm_device(ctx, &device) else {
         return (
             Outcome::Fail,
-            format!("/ is on {device}, not a device-mapper device"),
+            format!("/ is on {}, not a device-mapper device", clean(&device)),
         );
     };
     let read_attr = |attr: &str| {

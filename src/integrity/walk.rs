@@ -8,7 +8,13 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::files::clean;
 use super::{Ctx, Outcome, under};
+
+/// A path on the device as evidence shows it.
+fn shown(p: &Path) -> String {
+    clean(&p.to_string_lossy())
+}
 
 /// Most directory entries one probe looks at (a whole /usr has tens of thousands).
 pub const MAX_ENTRIES: usize = 200_000;
@@ -101,7 +107,7 @@ impl Walk<'_> {
             // A configured place that does not exist on this image holds nothing.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                self.trouble.push(format!("{}: {e}", top.display()));
+                self.trouble.push(format!("{}: {e}", shown(top)));
                 return;
             }
         }
@@ -110,7 +116,7 @@ impl Walk<'_> {
             let entries = match std::fs::read_dir(under(self.root, &dir)) {
                 Ok(e) => e,
                 Err(e) => {
-                    self.trouble.push(format!("{}: {e}", dir.display()));
+                    self.trouble.push(format!("{}: {e}", shown(&dir)));
                     continue;
                 }
             };
@@ -124,7 +130,7 @@ impl Walk<'_> {
                 let entry = match entry {
                     Ok(e) => e,
                     Err(e) => {
-                        self.trouble.push(format!("{}: {e}", dir.display()));
+                        self.trouble.push(format!("{}: {e}", shown(&dir)));
                         continue;
                     }
                 };
@@ -133,7 +139,7 @@ impl Walk<'_> {
                 let meta = match entry.metadata() {
                     Ok(m) => m,
                     Err(e) => {
-                        self.trouble.push(format!("{}: {e}", path.display()));
+                        self.trouble.push(format!("{}: {e}", shown(&path)));
                         continue;
                     }
                 };
@@ -141,7 +147,7 @@ impl Walk<'_> {
                     if depth + 1 > MAX_DEPTH {
                         self.trouble.push(format!(
                             "{} is deeper than {MAX_DEPTH} levels (not looked at)",
-                            path.display()
+                            shown(&path)
                         ));
                     } else {
                         stack.push((path, depth + 1));
@@ -182,7 +188,7 @@ impl Walk<'_> {
         }
         self.found.push(format!(
             "{} ({}, mode {:o}, owner {})",
-            path.display(),
+            shown(path),
             why.join(", "),
             mode & 0o7777,
             meta.uid()
@@ -249,6 +255,20 @@ mod tests {
         ] {
             assert!(e.contains(want), "missing {want:?} in {e}");
         }
+    }
+
+    #[test]
+    fn crafted_file_names_are_escaped_in_the_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        put(root, "data/evil\u{1b}[2J\nsu", "elf");
+        chmod(root, "data/evil\u{1b}[2J\nsu", 0o4755);
+        let mut c = config(root);
+        c.setuid_paths = vec!["/data".into()];
+        let (o, e) = check(&c);
+        assert_eq!(o, Outcome::Fail);
+        assert!(e.contains("/data/evil\\u{1b}[2J\\nsu (setuid"), "{e}");
+        assert!(!e.contains('\u{1b}') && !e.contains('\n'), "{e}");
     }
 
     #[test]
