@@ -10,6 +10,8 @@
 //! - adapters behind traits ([`engine::ports`]): [`metadata`] (TUF via tough),
 //!   [`download`] (resumable, verified bundles), [`rauc`] (RAUC's D-Bus API), [`modem`]
 //!   (ModemManager), [`store`] (SQLite), [`clock`].
+//! - [`integrity`]: rooting / modification probes (fwupd-HSI style) reading under a
+//!   configurable root; the engine runs them off its task.
 //! - [`repo`]: the publisher side (`ssu-repo`), building the repositories devices verify.
 //! - [`dbus`]: the `org.ssu.Agent1` service; it reads the engine's [`status::Status`]
 //!   snapshot and sends commands, nothing more.
@@ -25,6 +27,7 @@ pub mod dbus;
 pub mod download;
 pub mod engine;
 pub mod fsutil;
+pub mod integrity;
 pub mod logging;
 pub mod metadata;
 pub mod modem;

@@ -98,6 +98,8 @@ read_timeout = "10s"
 [install]
 boot_id_file = "{dir}/boot/boot_id"
 reboot_command = ["true"]
+[integrity]
+root = "{dir}/device"
 {extra}
 [[operator]]
 name = "telenet"

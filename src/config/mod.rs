@@ -46,12 +46,58 @@ pub struct Config {
     pub link_cost: LinkCostConfig,
 }
 
-/// `[integrity]`: what rooting or modified firmware changes (FS.25 TES-0030's exception).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+/// `[integrity]`: what rooting or modified firmware changes (FS.25 TES-0030's exception),
+/// and how the probes look for it (`crate::integrity`, `docs/integrity.md`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntegrityConfig {
     /// What the agent does when integrity is lost.
     pub on_loss: OnIntegrityLoss,
+    /// The directory the probes treat as `/` (tests and the sandbox point it at a fixture).
+    pub root: PathBuf,
+    /// The probes that run (all by default).
+    pub probes: Vec<crate::integrity::ProbeId>,
+    /// `dm-verity`: the root filesystem must be a verity device (skipped when false).
+    pub require_verity: bool,
+    /// `kernel-taint`: taint bits this device's vendor legitimately sets (e.g. 0x1000, O).
+    pub allowed_taint: u64,
+    /// `secure-boot`: a kernel command line token (`key=value` or `key`) that the boot chain
+    /// sets when verified boot is on.
+    pub secure_boot_cmdline: Option<String>,
+    /// `secure-boot`: a device-tree property (relative to /proc/device-tree) saying so.
+    pub secure_boot_dt_property: Option<PathBuf>,
+    /// The value that property has when verified boot is on.
+    pub secure_boot_dt_value: String,
+    /// `setuid`: directories searched for setuid/setgid executables and `su`.
+    pub setuid_paths: Vec<PathBuf>,
+    /// `setuid`: files the image legitimately ships with set-id bits (e.g. /usr/bin/passwd).
+    pub setuid_allowed: Vec<PathBuf>,
+    /// `bootloader-unlock`: a file whose existence means the bootloader is unlocked.
+    pub unlock_marker: Option<PathBuf>,
+    /// `bootloader-unlock`: a file that reads `lock_value` while the bootloader is locked.
+    pub lock_variable: Option<PathBuf>,
+    /// See `lock_variable`.
+    pub lock_value: String,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            on_loss: OnIntegrityLoss::default(),
+            root: PathBuf::from("/"),
+            probes: crate::integrity::ProbeId::ALL.to_vec(),
+            require_verity: false,
+            allowed_taint: 0,
+            secure_boot_cmdline: None,
+            secure_boot_dt_property: None,
+            secure_boot_dt_value: "1".to_owned(),
+            setuid_paths: Vec::new(),
+            setuid_allowed: Vec::new(),
+            unlock_marker: None,
+            lock_variable: None,
+            lock_value: "locked".to_owned(),
+        }
+    }
 }
 
 /// Policy when the device's integrity is lost (`[integrity] on_loss`).
@@ -576,6 +622,9 @@ fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
             "install.health_checks",
             "each check must name a command".to_owned(),
         );
+    }
+    if let Err((key, reason)) = crate::integrity::validate(&c.integrity) {
+        return err(key, reason);
     }
     let check = &c.check;
     if check.interval.0 < SignedDuration::from_mins(5) {

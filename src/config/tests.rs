@@ -245,3 +245,114 @@ fn non_utf8_file_is_an_error_not_a_panic() {
     std::fs::write(&main, [0xff, 0xfe, b'[', 0x00]).unwrap();
     assert!(matches!(load(&main), Err(ConfigError::Read { .. })));
 }
+
+#[test]
+fn integrity_keys_parse_and_hostile_values_are_refused() {
+    let c = one(r#"
+        [integrity]
+        root = "/run/fixture"
+        probes = ["kernel-taint", "setuid"]
+        require_verity = true
+        allowed_taint = 0x1000
+        secure_boot_cmdline = "androidboot.verifiedbootstate=green"
+        secure_boot_dt_property = "chosen/secure-boot"
+        setuid_paths = ["/usr/bin", "/data"]
+        setuid_allowed = ["/usr/bin/passwd"]
+        unlock_marker = "/var/lib/boot/unlocked"
+        lock_variable = "/proc/device-tree/chosen/lock-state"
+        lock_value = "locked"
+        "#)
+    .unwrap();
+    let i = &c.integrity;
+    assert_eq!(i.root, Path::new("/run/fixture"));
+    assert_eq!(
+        i.probes,
+        [
+            crate::integrity::ProbeId::KernelTaint,
+            crate::integrity::ProbeId::Setuid
+        ]
+    );
+    assert_eq!(i.allowed_taint, 0x1000);
+    assert_eq!(one("").unwrap().integrity.root, Path::new("/"));
+    assert_eq!(one("").unwrap().integrity.probes.len(), 7);
+
+    let cases = [
+        ("root = \"fixture\"", "integrity.root", "absolute"),
+        (
+            "probes = [\"rootkit-hunter\"]",
+            "integrity.probes[0]",
+            "unknown variant",
+        ),
+        (
+            "probes = [\"setuid\", \"setuid\"]",
+            "integrity.probes",
+            "twice",
+        ),
+        ("probes = \"setuid\"", "integrity.probes", "sequence"),
+        (
+            "allowed_taint = -1",
+            "integrity.allowed_taint",
+            "invalid value",
+        ),
+        (
+            "allowed_taint = 0x200",
+            "integrity.allowed_taint",
+            "does not check",
+        ),
+        ("allowed_taint = \"O\"", "integrity.allowed_taint", "u64"),
+        (
+            "secure_boot_cmdline = \"a b\"",
+            "integrity.secure_boot_cmdline",
+            "token",
+        ),
+        (
+            "secure_boot_cmdline = \"=x\"",
+            "integrity.secure_boot_cmdline",
+            "token",
+        ),
+        (
+            "secure_boot_dt_property = \"/proc/device-tree/x\"",
+            "integrity.secure_boot_dt_property",
+            "relative",
+        ),
+        (
+            "secure_boot_dt_property = \"chosen/../../../etc\"",
+            "integrity.secure_boot_dt_property",
+            "..",
+        ),
+        (
+            "secure_boot_dt_value = \"\"",
+            "integrity.secure_boot_dt_value",
+            "empty",
+        ),
+        (
+            "setuid_paths = [\"usr/bin\"]",
+            "integrity.setuid_paths",
+            "absolute",
+        ),
+        (
+            "setuid_allowed = [\"/usr/../../x\"]",
+            "integrity.setuid_allowed",
+            "..",
+        ),
+        (
+            "unlock_marker = \"unlocked\"",
+            "integrity.unlock_marker",
+            "absolute",
+        ),
+        (
+            "lock_variable = \"/a/../../b\"",
+            "integrity.lock_variable",
+            "..",
+        ),
+        ("lock_value = \"\"", "integrity.lock_value", "empty"),
+        (
+            "walk_everything = true",
+            "integrity.walk_everything",
+            "unknown field",
+        ),
+    ];
+    for (line, key, reason) in cases {
+        expect_invalid(&format!("[integrity]\n{line}\n"), key, reason);
+    }
+}

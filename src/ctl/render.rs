@@ -121,6 +121,7 @@ pub fn status(st: &Value, history: &[Value], tz: &TimeZone) -> String {
     for (label, value) in cellular_lines(st, tz) {
         line(label, &value);
     }
+    line("Integrity", &integrity(st));
     line("Components", &components(st));
     let err = str_at(st, "LastError");
     if !err.is_empty() {
@@ -268,6 +269,24 @@ fn cellular_lines(st: &Value, tz: &TimeZone) -> Vec<(&'static str, String)> {
         lines.push(("Deferred", deferred.to_owned()));
     }
     lines
+}
+
+/// The integrity verdict, and the evidence of each failing probe on its own line.
+fn integrity(st: &Value) -> String {
+    let mut text = or_unknown(str_at(st, "IntegrityState")).to_owned();
+    let findings = st.get("IntegrityFindings").and_then(Value::as_array);
+    for f in findings.into_iter().flatten() {
+        if str_at(f, "outcome") == "fail" {
+            let _ = write!(
+                text,
+                "\n{:<22}{}: {}",
+                "",
+                str_at(f, "probe"),
+                str_at(f, "evidence")
+            );
+        }
+    }
+    text
 }
 
 fn components(st: &Value) -> String {
@@ -454,6 +473,31 @@ mod tests {
             text.contains("needs a reboot (about 90 s of downtime)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn integrity_shows_the_state_and_failing_evidence_only() {
+        let st = json!({"IntegrityState": "compromised", "IntegrityFindings": [
+            {"probe": "kernel-taint", "outcome": "fail", "evidence": "tainted=8192: E (unsigned module loaded)"},
+            {"probe": "rootfs-readonly", "outcome": "pass", "evidence": "/ is /dev/root (squashfs) mounted ro"},
+            {"probe": "setuid", "outcome": "fail", "evidence": "unexpected: /usr/bin/su (named su)"},
+        ]});
+        let text = status(&st, &[], &TimeZone::UTC);
+        assert!(
+            text.contains(
+                "Integrity:            compromised\n                      \
+                 kernel-taint: tainted=8192: E (unsigned module loaded)\n                      \
+                 setuid: unexpected: /usr/bin/su (named su)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("rootfs-readonly"), "{text}");
+        let text = status(
+            &json!({"IntegrityState": 7, "IntegrityFindings": "x"}),
+            &[],
+            &TimeZone::UTC,
+        );
+        assert!(text.contains("Integrity:            unknown\n"), "{text}");
     }
 
     #[test]

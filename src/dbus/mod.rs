@@ -117,6 +117,15 @@ impl Agent1 {
         change: view::Dict,
     ) -> zbus::Result<()>;
 
+    /// The integrity verdict changed (`trusted`, `compromised`, `unknown`), with every
+    /// probe's finding (same dictionaries as `IntegrityFindings`).
+    #[zbus(signal)]
+    async fn integrity_changed(
+        emitter: &SignalEmitter<'_>,
+        state: &str,
+        findings: Vec<view::Dict>,
+    ) -> zbus::Result<()>;
+
     #[zbus(property)]
     fn security_patch_level(&self) -> String {
         self.with(view::security_patch_level)
@@ -180,6 +189,11 @@ impl Agent1 {
     #[zbus(property)]
     fn integrity_state(&self) -> String {
         self.with(view::integrity_state)
+    }
+
+    #[zbus(property)]
+    fn integrity_findings(&self) -> Vec<view::Dict> {
+        self.with(view::integrity_findings)
     }
 
     #[zbus(property)]
@@ -289,6 +303,10 @@ pub async fn forward_notices(conn: Connection, mut notices: broadcast::Receiver<
             }
             Ok(Notice::SubscriptionChanged(c)) => {
                 Agent1::subscription_switched(&emitter, view::subscription_change(&c)).await
+            }
+            Ok(Notice::IntegrityChanged(i)) => {
+                Agent1::integrity_changed(&emitter, i.state.as_str(), view::findings(&i.findings))
+                    .await
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!("{n} notices were dropped");

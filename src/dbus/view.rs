@@ -12,7 +12,7 @@ use zbus::{OwnedVariant, Str, Variant};
 
 use crate::engine::Finished;
 use crate::metadata::schema::Cve;
-use crate::status::{Availability, Offer, SlotInfo, Status};
+use crate::status::{Availability, IntegrityFinding, Offer, SlotInfo, Status};
 use crate::store::HistoryEntry;
 
 /// A D-Bus `a{sv}` dictionary.
@@ -194,6 +194,25 @@ pub fn subscription_change(c: &crate::engine::SubscriptionChange) -> Dict {
     d
 }
 
+/// Every probe's finding, empty before the first probe run.
+pub fn integrity_findings(st: &Status) -> Vec<Dict> {
+    findings(&st.integrity.findings)
+}
+
+/// Integrity findings as `aa{sv}`: probe, outcome (pass|fail|unknown), evidence.
+pub fn findings(findings: &[IntegrityFinding]) -> Vec<Dict> {
+    findings
+        .iter()
+        .map(|f| {
+            let mut d = Dict::new();
+            d.insert("probe".to_owned(), s(&f.probe));
+            d.insert("outcome".to_owned(), s(&f.outcome));
+            d.insert("evidence".to_owned(), s(&f.evidence));
+            d
+        })
+        .collect()
+}
+
 /// The subscription as the modem shows it; identifiers arrive masked from the adapter.
 pub fn subscription(st: &Status) -> Dict {
     let m = &st.modem;
@@ -285,6 +304,7 @@ pub fn properties(st: &Status) -> BTreeMap<&'static str, OwnedVariant> {
         ("SupportState", s(&support_state(st))),
         ("ReplacementInfo", OwnedVariant::from(replacement_info(st))),
         ("IntegrityState", s(&integrity_state(st))),
+        ("IntegrityFindings", ov(integrity_findings(st))),
         ("UpdateSource", OwnedVariant::from(update_source(st))),
         ("Subscription", OwnedVariant::from(subscription(st))),
         ("AutoInstall", OwnedVariant::from(auto_install(st))),

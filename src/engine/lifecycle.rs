@@ -112,6 +112,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.busy = false;
                 self.on_confirmation(result);
             }
+            Internal::Probed(result) => self.on_probed(result),
         }
     }
 

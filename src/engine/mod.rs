@@ -14,6 +14,7 @@
 
 mod cellular;
 mod confirm;
+mod integrity;
 mod lifecycle;
 pub mod pending;
 pub mod ports;
@@ -32,7 +33,8 @@ use crate::metadata::client::{RoleVersions, Verified};
 use crate::policy::{self, Cadence, schedule::CheckHistory};
 use crate::rauc::Rauc;
 use crate::status::{
-    CheckRecord, Installed, ModemInfo, NetworkInfo, Offer, RaucInfo, Staleness, Status, UpdateState,
+    CheckRecord, Installed, Integrity, ModemInfo, NetworkInfo, Offer, RaucInfo, Staleness, Status,
+    UpdateState,
 };
 use crate::store::{HistoryEntry, Store, StoreError};
 pub use cellular::SubscriptionChange;
@@ -92,6 +94,8 @@ pub enum Notice {
     InstallFinished(Finished),
     /// The SIM moved to another operator profile, or to none (TES-0010).
     SubscriptionChanged(SubscriptionChange),
+    /// The integrity verdict differs from the last one recorded (see `integrity.rs`).
+    IntegrityChanged(Integrity),
 }
 
 /// How an update attempt ended.
@@ -195,6 +199,8 @@ enum Internal {
     Downloaded(Result<PathBuf, FetchFailure>),
     Installed(Result<(), String>),
     HealthChecked(confirm::Confirmation),
+    /// An integrity probe run finished (it does not make the engine busy).
+    Probed(Integrity),
 }
 
 /// The engine task's state. Construct with [`Engine::new`], then `run` it.
@@ -235,6 +241,8 @@ pub struct Engine<C: Clock, P: Ports> {
     /// Subscription, operator channel and link cost (see [`cellular`]).
     cellular: cellular::CellularState,
     seed: u64,
+    /// Integrity probe runs (`integrity.rs`).
+    probing: integrity::Probing,
 }
 
 impl<C: Clock, P: Ports> Engine<C, P> {
@@ -329,6 +337,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             refused_seen: BTreeSet::new(),
             cellular: Default::default(),
             seed,
+            probing: Default::default(),
         };
         engine.load_cellular();
         engine.status.state = engine.state_for_pending();
@@ -352,6 +361,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.status.network = self.inputs.network.borrow_and_update().clone();
         self.resume();
         self.on_modem_changed();
+        self.start_probe();
         self.refresh_derived();
         self.publish();
         loop {
@@ -382,6 +392,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 Ok(()) = self.inputs.rauc.changed() => {
                     self.status.rauc = self.inputs.rauc.borrow_and_update().clone();
                     self.on_rauc_changed();
+                    self.start_probe();
                 }
                 Ok(()) = self.inputs.modem.changed() => {
                     self.status.modem = self.inputs.modem.borrow_and_update().clone();
@@ -474,6 +485,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.store_failed("cannot record the check", e);
         }
         self.status.last_check = Some(record);
+        self.start_probe();
         for waiter in self.check_waiters.drain(..) {
             let _ = waiter.send(Ok(()));
         }

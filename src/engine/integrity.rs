@@ -1,0 +1,115 @@
+//! Running the integrity probes ([`crate::integrity`]) for the engine: at start, after every
+//! check, and whenever RAUC's view changes.
+//!
+//! The probes read files (a directory walk among them), so they run on a blocking thread and
+//! report back on the engine's internal channel; the engine stays responsive meanwhile. One
+//! run at a time: a trigger during a run asks for one more run afterwards, so bursts of RAUC
+//! changes cost at most two runs.
+//!
+//! A verdict that differs from the last one recorded on this device (store key
+//! [`STATE_KEY`]) is a change: a history entry (kind `event`) and `IntegrityChanged`. The
+//! very first verdict on a device is its baseline: recorded and published as
+//! `IntegrityState`, but no change. An agent restart is no change either, because the
+//! comparison is with the stored verdict, not with "not probed yet".
+
+use super::{Clock, Engine, Internal, Notice, Ports};
+use crate::status::{Integrity, IntegrityState};
+use crate::store::NewHistoryEntry;
+
+/// Store key of the last integrity verdict.
+pub const STATE_KEY: &str = "integrity_state";
+
+/// Bookkeeping of the probe runs.
+#[derive(Debug, Default)]
+pub(super) struct Probing {
+    /// A run is in progress on a blocking thread.
+    running: bool,
+    /// Something changed during that run: probe again when it reports.
+    again: bool,
+}
+
+impl<C: Clock, P: Ports> Engine<C, P> {
+    /// Starts a probe run, or asks for one after the running one.
+    pub(super) fn start_probe(&mut self) {
+        if self.config.integrity.probes.is_empty() {
+            return;
+        }
+        if self.probing.running {
+            self.probing.again = true;
+            return;
+        }
+        self.probing.running = true;
+        let config = self.config.clone();
+        let rauc = self.status.rauc.clone();
+        let tx = self.internal_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = crate::integrity::run(&config.integrity, &rauc);
+            let _ = tx.send(Internal::Probed(result));
+        });
+    }
+
+    /// A probe run reported.
+    pub(super) fn on_probed(&mut self, result: Integrity) {
+        self.probing.running = false;
+        let state = result.state;
+        self.status.integrity = result;
+        match self.store.state(STATE_KEY) {
+            Ok(recorded) if recorded.as_deref() == Some(state.as_str()) => {}
+            Ok(recorded) => self.integrity_changed(recorded.as_deref(), state),
+            // The verdict is still published; only its history waits for the next run.
+            Err(e) => tracing::error!(error = %e, "cannot read the last integrity verdict"),
+        }
+        if std::mem::take(&mut self.probing.again) {
+            self.start_probe();
+        }
+    }
+
+    fn integrity_changed(&mut self, recorded: Option<&str>, state: IntegrityState) {
+        let failing: Vec<String> = self
+            .status
+            .integrity
+            .findings
+            .iter()
+            .filter(|f| f.outcome == "fail")
+            .map(|f| format!("{}: {}", f.probe, f.evidence))
+            .collect();
+        let mut detail = match recorded {
+            Some(before) => format!("{} (was {before})", state.as_str()),
+            None => state.as_str().to_owned(),
+        };
+        if !failing.is_empty() {
+            detail = format!("{detail}: {}", failing.join("; "));
+        }
+        if state == IntegrityState::Compromised {
+            tracing::error!("device integrity {detail}");
+        } else {
+            tracing::info!("device integrity {detail}");
+        }
+        let value = Some(state.as_str());
+        if recorded.is_none() {
+            // The baseline: remembered, not announced as a change.
+            if let Err(e) = self.store.set_state(STATE_KEY, value) {
+                tracing::error!(error = %e, "cannot record the integrity verdict");
+            }
+            return;
+        }
+        let entry = NewHistoryEntry {
+            at: self.clock.now(),
+            kind: "event".to_owned(),
+            action: "integrity-changed".to_owned(),
+            version: None,
+            security_patch_level: None,
+            detail,
+            cves: Vec::new(),
+        };
+        let saved = self.store.transaction(|tx| {
+            tx.append_history(&entry)?;
+            tx.set_state(STATE_KEY, value)
+        });
+        if let Err(e) = saved {
+            // Announced anyway: clients must learn of a compromise even with a broken store.
+            tracing::error!(error = %e, "cannot record the integrity change");
+        }
+        self.notify(Notice::IntegrityChanged(self.status.integrity.clone()));
+    }
+}
