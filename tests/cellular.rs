@@ -449,3 +449,38 @@ fn modemmanager_restart_keeps_the_subscription_and_the_agent() {
             .all(|h| h["action"] != "subscription-changed")
     );
 }
+
+#[test]
+fn lost_integrity_drops_the_operator_channel_but_not_the_security_update() {
+    let d = Device::up(Setup::default());
+    d.wait_status("subscription telenet, device trusted", |st| {
+        st["Subscription"]["profile"] == "telenet" && st["IntegrityState"] == "trusted"
+    });
+    // Approved by the operator, but the device is rooted before the check: a kernel that
+    // loaded an unsigned module (taint bit E).
+    d.publish("1.0.1", "2026-11-01", HIGH, hours(1));
+    d.approve("telenet", "1.0.1");
+    std::fs::write(d.sb.dir().join("device/proc/sys/kernel/tainted"), "8192\n").unwrap();
+    let monitor = d.sb.monitor_agent();
+    d.check();
+    monitor.wait_for_text("IntegrityChanged", WAIT);
+    let st = d.wait_state("reboot-required");
+    assert_eq!(st["IntegrityState"], "compromised", "{st:#}");
+    let taint = st["IntegrityFindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["probe"] == "kernel-taint")
+        .cloned()
+        .unwrap();
+    assert_eq!(taint["outcome"], "fail", "{taint}");
+    // The security update still comes, from the manufacturer, and the reason says why.
+    assert_eq!(st["Available"]["version"], "1.0.1", "{st:#}");
+    assert_eq!(st["Available"]["source"], "manufacturer", "{st:#}");
+    assert_eq!(st["UpdateSource"]["source"], "manufacturer", "{st:#}");
+    let reason = st["UpdateSource"]["reason"].as_str().unwrap();
+    assert!(reason.contains("integrity compromised"), "{reason}");
+    let access = std::fs::read_to_string(d.sb.dir().join("http/access.log")).unwrap();
+    assert!(!access.contains("GET /telenet/targets/"), "{access}");
+    assert!(access.contains("GET /manufacturer/targets/"), "{access}");
+}

@@ -11,6 +11,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::integrity::ProbeJob;
 use super::ports::MetadataSource;
 use super::{Clock, Engine, Internal, Notice, Ports};
 use crate::metadata::client::{BundleTarget, MetadataError, RoleVersions, Verified};
@@ -121,11 +122,16 @@ impl<C: Clock, P: Ports> Engine<C, P> {
 
     /// Spawns a check of the manufacturer's repository and, with an active operator, of the
     /// operator's (reported first, so the decision sees both).
-    pub(super) fn spawn_check(&mut self, floor: RoleVersions) {
+    pub(super) fn spawn_check(&mut self, floor: RoleVersions, probe: Option<ProbeJob>) {
         let metadata = self.ports.metadata.clone();
         let operator = self.operator_fetch();
         let tx = self.internal_tx.clone();
         self.spawn(async move {
+            if let Some(job) = probe {
+                // Sent before the check's own result on the same channel, so the engine
+                // judges what the check finds with this verdict.
+                let _ = tx.send(Internal::Probed(job.run().await));
+            }
             match operator {
                 Some((name, source, op_floor)) => {
                     let (op, mfr) = tokio::join!(source.fetch(op_floor), metadata.fetch(floor));

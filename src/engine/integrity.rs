@@ -1,5 +1,5 @@
-//! Running the integrity probes ([`crate::integrity`]) for the engine: at start, after every
-//! check, and whenever RAUC's view changes.
+//! Running the integrity probes ([`crate::integrity`]) for the engine: at start, at the
+//! beginning of every check (before its decisions), and whenever RAUC's view changes.
 //!
 //! The probes read files (a directory walk among them), so they run on a blocking thread and
 //! report back on the engine's internal channel; the engine stays responsive meanwhile. One
@@ -19,6 +19,25 @@ use crate::store::NewHistoryEntry;
 /// Store key of the last integrity verdict.
 pub const STATE_KEY: &str = "integrity_state";
 
+/// One probe run, claimed by [`Engine::claim_probe`]; its result must reach
+/// [`Engine::on_probed`] (as `Internal::Probed`).
+pub(super) struct ProbeJob {
+    config: std::sync::Arc<crate::config::Config>,
+    rauc: crate::status::RaucInfo,
+}
+
+impl ProbeJob {
+    /// Runs the probes on a blocking thread (they read files and walk directories).
+    pub(super) async fn run(self) -> Integrity {
+        tokio::task::spawn_blocking(move || {
+            crate::integrity::run(&self.config.integrity, &self.rauc)
+        })
+        .await
+        // A probe that panicked proves nothing either way.
+        .unwrap_or_default()
+    }
+}
+
 /// Bookkeeping of the probe runs.
 #[derive(Debug, Default)]
 pub(super) struct Probing {
@@ -31,21 +50,37 @@ pub(super) struct Probing {
 impl<C: Clock, P: Ports> Engine<C, P> {
     /// Starts a probe run, or asks for one after the running one.
     pub(super) fn start_probe(&mut self) {
+        let job = self.claim_probe();
+        self.run_probe(job);
+    }
+
+    /// Runs a claimed probe run in the background.
+    pub(super) fn run_probe(&mut self, job: Option<ProbeJob>) {
+        if let Some(job) = job {
+            let tx = self.internal_tx.clone();
+            tokio::task::spawn(async move {
+                let _ = tx.send(Internal::Probed(job.run().await));
+            });
+        }
+    }
+
+    /// Claims the next probe run for the caller to run (a check runs it before fetching, so
+    /// that its decisions — the operator channel above all — see a verdict from this moment,
+    /// not one from before a device was rooted). `None` when probing is off, or when a run is
+    /// already going (one more is then queued after it).
+    pub(super) fn claim_probe(&mut self) -> Option<ProbeJob> {
         if self.config.integrity.probes.is_empty() {
-            return;
+            return None;
         }
         if self.probing.running {
             self.probing.again = true;
-            return;
+            return None;
         }
         self.probing.running = true;
-        let config = self.config.clone();
-        let rauc = self.status.rauc.clone();
-        let tx = self.internal_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = crate::integrity::run(&config.integrity, &rauc);
-            let _ = tx.send(Internal::Probed(result));
-        });
+        Some(ProbeJob {
+            config: self.config.clone(),
+            rauc: self.status.rauc.clone(),
+        })
     }
 
     /// A probe run reported.

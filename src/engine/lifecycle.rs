@@ -120,6 +120,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
 
     pub(super) fn start_check(&mut self) {
         let now = self.clock.now();
+        // Every check looks at the device's integrity first: its decisions depend on it.
+        let probe = self.claim_probe();
         self.checks.last_attempt = Some(now);
         if !self.ports.metadata.configured() {
             // Nothing will change until the configuration does: wait a full interval.
@@ -130,6 +132,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 message: "no update source configured".to_owned(),
             });
             tracing::info!("no update source configured");
+            self.run_probe(probe);
             return;
         }
         if let Some(latest) = self.latest_known_time()
@@ -148,6 +151,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 verified: false,
                 message,
             });
+            self.run_probe(probe);
             return;
         }
         if self.pending.is_none() {
@@ -161,7 +165,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
         let floor = self.floor;
         self.checking = true;
-        self.spawn_check(floor);
+        self.spawn_check(floor, probe);
     }
 
     fn latest_known_time(&self) -> Option<Timestamp> {

@@ -485,7 +485,6 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.store_failed("cannot record the check", e);
         }
         self.status.last_check = Some(record);
-        self.start_probe();
         for waiter in self.check_waiters.drain(..) {
             let _ = waiter.send(Ok(()));
         }

@@ -47,6 +47,9 @@ fn config() -> Config {
     c.device.version = "1.0.0".into();
     c.device.feature_release = Some("1.0".into());
     c.device.security_patch_level = Some(PatchDate(date(2026, 9, 1)));
+    // The host running the tests is no device: its writable / would read as compromised.
+    // The integrity tests below point the probes at fixture trees instead.
+    c.integrity.probes.clear();
     c
 }
 
@@ -916,7 +919,10 @@ async fn integrity_baseline_is_quiet_and_changes_are_recorded_and_announced() {
     std::fs::create_dir_all(tainted.parent().unwrap()).unwrap();
     std::fs::write(&tainted, "0\n").unwrap();
     let mut config = config();
-    config.integrity.root = fixture.path().to_owned();
+    config.integrity = crate::config::IntegrityConfig {
+        root: fixture.path().to_owned(),
+        ..Default::default()
+    };
     let rig = start(Setup {
         config,
         ..Setup::default()
@@ -989,7 +995,10 @@ async fn a_restart_with_the_same_verdict_records_nothing() {
     let db = dir.path().join("agent.db");
     for _ in 0..2 {
         let mut config = config();
-        config.integrity.root = fixture.path().to_owned();
+        config.integrity = crate::config::IntegrityConfig {
+            root: fixture.path().to_owned(),
+            ..Default::default()
+        };
         let mut rig = start(Setup {
             config,
             db: Some(db.clone()),
