@@ -26,6 +26,7 @@ pub mod download;
 pub mod engine;
 pub mod fsutil;
 pub mod logging;
+pub mod manpage;
 pub mod metadata;
 pub mod modem;
 pub mod policy;
