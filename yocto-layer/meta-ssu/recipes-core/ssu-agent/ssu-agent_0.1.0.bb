@@ -77,9 +77,14 @@ do_install:append() {
     fi
 }
 
+# ssu-repo is the publisher's tool (build hosts, update servers), not needed on a device.
+SUMMARY:${PN}-repo = "Publish signed ssu-agent updates as a TUF repository"
+PACKAGES =+ "${PN}-repo"
+
 SYSTEMD_SERVICE:${PN} = "ssu-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
+FILES:${PN}-repo += "${bindir}/ssu-repo"
 FILES:${PN} += "${datadir}/dbus-1/system.d/org.ssu.Agent1.conf \
                 ${datadir}/dbus-1/interfaces/org.ssu.Agent1.xml \
                 ${datadir}/polkit-1/actions/org.ssu.agent.policy \
@@ -88,3 +93,4 @@ CONFFILES:${PN} = "${sysconfdir}/ssu-agent/agent.toml \
                    ${sysconfdir}/ssu-agent/agent.d/00-image.toml \
                   "
 RDEPENDS:${PN} = "rauc"
+RDEPENDS:${PN}-repo = "rauc"
