@@ -426,3 +426,22 @@ fn deb_builds_installs_passes_check_config_and_purges() {
         assert!(!Path::new(f).exists(), "{f} left after purge");
     }
 }
+
+#[test]
+fn integration_guide_lists_every_dbus_property() {
+    let xml = fs::read_to_string(repo().join("dbus/org.ssu.Agent1.xml")).unwrap();
+    let guide = fs::read_to_string(repo().join("docs/integration.md")).unwrap();
+    let names: Vec<&str> = xml
+        .split("<property name=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert!(names.len() > 20, "{names:?}");
+    for name in names {
+        assert!(
+            guide.contains(&format!("`{name}`")),
+            "docs/integration.md does not list the property {name}"
+        );
+    }
+    assert!(guide.contains("gdbus call --system --dest org.ssu.Agent1"));
+}

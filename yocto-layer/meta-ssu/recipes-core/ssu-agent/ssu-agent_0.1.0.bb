@@ -1,4 +1,5 @@
 SUMMARY = "Software security update agent for Linux cellular devices (GSMA FS.25)"
+SUMMARY:${PN}-repo = "Publish signed ssu-agent updates as a TUF repository"
 DESCRIPTION = "ssu-agent checks signed (TUF) update metadata from the manufacturer's \
                update server, installs security bundles through RAUC into the inactive A/B \
                slot, confirms the new slot after reboot (or rolls back), and reports the \
@@ -78,7 +79,6 @@ do_install:append() {
 }
 
 # ssu-repo is the publisher's tool (build hosts, update servers), not needed on a device.
-SUMMARY:${PN}-repo = "Publish signed ssu-agent updates as a TUF repository"
 PACKAGES =+ "${PN}-repo"
 
 SYSTEMD_SERVICE:${PN} = "ssu-agent.service"
