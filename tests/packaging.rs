@@ -253,6 +253,11 @@ fn yocto_layer_is_oelint_clean() {
         fs::read_to_string(layer.join("recipes-core/ssu-agent/ssu-agent_0.1.0.bb")).unwrap();
     assert!(recipe.contains("inherit cargo cargo-update-recipe-crates systemd"));
     assert!(recipe.contains("require ${BPN}-crates.inc"));
+    assert_eq!(
+        recipe_license_checksum(&recipe),
+        cargo_toml_lines_md5(&recipe),
+        "LIC_FILES_CHKSUM no longer matches Cargo.toml: update the line numbers and md5"
+    );
     // Yocto's QA flags already-stripped binaries.
     let cargo_toml = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
     assert!(
@@ -261,6 +266,50 @@ fn yocto_layer_is_oelint_clean() {
             .any(|l| l.trim_start().starts_with("strip")),
         "Cargo.toml strips binaries"
     );
+}
+
+/// The md5 the recipe declares for its licence lines in Cargo.toml.
+fn recipe_license_checksum(recipe: &str) -> String {
+    let line = recipe
+        .lines()
+        .find(|l| l.starts_with("LIC_FILES_CHKSUM = \"file://Cargo.toml;"))
+        .expect("LIC_FILES_CHKSUM on Cargo.toml");
+    let md5 = line.split("md5=").nth(1).unwrap();
+    md5.trim_end_matches('"').to_owned()
+}
+
+/// md5 of the Cargo.toml lines the recipe names (as bitbake computes it: lines with newline).
+fn cargo_toml_lines_md5(recipe: &str) -> String {
+    let field = |key: &str| -> usize {
+        let rest = recipe.split(key).nth(1).expect(key);
+        rest.split(';').next().unwrap().parse().expect(key)
+    };
+    let (begin, end) = (field("beginline="), field("endline="));
+    let toml = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let lines: String = toml
+        .split_inclusive('\n')
+        .skip(begin - 1)
+        .take(end + 1 - begin)
+        .collect();
+    assert!(lines.contains("license = "), "{lines:?}");
+    let mut child = Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
