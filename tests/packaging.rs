@@ -389,6 +389,9 @@ fn deb_builds_installs_passes_check_config_and_purges() {
         fs::metadata("/proc/self").unwrap().uid() == 0,
         "installing the .deb needs root (CI runs as root)"
     );
+    // Worktrees on one machine share its dpkg database: one install test at a time.
+    let lock = fs::File::create("/run/lock/ssu-agent-packaging-test.lock").unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     assert_eq!(
         dpkg_status("ssu-agent"),
         None,
