@@ -29,6 +29,7 @@ pub mod engine;
 pub mod fsutil;
 pub mod integrity;
 pub mod logging;
+pub mod manpage;
 pub mod metadata;
 pub mod modem;
 pub mod network;

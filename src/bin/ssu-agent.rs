@@ -20,6 +20,13 @@ struct Args {
 
 /// Exit codes: 0 clean exit, 1 runtime failure, 2 invalid configuration or usage.
 fn main() -> ExitCode {
+    if ssu_agent::manpage::requested() {
+        return ssu_agent::manpage::print(
+            <Args as clap::CommandFactory>::command(),
+            "ssu-agent",
+            "8",
+        );
+    }
     let args = Args::parse();
     let loaded = match config::load(&args.config) {
         Ok(l) => l,

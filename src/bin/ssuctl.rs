@@ -37,6 +37,9 @@ struct Failure {
 }
 
 fn main() -> ExitCode {
+    if ssu_agent::manpage::requested() {
+        return ssu_agent::manpage::print(<Cli as clap::CommandFactory>::command(), "ssuctl", "1");
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

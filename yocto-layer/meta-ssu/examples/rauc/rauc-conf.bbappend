@@ -1,0 +1,13 @@
+# EXAMPLE, not active (examples/ is outside BBFILES). Copy it into your BSP or distro layer
+# as recipes-core/rauc/rauc-conf.bbappend with files/system.conf and your files/ca.cert.pem,
+# and replace the machine override "acme-gw3000" with your MACHINE.
+#
+# RAUC needs the device's slot layout (system.conf) and the keyring that verifies bundle
+# signatures. ssu-agent only asks RAUC to install; RAUC checks the bundle's signature against
+# this keyring on its own, independent of the agent's TUF checks (two locks, two keys).
+FILESEXTRAPATHS:prepend:acme-gw3000 := "${THISDIR}/files:"
+
+SRC_URI:append:acme-gw3000 = " file://system.conf"
+
+# meta-rauc's rauc-conf installs system.conf and this keyring (default name: ca.cert.pem).
+RAUC_KEYRING_FILE:acme-gw3000 = "ca.cert.pem"
