@@ -183,7 +183,7 @@ fn each_probe_passes_on_a_clean_device_and_fails_when_broken() {
             "rootfs-readonly",
             Box::new(|d| {
                 d.put(
-                    "proc/self/mounts",
+                    "proc/1/mounts",
                     "/dev/root / squashfs ro 0 0\n/dev/root / squashfs rw,relatime 0 0\n",
                 )
             }),
@@ -191,7 +191,7 @@ fn each_probe_passes_on_a_clean_device_and_fails_when_broken() {
         ),
         (
             "dm-verity",
-            Box::new(|d| d.put("proc/self/mounts", "/dev/mmcblk0p2 / ext4 ro 0 0\n")),
+            Box::new(|d| d.put("proc/1/mounts", "/dev/mmcblk0p2 / ext4 ro 0 0\n")),
             "/ is on /dev/mmcblk0p2, not a device-mapper device",
         ),
         (
@@ -351,7 +351,7 @@ fn garbage_and_hostile_files_give_unknown_findings_not_a_crash() {
     let agent = d.sb.pid("agent").unwrap();
     d.put("proc/sys/kernel/tainted", "\u{0}\u{1}not a number\n");
     d.put(EFI_SECURE_BOOT, [6u8, 0]);
-    d.put("proc/self/mounts", vec![b'x'; 4 * 1024 * 1024]);
+    d.put("proc/1/mounts", vec![b'x'; 4 * 1024 * 1024]);
     d.check_now();
     // Nothing failed, the other probes still pass: trusted, with the unknowns explained.
     d.sb.wait_for("the unknown findings", WAIT, || {

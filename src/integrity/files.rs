@@ -1,4 +1,4 @@
-//! Bounded reads and the parsers the probes share (`/proc/self/mounts`, `/proc/cmdline`).
+//! Bounded reads and the parsers the probes share (`/proc/1/mounts`, `/proc/cmdline`).
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 pub const SMALL: u64 = 4096;
 /// Limit for `/proc/cmdline` (COMMAND_LINE_SIZE is at most a few KiB on every architecture).
 pub const CMDLINE: u64 = 64 * 1024;
-/// Limit for `/proc/self/mounts`: hosts with many containers have long tables.
+/// Limit for `/proc/1/mounts`: hosts with many containers have long tables.
 pub const MOUNTS: u64 = 1024 * 1024;
 
 /// Why a file could not be read.
@@ -96,7 +96,7 @@ pub fn clean(s: &str) -> String {
     out
 }
 
-/// One line of `/proc/self/mounts`.
+/// One line of `/proc/1/mounts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
     pub device: String,

@@ -66,7 +66,9 @@ pub fn kernel_taint(ctx: &Ctx<'_>) -> (Outcome, String) {
 }
 
 fn root_mount(ctx: &Ctx<'_>) -> Result<Mount, String> {
-    let path = ctx.under("/proc/self/mounts");
+    // Init's mount table, not our own: the agent's unit (ProtectSystem=strict) gives the
+    // agent a private, read-only view of `/`, which says nothing about the device's `/`.
+    let path = ctx.under("/proc/1/mounts");
     let bytes = files::read(&path, MOUNTS).map_err(|e| e.to_string())?;
     files::root_mount(&bytes).ok_or_else(|| format!("{} lists no mount of /", path.display()))
 }
@@ -260,7 +262,7 @@ mod tests {
     fn rootfs_readonly_follows_the_last_root_mount() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
-        let mounts = |m: &str| put(dir.path(), "proc/self/mounts", m);
+        let mounts = |m: &str| put(dir.path(), "proc/1/mounts", m);
 
         mounts("/dev/root / squashfs ro,relatime 0 0\n");
         let (o, e) = check(&c, rootfs_readonly);
@@ -275,7 +277,7 @@ mod tests {
         assert_eq!(check(&c, rootfs_readonly).0, Outcome::Unknown);
         mounts("/dev/root / ext4 defaults 0 0\n");
         assert_eq!(check(&c, rootfs_readonly).0, Outcome::Unknown);
-        put(dir.path(), "proc/self/mounts", vec![b' '; 2 * 1024 * 1024]);
+        put(dir.path(), "proc/1/mounts", vec![b' '; 2 * 1024 * 1024]);
         let (o, e) = check(&c, rootfs_readonly);
         assert_eq!(o, Outcome::Unknown);
         assert!(e.contains("larger than"), "{e}");
@@ -368,7 +370,7 @@ mod tests {
             let root = dir.path();
             let mut c = config(root);
             c.require_verity = true;
-            put(root, "proc/self/mounts", case.mounts);
+            put(root, "proc/1/mounts", case.mounts);
             put(root, "proc/cmdline", case.cmdline);
             for (dev, name, uuid) in case.dm {
                 put(

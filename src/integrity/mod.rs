@@ -7,8 +7,8 @@
 //! | id | reads (under `[integrity] root`) |
 //! |---|---|
 //! | `rauc-slot` | RAUC's slot status (from the engine, not the filesystem) |
-//! | `rootfs-readonly` | `proc/self/mounts` |
-//! | `dm-verity` | `proc/self/mounts`, `sys/block/dm-*/dm/{name,uuid}`, `proc/cmdline` |
+//! | `rootfs-readonly` | `proc/1/mounts` |
+//! | `dm-verity` | `proc/1/mounts`, `sys/block/dm-*/dm/{name,uuid}`, `proc/cmdline` |
 //! | `kernel-taint` | `proc/sys/kernel/tainted` |
 //! | `secure-boot` | the EFI `SecureBoot` variable, a configured command line token, a configured device-tree property |
 //! | `setuid` | a bounded walk of the configured directories |
@@ -319,7 +319,7 @@ mod tests {
         let root = dir.path();
         put(
             root,
-            "proc/self/mounts",
+            "proc/1/mounts",
             "/dev/root / squashfs ro,relatime 0 0\n",
         );
         put(root, "proc/sys/kernel/tainted", "0\n");
