@@ -4,10 +4,14 @@
 //! - [`schedule`]: when to check for updates next (SEC-0020, ETSI 5.3-5).
 //! - [`select`]: which verified target this device installs (SEC-0010, anti-rollback).
 //! - [`staleness`]: whether the device may say it is current (SEC-0020, ETSI 5.3-8).
+//! - [`consent`]: postponement bounds, install and reboot gates (COM-0040/0050).
+//! - [`support`]: the security support period (SEC-0030/0040).
 
+pub mod consent;
 pub mod schedule;
 pub mod select;
 pub mod staleness;
+pub mod support;
 
 pub use schedule::{Cadence, next_check};
 pub use staleness::staleness;
