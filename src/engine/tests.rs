@@ -282,8 +282,10 @@ fn start(setup: Setup) -> Rig {
         rauc: rauc_rx,
         modem: modem_rx,
     };
-    let (engine, handle) =
+    let (mut engine, handle) =
         Engine::new(Arc::new(setup.config), store, clock, ports, inputs, 42).unwrap();
+    // Maintenance windows are local time: the tests' is UTC, whatever the machine's is.
+    engine.set_time_zone(jiff::tz::TimeZone::UTC);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(engine.run(async move {
         let _ = stop_rx.await;
@@ -884,3 +886,6 @@ async fn restart_during_download_resumes_it() {
     .await;
     assert_eq!(second.fetcher.fetched.lock().unwrap().len(), 1);
 }
+
+// The user's and host's say: `control.rs`.
+mod control;
