@@ -28,6 +28,7 @@ pub mod fsutil;
 pub mod logging;
 pub mod metadata;
 pub mod modem;
+pub mod notify;
 pub mod policy;
 pub mod rauc;
 pub mod repo;
