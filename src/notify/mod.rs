@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use tokio::sync::broadcast;
 use zbus::Connection;
-use zbus::zvariant::Value;
+use zbus::Variant as Value;
 
 use crate::engine::Notice;
 use crate::metadata::schema::Severity;
