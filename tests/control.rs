@@ -6,11 +6,10 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::control::{Holder, call, err_text, error_name};
-use common::{Sandbox, busctl_value, venv_python};
+use common::control::{Holder, Mock, call, err_text, error_name};
+use common::{Sandbox, busctl_value};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NOBODY: u32 = 65534;
@@ -45,77 +44,36 @@ fn restart_agent(sb: &Sandbox) {
     sb.start("agent");
 }
 
-/// dbusmock's polkitd template on the sandbox bus; stopped on drop.
-struct Polkit<'a> {
-    sb: &'a Sandbox,
-    child: Child,
-}
+const AUTHORITY: &str = "/org/freedesktop/PolicyKit1/Authority";
+
+/// dbusmock's polkitd template on the sandbox bus.
+struct Polkit<'a>(Mock<'a>);
 
 impl<'a> Polkit<'a> {
     fn start(sb: &'a Sandbox) -> Polkit<'a> {
-        let child = sb
-            .command(venv_python())
-            .args(["-m", "dbusmock", "--system", "--template", "polkitd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dbusmock polkitd");
-        let p = Polkit { sb, child };
-        sb.wait_for("polkit on the bus", WAIT, || {
-            let out = sb.busctl(&["status", "org.freedesktop.PolicyKit1"]);
-            out.status.success()
-        });
-        p
+        Polkit(Mock::start(sb, "polkitd", "org.freedesktop.PolicyKit1"))
     }
 
     fn set_allowed(&self, actions: &[&str]) {
-        let mut args = vec![
-            "call",
-            "org.freedesktop.PolicyKit1",
-            "/org/freedesktop/PolicyKit1/Authority",
-            "org.freedesktop.DBus.Mock",
-            "SetAllowed",
-            "as",
-        ];
         let n = actions.len().to_string();
-        args.push(&n);
+        let mut args = vec!["as", n.as_str()];
         args.extend_from_slice(actions);
-        let out = self.sb.busctl(&args);
-        assert!(out.status.success(), "{out:?}");
+        self.0.call(AUTHORITY, "SetAllowed", &args);
     }
 
     /// The subjects of every CheckAuthorization call so far: (kind, bus name).
     fn subjects(&self) -> Vec<(String, String)> {
-        let out = self.sb.busctl(&[
-            "call",
-            "org.freedesktop.PolicyKit1",
-            "/org/freedesktop/PolicyKit1/Authority",
-            "org.freedesktop.DBus.Mock",
-            "GetCalls",
-            "--json=short",
-        ]);
-        assert!(out.status.success(), "{out:?}");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["data"][0]
-            .as_array()
-            .unwrap()
+        self.0
+            .calls(AUTHORITY, "CheckAuthorization")
             .iter()
-            .filter(|c| c[1] == "CheckAuthorization")
-            .map(|c| {
-                let subject = &c[2][0]["data"];
+            .map(|args| {
+                let subject = &args[0]["data"];
                 (
                     subject[0].as_str().unwrap_or("").to_owned(),
                     subject[1]["name"]["data"].as_str().unwrap_or("").to_owned(),
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for Polkit<'_> {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,6 +2,7 @@
 //! inhibitors, for the tests of user control.
 
 use std::process::{Child, Output, Stdio};
+use std::time::Duration;
 
 use super::{Sandbox, venv_python};
 
@@ -93,3 +94,150 @@ impl Drop for Holder {
     }
 }
 
+
+/// A dbusmock template on the sandbox bus (polkitd, notification_daemon); stopped on drop.
+pub struct Mock<'a> {
+    sb: &'a Sandbox,
+    name: &'static str,
+    child: Child,
+}
+
+impl<'a> Mock<'a> {
+    pub fn start(sb: &'a Sandbox, template: &str, name: &'static str) -> Mock<'a> {
+        let child = sb
+            .command(venv_python())
+            .args(["-m", "dbusmock", "--system", "--template", template])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dbusmock");
+        let m = Mock { sb, name, child };
+        sb.wait_for(name, Duration::from_secs(30), || {
+            sb.busctl(&["status", name]).status.success()
+        });
+        m
+    }
+
+    /// Calls a method of the mock's control interface (org.freedesktop.DBus.Mock).
+    pub fn call(&self, path: &str, method: &str, signature_and_args: &[&str]) {
+        let mut args = vec!["call", self.name, path, "org.freedesktop.DBus.Mock", method];
+        args.extend_from_slice(signature_and_args);
+        let out = self.sb.busctl(&args);
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// The arguments (busctl JSON) of every call of `method` the mock received.
+    pub fn calls(&self, path: &str, method: &str) -> Vec<serde_json::Value> {
+        let out = self.sb.busctl(&[
+            "call",
+            self.name,
+            path,
+            "org.freedesktop.DBus.Mock",
+            "GetCalls",
+            "--json=short",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["data"][0]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c[1] == method)
+            .map(|c| c[2].clone())
+            .collect()
+    }
+}
+
+impl Drop for Mock<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every org.ssu.Agent1 signal as JSON lines (`{"signal": NAME, "args": [...]}`), recorded
+/// by a real client (dbus-python) in the background.
+pub struct Signals {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Signals {
+    pub fn start(sb: &Sandbox) -> Signals {
+        let script = r#"
+import dbus, json, os
+from dbus.mainloop.glib import DBusGMainLoop
+from gi.repository import GLib
+DBusGMainLoop(set_as_default=True)
+bus = dbus.bus.BusConnection(os.environ['DBUS_SYSTEM_BUS_ADDRESS'])
+def conv(v):
+    if isinstance(v, dbus.Boolean): return bool(v)
+    if isinstance(v, dict): return {str(k): conv(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [conv(x) for x in v]
+    if isinstance(v, float): return float(v)
+    if isinstance(v, int): return int(v)
+    return str(v)
+def got(*args, member=None):
+    print(json.dumps({'signal': member, 'args': [conv(a) for a in args]}), flush=True)
+bus.add_signal_receiver(got, dbus_interface='org.ssu.Agent1', member_keyword='member')
+bus.get_object('org.freedesktop.DBus', '/org/freedesktop/DBus').GetId(dbus_interface='org.freedesktop.DBus')
+print(json.dumps({'signal': 'ready'}), flush=True)
+GLib.MainLoop().run()
+"#;
+        let mut child = sb
+            .command(venv_python())
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run the signal recorder");
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        let s = Signals { child, lines };
+        s.wait("ready", Duration::from_secs(30));
+        s
+    }
+
+    /// The args of every `name` signal so far.
+    pub fn all(&self, name: &str) -> Vec<Vec<serde_json::Value>> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l["signal"] == name)
+            .map(|l| l["args"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Waits for a `name` signal; returns its args.
+    pub fn wait(&self, name: &str, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(args) = self.all(name).pop() {
+                return args;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {name} signal within {timeout:?}"
+            );
+            std::thread::sleep(super::POLL);
+        }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
