@@ -93,7 +93,11 @@ fn polkit_decides_every_mutating_method_for_the_caller() {
             "{method}: {}",
             err_text(&out)
         );
-        assert!(err_text(&out).contains(action), "{method}: {}", err_text(&out));
+        assert!(
+            err_text(&out).contains(action),
+            "{method}: {}",
+            err_text(&out)
+        );
     }
     // Reads need no authorization.
     let out = call(&sb, None, "GetStatus", &[]);
@@ -169,14 +173,21 @@ fn without_polkit_the_allowlist_decides_by_user_and_group() {
         );
         assert!(err_text(&out).contains("allow_users"), "{}", err_text(&out));
         let out = call(&sb, None, method, args);
-        assert_ne!(error_name(&out), "org.ssu.Agent1.Error.NotAuthorized", "{method}");
+        assert_ne!(
+            error_name(&out),
+            "org.ssu.Agent1.Error.NotAuthorized",
+            "{method}"
+        );
     }
     // Reads stay open to everyone.
     assert!(call(&sb, Some(NOBODY), "GetStatus", &[]).status.success());
 
     // A group allowlist: nobody's primary group from /etc/passwd (setpriv cleared its
     // supplementary groups, which is not what counts).
-    drop_in(&sb, "[authorization]\nallow_users = []\nallow_groups = [\"nogroup\"]\n");
+    drop_in(
+        &sb,
+        "[authorization]\nallow_users = []\nallow_groups = [\"nogroup\"]\n",
+    );
     restart_agent(&sb);
     let out = call(&sb, Some(NOBODY), "SetAutoInstall", &["false"]);
     assert!(out.status.success(), "{}", err_text(&out));
@@ -184,13 +195,19 @@ fn without_polkit_the_allowlist_decides_by_user_and_group() {
     assert_eq!(error_name(&out), "org.ssu.Agent1.Error.NotAuthorized");
     let st = sb.ssuctl(&["status", "--json"]);
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(st["AutoInstall"], false, "nobody's call took effect, root's did not");
+    assert_eq!(
+        st["AutoInstall"], false,
+        "nobody's call took effect, root's did not"
+    );
 }
 
 #[test]
 fn without_polkit_and_without_an_allowlist_everything_mutating_is_refused() {
     let sb = Sandbox::up();
-    drop_in(&sb, "[authorization]\nallow_users = []\nallow_groups = []\n");
+    drop_in(
+        &sb,
+        "[authorization]\nallow_users = []\nallow_groups = []\n",
+    );
     restart_agent(&sb);
     for (method, args, _) in MUTATING {
         let out = call(&sb, None, method, args);
@@ -238,7 +255,10 @@ fn postponed_until(sb: &Sandbox) -> u64 {
 #[test]
 fn postpone_is_bounded_and_survives_a_restart() {
     let sb = Sandbox::up();
-    drop_in(&sb, "[install]\nmax_postpone = \"3d\"\nmax_postpone_critical = \"1d\"\n");
+    drop_in(
+        &sb,
+        "[install]\nmax_postpone = \"3d\"\nmax_postpone_critical = \"1d\"\n",
+    );
     restart_agent(&sb);
 
     // Beyond the bound: refused, naming the bound; nothing changes.
@@ -248,7 +268,11 @@ fn postpone_is_bounded_and_survives_a_restart() {
     assert_eq!(postponed_until(&sb), 0);
     for hostile in ["18446744073709551615", "9223372036854775808"] {
         let out = call(&sb, None, "Postpone", &[hostile]);
-        assert_eq!(error_name(&out), "org.ssu.Agent1.Error.PolicyRefused", "{hostile}");
+        assert_eq!(
+            error_name(&out),
+            "org.ssu.Agent1.Error.PolicyRefused",
+            "{hostile}"
+        );
     }
 
     // Within it: PostponedUntil is now + 2 days, and stays so across a restart.
@@ -282,16 +306,25 @@ fn inhibitors_are_listed_while_held_and_released_on_close() {
     assert_eq!(inhibitors(), serde_json::json!([]));
     let a = Holder::take(&sb, "driving");
     let b = Holder::take(&sb, "call in progress\u{7}\n");
-    sb.wait_for("two inhibitors", WAIT, || inhibitors().as_array().unwrap().len() == 2);
-    assert_eq!(inhibitors(), serde_json::json!(["driving", "call in progress"]));
+    sb.wait_for("two inhibitors", WAIT, || {
+        inhibitors().as_array().unwrap().len() == 2
+    });
+    assert_eq!(
+        inhibitors(),
+        serde_json::json!(["driving", "call in progress"])
+    );
     a.release();
     sb.wait_for("one inhibitor", WAIT, || {
         inhibitors() == serde_json::json!(["call in progress"])
     });
     b.release();
-    sb.wait_for("no inhibitor", WAIT, || inhibitors() == serde_json::json!([]));
+    sb.wait_for("no inhibitor", WAIT, || {
+        inhibitors() == serde_json::json!([])
+    });
     // A caller that takes one and exits at once leaves nothing held.
     let out = call(&sb, None, "Inhibit", &["'gone'"]);
     assert!(out.status.success(), "{}", err_text(&out));
-    sb.wait_for("no inhibitor", WAIT, || inhibitors() == serde_json::json!([]));
+    sb.wait_for("no inhibitor", WAIT, || {
+        inhibitors() == serde_json::json!([])
+    });
 }

@@ -881,7 +881,10 @@ fn update_available_and_available_carry_every_field_and_a_notification_says_secu
     d.check();
     let st = d.wait_state("available");
     let payload = signals.wait("UpdateAvailable", WAIT)[0].clone();
-    for (what, offer) in [("UpdateAvailable", &payload), ("Available", &st["Available"])] {
+    for (what, offer) in [
+        ("UpdateAvailable", &payload),
+        ("Available", &st["Available"]),
+    ] {
         assert_eq!(offer["kind"], "security", "{what}: {offer:#}");
         assert_eq!(offer["version"], "1.0.1", "{what}");
         assert_eq!(offer["base_version"], "1.0", "{what}");
@@ -898,11 +901,17 @@ fn update_available_and_available_carry_every_field_and_a_notification_says_secu
         assert_eq!(cves[0]["id"], "CVE-2026-4242", "{what}");
         assert_eq!(cves[0]["severity"], "critical", "{what}");
         assert_eq!(cves[0]["cvss"], 9.8, "{what}");
-        assert_eq!(cves[0]["summary"], "Remote code execution in the web UI", "{what}");
+        assert_eq!(
+            cves[0]["summary"], "Remote code execution in the web UI",
+            "{what}"
+        );
         assert_eq!(cves[1]["id"], "CVE-2026-5001", "{what}");
         assert_eq!(cves[1]["severity"], "medium", "{what}");
         assert_eq!(cves[1]["cvss"], 5.3, "{what}");
-        assert_eq!(cves[1]["summary"], "Information leak in the log viewer", "{what}");
+        assert_eq!(
+            cves[1]["summary"], "Information leak in the log viewer",
+            "{what}"
+        );
     }
     assert_eq!(signals.all("UpdateAvailable").len(), 1, "announced once");
 
@@ -915,7 +924,12 @@ fn update_available_and_available_carry_every_field_and_a_notification_says_secu
     let summary = calls[0][3]["data"].as_str().unwrap();
     let body = calls[0][4]["data"].as_str().unwrap();
     assert_eq!(summary, "Security update available (critical)");
-    for part in ["1.0.1", "2026-11-01", "CVE-2026-4242 (critical)", "CVE-2026-5001 (medium)"] {
+    for part in [
+        "1.0.1",
+        "2026-11-01",
+        "CVE-2026-4242 (critical)",
+        "CVE-2026-5001 (medium)",
+    ] {
         assert!(body.contains(part), "{part} missing in {body}");
     }
 
@@ -954,8 +968,15 @@ fn a_held_inhibitor_blocks_install_and_reboot_until_released() {
     let held = common::control::Holder::take(&d.sb, "parked, doors open");
     d.call("Reboot", &[]);
     let plan = signals.wait("RebootPending", WAIT)[0].clone();
-    assert_eq!(plan["waiting_for"], serde_json::json!(["inhibitor"]), "{plan:#}");
-    assert_eq!(plan["inhibitors"], serde_json::json!(["parked, doors open"]));
+    assert_eq!(
+        plan["waiting_for"],
+        serde_json::json!(["inhibitor"]),
+        "{plan:#}"
+    );
+    assert_eq!(
+        plan["inhibitors"],
+        serde_json::json!(["parked, doors open"])
+    );
     assert_eq!(plan["version"], "1.0.1");
     assert_eq!(plan["expected_downtime_s"], 90);
     assert_eq!(plan["reason"], "security-update");
@@ -972,12 +993,17 @@ fn a_held_inhibitor_blocks_install_and_reboot_until_released() {
 #[test]
 fn a_maintenance_window_outside_now_defers_the_reboot() {
     let now = jiff::Zoned::now();
-    let start = now.checked_add(jiff::SignedDuration::from_hours(2)).unwrap();
-    let end = now.checked_add(jiff::SignedDuration::from_hours(3)).unwrap();
+    let start = now
+        .checked_add(jiff::SignedDuration::from_hours(2))
+        .unwrap();
+    let end = now
+        .checked_add(jiff::SignedDuration::from_hours(3))
+        .unwrap();
     let window = format!("{}-{}", start.strftime("%H:%M"), end.strftime("%H:%M"));
     let d = Device::new("");
-    let rebooted =
-        d.reboot_marker(&format!("auto_reboot = true\nmaintenance_window = \"{window}\"\n"));
+    let rebooted = d.reboot_marker(&format!(
+        "auto_reboot = true\nmaintenance_window = \"{window}\"\n"
+    ));
     d.sb.start("agent");
     d.publish_security_update();
     let signals = common::control::Signals::start(&d.sb);
@@ -991,7 +1017,10 @@ fn a_maintenance_window_outside_now_defers_the_reboot() {
     );
     let at = plan["at"].as_i64().unwrap();
     let opens = now.timestamp().as_second() + 2 * 3600;
-    assert!((opens - 60..=opens).contains(&at), "{at} vs {opens} ({window})");
+    assert!(
+        (opens - 60..=opens).contains(&at),
+        "{at} vs {opens} ({window})"
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert!(!rebooted.exists(), "rebooted outside the window");
     assert_eq!(d.status()["State"], "reboot-required");
@@ -1080,7 +1109,10 @@ fn ssuctl_install_prints_plain_lines_when_not_a_terminal_and_needs_yes() {
     assert!(out.status.success(), "{out:?}");
     assert!(!text.contains('\r'), "{text:?}");
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.iter().any(|l| l.starts_with("Installing: ")), "{text}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("Installing: ")),
+        "{text}"
+    );
     assert!(lines.contains(&"Installed: 100%"), "{text}");
     assert_eq!(
         *lines.last().unwrap(),
@@ -1090,20 +1122,26 @@ fn ssuctl_install_prints_plain_lines_when_not_a_terminal_and_needs_yes() {
     // Nothing left to install; the error says what to do next.
     let out = d.sb.ssuctl(&["install", "--yes"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("hint:"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hint:"),
+        "{out:?}"
+    );
 }
 
 #[test]
 fn ssuctl_install_draws_a_progress_bar_on_a_terminal_after_confirmation() {
     let d = offering_device();
-    let mut child = d
-        .sb
-        .command("script")
-        .args(["-qec", &format!("{} install", env!("CARGO_BIN_EXE_ssuctl")), "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run script");
+    let mut child =
+        d.sb.command("script")
+            .args([
+                "-qec",
+                &format!("{} install", env!("CARGO_BIN_EXE_ssuctl")),
+                "/dev/null",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run script");
     use std::io::Write;
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"y\n").unwrap();
@@ -1115,8 +1153,10 @@ fn ssuctl_install_draws_a_progress_bar_on_a_terminal_after_confirmation() {
     assert!(text.contains("Install security update 1.0.1"), "{text}");
     assert!(text.contains("[y/N]"), "{text}");
     assert!(text.contains('\r'), "no redrawn bar: {text:?}");
-    assert!(text.contains(&format!("[{}] 100%", "#".repeat(30))), "{text:?}");
+    assert!(
+        text.contains(&format!("[{}] 100%", "#".repeat(30))),
+        "{text:?}"
+    );
     assert!(text.contains("Installed 1.0.1."), "{text:?}");
     assert_eq!(d.installs_into_b(), 1);
 }
-

@@ -673,7 +673,11 @@ fn validate_consent(c: &Config, provenance: &Provenance) -> Result<(), ConfigErr
             format!("unsupported scheme {:?} (https or http)", u.scheme()),
         );
     }
-    if c.device.replacement_text.as_ref().is_some_and(|t| t.len() > 1000) {
+    if c.device
+        .replacement_text
+        .as_ref()
+        .is_some_and(|t| t.len() > 1000)
+    {
         return err(
             "device.replacement_text",
             "longer than 1000 bytes".to_owned(),

@@ -248,8 +248,7 @@ fn non_utf8_file_is_an_error_not_a_panic() {
 
 #[test]
 fn consent_authorization_and_support_keys() {
-    let c = one(
-        r#"[install]
+    let c = one(r#"[install]
 maintenance_window = "23:00-01:00"
 max_postpone = "3d"
 max_postpone_critical = "12h"
@@ -264,8 +263,7 @@ support_end = "2029-12-31"
 support_warning = "30d"
 replacement_text = "Model X2 replaces this model"
 replacement_url = "https://example.com/eol"
-"#,
-    )
+"#)
     .unwrap();
     assert_eq!(c.install.maintenance_window.as_deref(), Some("23:00-01:00"));
     assert_eq!(c.install.max_postpone.0, SignedDuration::from_hours(72));
@@ -277,7 +275,10 @@ replacement_url = "https://example.com/eol"
     let d = Config::default();
     assert!(d.authorization.polkit && d.authorization.allow_users.is_empty());
     assert_eq!(d.install.max_postpone.0, SignedDuration::from_hours(168));
-    assert_eq!(d.install.max_postpone_critical.0, SignedDuration::from_hours(24));
+    assert_eq!(
+        d.install.max_postpone_critical.0,
+        SignedDuration::from_hours(24)
+    );
     assert!(!d.notify.desktop);
 }
 
@@ -303,7 +304,19 @@ fn hostile_consent_values_are_refused() {
         "device.replacement_url",
         "scheme",
     );
-    expect_invalid("[authorization]\nallow_users = \"root\"\n", "authorization.allow_users", "");
-    expect_invalid("[authorization]\nopen = true\n", "authorization.open", "unknown field");
-    expect_invalid("[device]\nsupport_end = \"2029-13-01\"\n", "device.support_end", "invalid");
+    expect_invalid(
+        "[authorization]\nallow_users = \"root\"\n",
+        "authorization.allow_users",
+        "",
+    );
+    expect_invalid(
+        "[authorization]\nopen = true\n",
+        "authorization.open",
+        "unknown field",
+    );
+    expect_invalid(
+        "[device]\nsupport_end = \"2029-13-01\"\n",
+        "device.support_end",
+        "invalid",
+    );
 }

@@ -44,7 +44,11 @@ pub fn render(c: &Value, tz: &TimeZone) -> String {
     match c.get("pending").filter(|p| !p.is_null()) {
         Some(p) => {
             let _ = writeln!(out, "Pending update {} fixes:", s(p, "version"));
-            let cves = p.get("cves").and_then(Value::as_array).cloned().unwrap_or_default();
+            let cves = p
+                .get("cves")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if cves.is_empty() {
                 let _ = writeln!(out, "  (no CVEs listed)");
             }
@@ -67,7 +71,11 @@ pub fn render(c: &Value, tz: &TimeZone) -> String {
             let _ = writeln!(out, "No update is pending.");
         }
     }
-    let installed = c.get("installed").and_then(Value::as_array).cloned().unwrap_or_default();
+    let installed = c
+        .get("installed")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if installed.is_empty() {
         let _ = writeln!(out, "No installed update recorded.");
     } else {
@@ -80,7 +88,11 @@ pub fn render(c: &Value, tz: &TimeZone) -> String {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let ids = if ids.is_empty() { "no CVEs listed".to_owned() } else { ids.join(", ") };
+            let ids = if ids.is_empty() {
+                "no CVEs listed".to_owned()
+            } else {
+                ids.join(", ")
+            };
             let _ = writeln!(out, "  {} ({when}): {ids}", s(&e, "version"));
         }
     }
@@ -104,8 +116,14 @@ mod tests {
         assert_eq!(c["pending"]["cves"][0]["id"], "CVE-2026-1");
         assert_eq!(c["installed"].as_array().unwrap().len(), 1);
         let text = render(&c, &TimeZone::UTC);
-        assert!(text.contains("Pending update 1.0.2 fixes:\n  CVE-2026-1 (high, CVSS 8.1): overflow\n"), "{text}");
-        assert!(text.contains("Installed updates fixed:\n  1.0.1 ("), "{text}");
+        assert!(
+            text.contains("Pending update 1.0.2 fixes:\n  CVE-2026-1 (high, CVSS 8.1): overflow\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Installed updates fixed:\n  1.0.1 ("),
+            "{text}"
+        );
         assert!(text.contains("): CVE-2026-4242\n"), "{text}");
         assert!(!text.contains("CVE-X"));
     }
@@ -114,8 +132,14 @@ mod tests {
     fn empty_or_malformed_input_says_so() {
         for (st, h) in [
             (json!({}), vec![]),
-            (json!({"Available": {}}), vec![json!("junk"), json!({"action": 5})]),
-            (json!({"Available": "x"}), vec![json!({"action": "installed"})]),
+            (
+                json!({"Available": {}}),
+                vec![json!("junk"), json!({"action": 5})],
+            ),
+            (
+                json!({"Available": "x"}),
+                vec![json!({"action": "installed"})],
+            ),
         ] {
             let text = render(&collect(&st, &h), &TimeZone::UTC);
             assert!(text.contains("No update is pending."), "{text}");

@@ -149,7 +149,14 @@ mod tests {
     fn a_terminal_gets_one_redrawn_bar_per_state() {
         let mut p = Progress::new(true);
         let a = p.update("downloading", 50);
-        assert_eq!(a, format!("\rDownloading     [{}{}]  50%", "#".repeat(15), ".".repeat(15)));
+        assert_eq!(
+            a,
+            format!(
+                "\rDownloading     [{}{}]  50%",
+                "#".repeat(15),
+                ".".repeat(15)
+            )
+        );
         assert_eq!(p.update("downloading", 50), "");
         let b = p.update("installing", 200);
         assert!(b.starts_with("\n\rInstalling      [#####"), "{b:?}");

@@ -226,8 +226,16 @@ fn replacement(st: &Value) -> Option<String> {
 
 /// Automatic installation: on/off, and a postponement.
 fn auto_install(st: &Value, tz: &TimeZone) -> String {
-    let on = st.get("AutoInstall").and_then(Value::as_bool).unwrap_or(true);
-    let mut text = if on { "on" } else { "off (install with: ssuctl install)" }.to_owned();
+    let on = st
+        .get("AutoInstall")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut text = if on {
+        "on"
+    } else {
+        "off (install with: ssuctl install)"
+    }
+    .to_owned();
     if let Some(t) = long_time(u64_at(st, "PostponedUntil"), tz) {
         let _ = write!(text, "; Postponed until {t}");
     }

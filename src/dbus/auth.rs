@@ -87,12 +87,10 @@ impl Authorizer {
         let uid = dbus
             .get_connection_unix_user(sender.clone().into())
             .await
-            .map_err(|e| AgentError::NotAuthorized(format!("cannot tell who the caller is: {e}")))?;
-        let who = Account::lookup(
-            uid,
-            &read_small(&self.passwd),
-            &read_small(&self.group),
-        );
+            .map_err(|e| {
+                AgentError::NotAuthorized(format!("cannot tell who the caller is: {e}"))
+            })?;
+        let who = Account::lookup(uid, &read_small(&self.passwd), &read_small(&self.group));
         if self.config.allow_users.is_empty() && self.config.allow_groups.is_empty() {
             return Err(AgentError::NotAuthorized(format!(
                 "{} needs authorization, but polkit is not running and no allowlist is \

@@ -17,9 +17,9 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedVariant, Variant};
 
 use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Notice, Request};
+use crate::status::Status;
 use auth::{Action, Authorizer};
 use zbus::message::Header;
-use crate::status::Status;
 
 /// Well-known bus name.
 pub const BUS_NAME: &str = "org.ssu.Agent1";

@@ -332,7 +332,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 inhibitors: self.status.inhibitors.clone(),
             };
             let same = self.control.announced.as_ref().is_some_and(|a| {
-                a.at == plan.at && a.waiting_for == plan.waiting_for && a.inhibitors == plan.inhibitors
+                a.at == plan.at
+                    && a.waiting_for == plan.waiting_for
+                    && a.inhibitors == plan.inhibitors
             });
             if !same {
                 tracing::info!(plan = ?plan, "reboot planned");

@@ -168,7 +168,8 @@ impl Handle {
 
     /// Passes a user's or host's request to the engine.
     pub async fn control(&self, request: Request) -> Result<(), EngineError> {
-        self.ask(|reply| Command::Control { request, reply }).await?
+        self.ask(|reply| Command::Control { request, reply })
+            .await?
     }
 
     /// Takes a host inhibitor; release it with [`Request::Release`] and the returned id.
@@ -383,7 +384,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             let control_deadline = self.control_deadline();
             let control_wait = control_deadline
                 .map(|t| {
-                    let d = t.duration_since(self.clock.now()).max(jiff::SignedDuration::ZERO);
+                    let d = t
+                        .duration_since(self.clock.now())
+                        .max(jiff::SignedDuration::ZERO);
                     std::time::Duration::try_from(d).unwrap_or_default()
                 })
                 .unwrap_or_default();

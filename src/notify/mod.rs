@@ -92,7 +92,11 @@ pub fn message(offer: &Offer) -> Message {
     Message {
         summary,
         body,
-        urgency: if sev == Some(Severity::Critical) { 2 } else { 1 },
+        urgency: if sev == Some(Severity::Critical) {
+            2
+        } else {
+            1
+        },
     }
 }
 
@@ -192,7 +196,11 @@ mod tests {
             })
             .collect();
         let m = message(&o);
-        assert!(!m.body.contains('<') && !m.body.contains('\u{1b}'), "{}", m.body);
+        assert!(
+            !m.body.contains('<') && !m.body.contains('\u{1b}'),
+            "{}",
+            m.body
+        );
         assert!(m.body.contains("&lt;a href"), "{}", m.body);
         assert!(m.body.contains("40 vulnerabilities"), "{}", m.body);
         assert!(m.body.contains("and 35 more"), "{}", m.body);

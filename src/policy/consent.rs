@@ -83,7 +83,12 @@ impl fmt::Display for Window {
 
 fn parse_hhmm(s: &str) -> Option<Time> {
     let b = s.as_bytes();
-    if b.len() != 5 || b[2] != b':' || !b.iter().enumerate().all(|(i, c)| i == 2 || c.is_ascii_digit())
+    if b.len() != 5
+        || b[2] != b':'
+        || !b
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 2 || c.is_ascii_digit())
     {
         return None;
     }
@@ -121,7 +126,10 @@ pub fn postpone(
         return Ok(None);
     }
     let (bound, what) = if critical {
-        (bounds.max_critical, "while a critical security update is waiting")
+        (
+            bounds.max_critical,
+            "while a critical security update is waiting",
+        )
     } else {
         (bounds.max, "for a security update")
     };
@@ -248,8 +256,18 @@ mod tests {
             assert_eq!(Window::parse(s).unwrap().to_string(), s);
         }
         for bad in [
-            "", "02:00", "2:00-4:00", "02:00-24:00", "02:60-03:00", "02:00-02:00", "02:00–04:00",
-            "-02:00-04:00", "02:00-04:00-05:00", "aa:bb-cc:dd", "02:00 - 04:00", "+2:00-04:00",
+            "",
+            "02:00",
+            "2:00-4:00",
+            "02:00-24:00",
+            "02:60-03:00",
+            "02:00-02:00",
+            "02:00–04:00",
+            "-02:00-04:00",
+            "02:00-04:00-05:00",
+            "aa:bb-cc:dd",
+            "02:00 - 04:00",
+            "+2:00-04:00",
             "٠٢:٠٠-٠٤:٠٠",
         ] {
             assert!(Window::parse(bad).is_err(), "{bad:?} was accepted");
@@ -266,10 +284,20 @@ mod tests {
             (&day, "2026-11-27T02:00:00Z", true, "2026-11-27T02:00:00Z"),
             (&day, "2026-11-27T03:59:00Z", true, "2026-11-27T03:59:00Z"),
             (&day, "2026-11-27T04:00:00Z", false, "2026-11-28T02:00:00Z"),
-            (&night, "2026-11-27T22:00:00Z", false, "2026-11-27T23:00:00Z"),
+            (
+                &night,
+                "2026-11-27T22:00:00Z",
+                false,
+                "2026-11-27T23:00:00Z",
+            ),
             (&night, "2026-11-27T23:30:00Z", true, "2026-11-27T23:30:00Z"),
             (&night, "2026-11-28T00:30:00Z", true, "2026-11-28T00:30:00Z"),
-            (&night, "2026-11-28T01:00:00Z", false, "2026-11-28T23:00:00Z"),
+            (
+                &night,
+                "2026-11-28T01:00:00Z",
+                false,
+                "2026-11-28T23:00:00Z",
+            ),
         ];
         for (w, now, inside, next) in table {
             let now = t(now);
@@ -301,7 +329,9 @@ mod tests {
             max_critical: SignedDuration::from_hours(24),
         };
         let week = 7 * 24 * 3600;
-        let table: [(u64, bool, Result<Option<&str>, &str>); 8] = [
+        // (seconds, critical) → Ok(postponed until) or Err(part of the message)
+        type Want<'a> = Result<Option<&'a str>, &'a str>;
+        let table: [(u64, bool, Want); 8] = [
             (0, false, Ok(None)),
             (0, true, Ok(None)),
             (3600, false, Ok(Some("2026-11-27T13:00:00Z"))),
@@ -372,7 +402,10 @@ mod tests {
             ((None, true, Some(&outside), false), At(next_open)),
             ((Some(soon), true, Some(&outside), false), At(soon)),
             ((Some(now), false, None, true), Inhibited { then: now }),
-            ((None, true, Some(&outside), true), Inhibited { then: next_open }),
+            (
+                (None, true, Some(&outside), true),
+                Inhibited { then: next_open },
+            ),
             ((None, false, None, true), WaitForUser),
         ];
         for ((consent, auto_reboot, window, inhibited), want) in table {
@@ -384,7 +417,10 @@ mod tests {
                 tz: &utc,
                 inhibited,
             });
-            assert_eq!(got, want, "{consent:?} {auto_reboot} {window:?} {inhibited}");
+            assert_eq!(
+                got, want,
+                "{consent:?} {auto_reboot} {window:?} {inhibited}"
+            );
         }
     }
 }

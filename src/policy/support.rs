@@ -42,9 +42,7 @@ pub fn support_state(today: Date, end: Option<Date>, ending_soon: SignedDuration
         return SupportState::Ended;
     }
     let days = ending_soon.as_hours() / 24;
-    let warn_from = end
-        .checked_sub(days.days())
-        .unwrap_or(Date::MIN);
+    let warn_from = end.checked_sub(days.days()).unwrap_or(Date::MIN);
     if today > warn_from {
         SupportState::EndingSoon
     } else {

@@ -94,7 +94,6 @@ impl Drop for Holder {
     }
 }
 
-
 /// A dbusmock template on the sandbox bus (polkitd, notification_daemon); stopped on drop.
 pub struct Mock<'a> {
     sb: &'a Sandbox,

@@ -29,7 +29,11 @@ async fn next_plan(notices: &mut broadcast::Receiver<Notice>) -> RebootPlan {
 #[tokio::test(start_paused = true)]
 async fn nothing_to_install_or_reboot_into_is_an_error() {
     let rig = start(Setup::default());
-    for req in [Request::Install, Request::Reboot, Request::ScheduleReboot(1)] {
+    for req in [
+        Request::Install,
+        Request::Reboot,
+        Request::ScheduleReboot(1),
+    ] {
         match rig.handle.control(req.clone()).await {
             Err(EngineError::NothingToInstall(_)) => {}
             other => panic!("{req:?}: {other:?}"),
@@ -63,7 +67,10 @@ async fn a_postponed_update_installs_when_the_postponement_ends() {
     let rig = start(with_update(date(2026, 11, 1)));
     rig.handle.control(Request::Postpone(3600)).await.unwrap();
     let until = rig.handle.status().postponed_until.unwrap();
-    assert_eq!(until, START.parse::<Timestamp>().unwrap() + SignedDuration::from_hours(1));
+    assert_eq!(
+        until,
+        START.parse::<Timestamp>().unwrap() + SignedDuration::from_hours(1)
+    );
     rig.handle.check_now().await.unwrap();
     let st = wait_state(&rig, UpdateState::Deferred).await;
     assert!(st.available.is_some());
@@ -76,8 +83,7 @@ async fn a_postponed_update_installs_when_the_postponement_ends() {
 #[tokio::test(start_paused = true)]
 async fn a_critical_update_has_the_shorter_postponement_bound() {
     let mut setup = with_update(date(2026, 11, 1));
-    setup.config.install.max_postpone_critical =
-        crate::config::Dur(SignedDuration::from_hours(2));
+    setup.config.install.max_postpone_critical = crate::config::Dur(SignedDuration::from_hours(2));
     let rig = start(setup);
     // No update on offer yet: the general bound (7d) applies.
     rig.handle
@@ -109,15 +115,16 @@ async fn a_held_inhibitor_blocks_installation_and_reboot_until_released() {
     assert_eq!(rig.installs(), 0);
     assert_eq!(rig.handle.status().state, UpdateState::Deferred);
 
-    rig.handle
-        .control(Request::Release(driving))
-        .await
-        .unwrap();
+    rig.handle.control(Request::Release(driving)).await.unwrap();
     wait_state(&rig, UpdateState::RebootRequired).await;
     assert_eq!(rig.installs(), 1);
 
     // The reboot waits for a new inhibitor too, and the UI is told why.
-    let parked = rig.handle.inhibit("parked, doors open".into()).await.unwrap();
+    let parked = rig
+        .handle
+        .inhibit("parked, doors open".into())
+        .await
+        .unwrap();
     rig.handle.control(Request::Reboot).await.unwrap();
     let plan = next_plan(&mut notices).await;
     assert_eq!(plan.waiting_for, ["inhibitor"]);
@@ -233,7 +240,10 @@ async fn the_support_period_comes_from_signed_metadata_else_configuration() {
     .await;
     assert_eq!(st.support.end, Some(date(2026, 6, 30)));
     assert_eq!(st.support.origin, "signed-metadata");
-    assert_eq!(st.support.replacement_text, "Test Gateway 2 replaces this model");
+    assert_eq!(
+        st.support.replacement_text,
+        "Test Gateway 2 replaces this model"
+    );
     assert_eq!(st.support.replacement_url, "https://example.com/eol");
     let db = rig.db.clone();
     let mut rig = rig;
