@@ -77,6 +77,26 @@ impl<'a> Polkit<'a> {
     }
 }
 
+/// Every mutating method, called as `uid`, is refused with `NotAuthorized` and a message
+/// containing `says(action)`.
+fn assert_all_refused(sb: &Sandbox, uid: Option<u32>, says: impl Fn(&str) -> String) {
+    for (method, args, action) in MUTATING {
+        let out = call(sb, uid, method, args);
+        assert_eq!(
+            error_name(&out),
+            "org.ssu.Agent1.Error.NotAuthorized",
+            "{method}: {}",
+            err_text(&out)
+        );
+        let part = says(action);
+        assert!(
+            err_text(&out).contains(&part),
+            "{method}: {}",
+            err_text(&out)
+        );
+    }
+}
+
 #[test]
 fn polkit_decides_every_mutating_method_for_the_caller() {
     let sb = Sandbox::up();
@@ -85,20 +105,7 @@ fn polkit_decides_every_mutating_method_for_the_caller() {
     // Nothing allowed: every mutating method is refused, whoever asks (root is in the
     // sandbox's allowlist, but polkit on the bus decides).
     polkit.set_allowed(&[]);
-    for (method, args, action) in MUTATING {
-        let out = call(&sb, None, method, args);
-        assert_eq!(
-            error_name(&out),
-            "org.ssu.Agent1.Error.NotAuthorized",
-            "{method}: {}",
-            err_text(&out)
-        );
-        assert!(
-            err_text(&out).contains(action),
-            "{method}: {}",
-            err_text(&out)
-        );
-    }
+    assert_all_refused(&sb, None, |action| action.to_owned());
     // Reads need no authorization.
     let out = call(&sb, None, "GetStatus", &[]);
     assert!(out.status.success(), "{}", err_text(&out));
@@ -163,15 +170,8 @@ fn without_polkit_the_allowlist_decides_by_user_and_group() {
     open_bus_to_everyone(&sb);
 
     // The sandbox allows root only.
+    assert_all_refused(&sb, Some(NOBODY), |_| "allow_users".to_owned());
     for (method, args, _) in MUTATING {
-        let out = call(&sb, Some(NOBODY), method, args);
-        assert_eq!(
-            error_name(&out),
-            "org.ssu.Agent1.Error.NotAuthorized",
-            "{method}: {}",
-            err_text(&out)
-        );
-        assert!(err_text(&out).contains("allow_users"), "{}", err_text(&out));
         let out = call(&sb, None, method, args);
         assert_ne!(
             error_name(&out),
@@ -209,20 +209,7 @@ fn without_polkit_and_without_an_allowlist_everything_mutating_is_refused() {
         "[authorization]\nallow_users = []\nallow_groups = []\n",
     );
     restart_agent(&sb);
-    for (method, args, _) in MUTATING {
-        let out = call(&sb, None, method, args);
-        assert_eq!(
-            error_name(&out),
-            "org.ssu.Agent1.Error.NotAuthorized",
-            "{method}: {}",
-            err_text(&out)
-        );
-        assert!(
-            err_text(&out).contains("no allowlist is configured"),
-            "{}",
-            err_text(&out)
-        );
-    }
+    assert_all_refused(&sb, None, |_| "no allowlist is configured".to_owned());
     // Turning polkit off in the configuration does not open anything either.
     drop_in(&sb, "[authorization]\npolkit = false\n");
     std::fs::write(
