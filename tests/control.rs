@@ -276,6 +276,23 @@ fn postpone_is_bounded_and_survives_a_restart() {
     let text = String::from_utf8_lossy(&sb.ssuctl(&["status"]).stdout).into_owned();
     assert!(text.contains("Postponed until"), "{text}");
 
+    // The same through ssuctl, with a hint when refused.
+    let out = sb.ssuctl(&["postpone", "4d"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PolicyRefused") && err.contains("hint:"),
+        "{err}"
+    );
+    let out = sb.ssuctl(&["postpone", "1d"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("Automatic installation postponed until "),
+        "{out:?}"
+    );
+    let out = sb.ssuctl(&["postpone", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
     // 0 clears it.
     let out = call(&sb, None, "Postpone", &["0"]);
     assert!(out.status.success(), "{}", err_text(&out));
@@ -314,4 +331,25 @@ fn inhibitors_are_listed_while_held_and_released_on_close() {
     sb.wait_for("no inhibitor", WAIT, || {
         inhibitors() == serde_json::json!([])
     });
+}
+
+#[test]
+fn completions_are_generated_without_an_agent() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssuctl"))
+            .args(["completions", shell])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/socket")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for word in ["install", "postpone", "auto-install", "cves", "--yes"] {
+            assert!(text.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssuctl"))
+        .args(["completions", "cmd.exe"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
