@@ -138,7 +138,7 @@ mod tests {
         out.push_str(&p.finish(Outcome::Installed, "1.0.1", ""));
         assert_eq!(
             out,
-            "Starting: 0%\nDownloading: 0%\nDownloading: 10%\nDownloading: 50%\n\
+            "Starting: 0%\nDownloading: 0%\nDownloading: 10%\nDownloading: 55%\n\
              Downloading: 100%\nInstalling: 0%\nInstalling: 100%\nInstalled: 100%\n\
              Installed 1.0.1. Restart to apply it: ssuctl reboot (or ssuctl reboot --at TIME)\n"
         );

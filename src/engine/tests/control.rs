@@ -271,3 +271,22 @@ async fn metadata_for_another_model_is_not_taken_as_ours() {
     assert_eq!(st.support.end, None);
     assert_eq!(st.support.state.as_str(), "unknown");
 }
+
+#[tokio::test(start_paused = true)]
+async fn hostile_reboot_times_neither_panic_nor_reboot_early() {
+    let rig = start_with_update_no_auto_reboot().await;
+    for at in [u64::MAX, i64::MAX as u64 + 1, 253_402_300_800] {
+        rig.handle
+            .control(Request::ScheduleReboot(at))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(reboots(&rig), 0, "{at}");
+    }
+    // A time in the past means now.
+    rig.handle
+        .control(Request::ScheduleReboot(1))
+        .await
+        .unwrap();
+    assert_eq!(reboots(&rig), 1);
+}
