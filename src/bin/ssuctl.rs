@@ -49,13 +49,13 @@ enum Command {
     /// Restart into an installed update now, or at a later time.
     Reboot {
         /// When, as RFC 3339 (`2026-11-28T02:30:00Z`).
-        #[arg(long, conflicts_with = "r#in")]
+        #[arg(long, conflicts_with = "in", value_name = "TIME")]
         at: Option<jiff::Timestamp>,
         /// When, from now (`2h`, `30m`).
-        #[arg(long = "in")]
-        r#in: Option<String>,
+        #[arg(long = "in", id = "in", value_name = "DURATION")]
+        within: Option<String>,
         /// Withdraw a scheduled reboot.
-        #[arg(long, conflicts_with_all = ["at", "r#in"])]
+        #[arg(long, conflicts_with_all = ["at", "in"])]
         cancel: bool,
     },
     /// The vulnerabilities the pending update fixes and the installed ones fixed.
@@ -156,7 +156,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Reboot {
             at,
-            r#in: ref within,
+            ref within,
             cancel,
         } => {
             let when = match (at, within) {
@@ -394,4 +394,13 @@ fn hint_for(error_name: &str) -> Option<&'static str> {
         "Unavailable" => "the agent is shutting down or misses a part; see journalctl -u ssu-agent",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
