@@ -343,7 +343,7 @@ fn completions_are_generated_without_an_agent() {
             .unwrap();
         assert!(out.status.success(), "{shell}: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
-        for word in ["install", "postpone", "auto-install", "cves", "--yes"] {
+        for word in ["install", "postpone", "auto-install", "cves", "yes"] {
             assert!(text.contains(word), "{shell} completion lacks {word}");
         }
     }
