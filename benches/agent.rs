@@ -310,6 +310,9 @@ version = "{version}"
 feature_release = "1.0"
 security_patch_level = "{security_patch_level}"
 
+[authorization]
+allow_users = ["root"]
+
 [install]
 boot_id_file = "{dir}/boot/boot_id"
 reboot_command = ["bash", "{script}", "reboot", "{dir}"]

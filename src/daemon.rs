@@ -93,7 +93,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     )?;
     tokio::spawn(dbus::forward_changes(conn.clone(), handle.subscribe()));
     tokio::spawn(dbus::forward_notices(conn.clone(), handle.notices()));
-    dbus::serve(&conn, handle.clone()).await?;
+    if config.notify.desktop {
+        tokio::spawn(crate::notify::run(conn.clone(), handle.notices()));
+    }
+    let auth = dbus::auth::Authorizer::new(config.authorization.clone());
+    dbus::serve(&conn, handle.clone(), auth).await?;
 
     tracing::info!(name = dbus::BUS_NAME, "serving on the system bus");
     notify(&[

@@ -33,6 +33,7 @@ pub mod manpage;
 pub mod metadata;
 pub mod modem;
 pub mod network;
+pub mod notify;
 pub mod policy;
 pub mod rauc;
 pub mod repo;

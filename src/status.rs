@@ -282,4 +282,22 @@ pub struct Status {
     pub network: NetworkInfo,
     pub subscription: Subscription,
     pub source: UpdateSource,
+    /// Reasons of the host inhibitors held now (installation and reboot wait while any is).
+    pub inhibitors: Vec<String>,
+    /// The security support period of this model.
+    pub support: Support,
+}
+
+/// The support period as shown (SEC-0030/0040): from signed per-model metadata, or the
+/// configuration's fallback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Support {
+    /// Last day of security support, `None` when unknown.
+    pub end: Option<Date>,
+    pub state: crate::policy::support::SupportState,
+    /// What replaces this model after the end; empty when unknown.
+    pub replacement_text: String,
+    pub replacement_url: String,
+    /// `signed-metadata` or `configuration`; empty when unknown.
+    pub origin: String,
 }

@@ -2,9 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use futures_util::StreamExt;
 use jiff::tz::TimeZone;
-use ssu_agent::ctl::{self, Agent1Proxy, render};
+use ssu_agent::ctl::install::{Outcome, Progress, outcome};
+use ssu_agent::ctl::{self, Agent1Proxy, cves, render};
 
 /// Show and control this device's security updates (talks to ssu-agent on the system bus).
 #[derive(Parser)]
@@ -25,6 +30,38 @@ enum Command {
     History,
     /// Check for updates now and show the outcome.
     Check,
+    /// Install the available security update now, showing progress.
+    Install {
+        /// Do not ask for confirmation (for scripts; required without a terminal).
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Postpone automatic installation, e.g. `3d`, `12h`; `off` clears a postponement.
+    Postpone {
+        /// A duration (`90m`, `12h`, `3d`) or `off`.
+        duration: String,
+    },
+    /// Turn automatic installation of security updates on or off.
+    AutoInstall {
+        #[arg(value_parser = ["on", "off"])]
+        setting: String,
+    },
+    /// Restart into an installed update now, or at a later time.
+    Reboot {
+        /// When, as RFC 3339 (`2026-11-28T02:30:00Z`).
+        #[arg(long, conflicts_with = "in", value_name = "TIME")]
+        at: Option<jiff::Timestamp>,
+        /// When, from now (`2h`, `30m`).
+        #[arg(long = "in", id = "in", value_name = "DURATION")]
+        within: Option<String>,
+        /// Withdraw a scheduled reboot.
+        #[arg(long, conflicts_with_all = ["at", "in"])]
+        cancel: bool,
+    },
+    /// The vulnerabilities the pending update fixes and the installed ones fixed.
+    Cves,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the agent refused or failed the request; \
@@ -61,6 +98,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<(), Failure> {
+    if let Command::Completions { shell } = cli.command {
+        // Needs no agent: works at build time (packaging) and without a bus.
+        clap_complete::generate(shell, &mut Cli::command(), "ssuctl", &mut std::io::stdout());
+        return Ok(());
+    }
     let conn = zbus::Connection::system().await.map_err(|e| Failure {
         code: 3,
         message: format!(
@@ -87,6 +129,200 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             let st = status(&agent).await?;
             print_json_or(cli.json, &st, || render::check(&st, &tz));
         }
+        Command::Install { yes } => install(&conn, &agent, yes, cli.json).await?,
+        Command::Postpone { ref duration } => {
+            let seconds = match duration.as_str() {
+                "off" | "0" => 0,
+                d => ssu_agent::config::parse_duration(d)
+                    .map_err(|e| usage(format!("{e}\nhint: e.g. ssuctl postpone 3d")))?
+                    .as_secs()
+                    .max(1) as u64,
+            };
+            agent.postpone(seconds).await.map_err(call_failure)?;
+            let st = status(&agent).await?;
+            print_json_or(cli.json, &st, || {
+                match render::long_time(st["PostponedUntil"].as_u64().unwrap_or(0), &tz) {
+                    Some(t) => format!("Automatic installation postponed until {t}.\n"),
+                    None => "Automatic installation is not postponed.\n".to_owned(),
+                }
+            });
+        }
+        Command::AutoInstall { ref setting } => {
+            agent
+                .set_auto_install(setting == "on")
+                .await
+                .map_err(call_failure)?;
+            let st = status(&agent).await?;
+            print_json_or(cli.json, &st, || {
+                format!("Automatic installation of security updates is {setting}.\n")
+            });
+        }
+        Command::Reboot {
+            at,
+            ref within,
+            cancel,
+        } => {
+            let when = match (at, within) {
+                (Some(t), _) => Some(t),
+                (None, Some(d)) => {
+                    let d = ssu_agent::config::parse_duration(d).map_err(usage)?;
+                    Some(jiff::Timestamp::now() + d)
+                }
+                (None, None) => None,
+            };
+            let text = if cancel {
+                agent.schedule_reboot(0).await.map_err(call_failure)?;
+                "Scheduled reboot withdrawn.\n".to_owned()
+            } else if let Some(t) = when {
+                let secs = t.as_second().max(1) as u64;
+                agent.schedule_reboot(secs).await.map_err(call_failure)?;
+                format!(
+                    "Reboot scheduled for {} (it waits while an inhibitor is held).\n",
+                    render::long_time(secs, &tz).unwrap_or_default()
+                )
+            } else {
+                agent.reboot().await.map_err(call_failure)?;
+                "Rebooting into the installed update (unless an inhibitor holds it).\n".to_owned()
+            };
+            let st = status(&agent).await?;
+            print_json_or(cli.json, &st, || text);
+        }
+        Command::Cves => {
+            let st = status(&agent).await?;
+            let h = history(&agent).await?;
+            let c = cves::collect(&st, &h);
+            print_json_or(cli.json, &c, || cves::render(&c, &tz));
+        }
+        Command::Completions { .. } => {}
+    }
+    Ok(())
+}
+
+fn usage(message: String) -> Failure {
+    Failure { code: 2, message }
+}
+
+/// `ssuctl install`: confirm, ask the agent, follow its signals until installed or failed.
+async fn install(
+    conn: &zbus::Connection,
+    agent: &Agent1Proxy<'_>,
+    yes: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let st = status(agent).await?;
+    let offer = st
+        .get("Available")
+        .filter(|a| a.get("version").is_some())
+        .cloned();
+    let Some(offer) = offer else {
+        return Err(Failure {
+            code: 1,
+            message: "no verified security update is available\n\
+                      hint: ssuctl check looks for one; ssuctl status shows the state"
+                .to_owned(),
+        });
+    };
+    let version = offer["version"].as_str().unwrap_or("").to_owned();
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(usage(
+                "ssuctl install asks for confirmation, and there is no terminal to ask on\n\
+                 hint: pass --yes to install without asking (for scripts)"
+                    .to_owned(),
+            ));
+        }
+        let cves = offer["cves"].as_array().map_or(0, Vec::len);
+        print!(
+            "Install security update {version} (patch level {}, fixes {cves} CVE{})? \
+             It needs a restart afterwards. [y/N] ",
+            offer["security_patch_level"].as_str().unwrap_or(""),
+            if cves == 1 { "" } else { "s" },
+        );
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            return Err(Failure {
+                code: 1,
+                message: "not installed (cancelled)".to_owned(),
+            });
+        }
+    }
+    // Subscribed before asking, so no change is missed.
+    let props = zbus::fdo::PropertiesProxy::builder(conn)
+        .destination(ctl::BUS_NAME)
+        .path(ctl::OBJECT_PATH)
+        .build()
+        .await
+        .map_err(call_failure)?;
+    let mut changes = props
+        .receive_properties_changed()
+        .await
+        .map_err(call_failure)?;
+    agent.install().await.map_err(call_failure)?;
+    let st = status(agent).await?;
+    let mut state = st["State"].as_str().unwrap_or("").to_owned();
+    let mut pct = st["Progress"].as_u64().unwrap_or(0) as u32;
+    let mut view = Progress::new(std::io::stdout().is_terminal() && !json);
+    let emit = |text: String| {
+        if !json && !text.is_empty() {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    emit(view.update(&state, pct));
+    while outcome(&state) == Outcome::Running {
+        match tokio::time::timeout(Duration::from_secs(5), changes.next()).await {
+            Ok(Some(signal)) => {
+                let Ok(args) = signal.args() else { continue };
+                for (name, value) in args.changed_properties() {
+                    match *name {
+                        "State" => {
+                            if let Ok(s) = <&str>::try_from(value) {
+                                state = s.to_owned();
+                            }
+                        }
+                        "Progress" => {
+                            if let Ok(p) = u32::try_from(value) {
+                                pct = p;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(None) => {
+                return Err(Failure {
+                    code: 3,
+                    message: "the agent went away during the installation\n\
+                              hint: ssuctl status shows where it stands"
+                        .to_owned(),
+                });
+            }
+            // No signal for a while: read the state, so a missed signal cannot hang us.
+            Err(_) => {
+                let st = status(agent).await?;
+                state = st["State"].as_str().unwrap_or("").to_owned();
+                pct = st["Progress"].as_u64().unwrap_or(0) as u32;
+            }
+        }
+        emit(view.update(&state, pct));
+    }
+    let st = status(agent).await?;
+    let detail = st["LastError"].as_str().unwrap_or("").to_owned();
+    let end = outcome(&state);
+    emit(view.finish(end, &version, &detail));
+    if json {
+        println!("{st:#}");
+    }
+    if end == Outcome::Failed {
+        return Err(Failure {
+            code: 1,
+            message: format!(
+                "the update was not installed: {detail}\nhint: ssuctl history and \
+                 journalctl -u ssu-agent say more"
+            ),
+        });
     }
     Ok(())
 }
@@ -134,12 +370,40 @@ fn call_failure(e: zbus::Error) -> Failure {
                 .to_owned(),
         };
     }
-    let detail = match &e {
+    let mut detail = match &e {
         zbus::Error::MethodError(name, Some(msg), _) => format!("{msg} ({name})"),
         other => other.to_string(),
     };
+    if let Some(hint) = hint_for(&name) {
+        detail.push_str("\nhint: ");
+        detail.push_str(hint);
+    }
     Failure {
         code: 1,
         message: detail,
+    }
+}
+
+/// What to do next after an agent error.
+fn hint_for(error_name: &str) -> Option<&'static str> {
+    Some(match error_name.rsplit('.').next()? {
+        "NotAuthorized" => {
+            "run as root or ask your administrator (polkit actions org.ssu.agent.*, or \
+             [authorization] allow_users/allow_groups in agent.toml)"
+        }
+        "NothingToInstall" => "ssuctl check looks for updates; ssuctl status shows the state",
+        "Busy" => "another operation is running; try again when ssuctl status shows it ended",
+        "PolicyRefused" => "the message names the limit; ask for less",
+        "Unavailable" => "the agent is shutting down or misses a part; see journalctl -u ssu-agent",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -44,6 +44,41 @@ pub struct Config {
     pub operators: Vec<OperatorProfile>,
     /// `[link_cost]`: deferring downloads on metered and roaming links.
     pub link_cost: LinkCostConfig,
+    pub authorization: AuthorizationConfig,
+    pub notify: NotifyConfig,
+}
+
+/// `[authorization]`: who may change what the agent does (check, install, configure).
+///
+/// With polkit on the bus it decides (actions `org.ssu.agent.*`). Without polkit, the
+/// allowlist decides; with neither, every mutating method is refused — never open.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorizationConfig {
+    /// Ask polkit when it is on the bus. `false` makes the allowlist decide even then.
+    pub polkit: bool,
+    /// Users (names or numeric uids) allowed when polkit does not decide.
+    pub allow_users: Vec<String>,
+    /// Groups (names or numeric gids) whose members are allowed when polkit does not decide.
+    pub allow_groups: Vec<String>,
+}
+
+impl Default for AuthorizationConfig {
+    fn default() -> Self {
+        AuthorizationConfig {
+            polkit: true,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
+        }
+    }
+}
+
+/// `[notify]`: telling the people at the device.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Show a desktop notification (org.freedesktop.Notifications) for a new security update.
+    pub desktop: bool,
 }
 
 /// `[integrity]`: what rooting or modified firmware changes (FS.25 TES-0030's exception),
@@ -152,6 +187,13 @@ pub struct InstallConfig {
     pub health_check_timeout: Dur,
     /// File whose content changes with every boot.
     pub boot_id_file: PathBuf,
+    /// Daily local-time window (`"HH:MM-HH:MM"`) for automatic reboots; outside it an
+    /// automatic reboot waits for the next opening. Unset: any time.
+    pub maintenance_window: Option<String>,
+    /// Longest `Postpone` a user may ask for.
+    pub max_postpone: Dur,
+    /// Longest `Postpone` while the waiting update fixes a critical vulnerability.
+    pub max_postpone_critical: Dur,
 }
 
 impl Default for DownloadConfig {
@@ -174,6 +216,9 @@ impl Default for InstallConfig {
             health_checks: Vec::new(),
             health_check_timeout: Dur(SignedDuration::from_mins(2)),
             boot_id_file: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+            maintenance_window: None,
+            max_postpone: Dur(SignedDuration::from_hours(7 * 24)),
+            max_postpone_critical: Dur(SignedDuration::from_hours(24)),
         }
     }
 }
@@ -206,6 +251,14 @@ pub struct DeviceConfig {
     pub feature_release: Option<String>,
     /// Security patch level of the factory image (YYYY-MM-DD).
     pub security_patch_level: Option<PatchDate>,
+    /// End of the security support period, used only when signed metadata gives none.
+    pub support_end: Option<PatchDate>,
+    /// How long before the support end `SupportState` says `ending-soon` (default 90d).
+    pub support_warning: Option<Dur>,
+    /// Replacement plan after the support end (fallback for signed metadata).
+    pub replacement_text: Option<String>,
+    /// Where the replacement plan is explained (fallback for signed metadata).
+    pub replacement_url: Option<url::Url>,
 }
 
 impl DeviceConfig {
@@ -263,6 +316,8 @@ impl Default for Config {
             integrity: IntegrityConfig::default(),
             operators: Vec::new(),
             link_cost: LinkCostConfig::default(),
+            authorization: AuthorizationConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -626,6 +681,7 @@ fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
     if let Err((key, reason)) = crate::integrity::validate(&c.integrity) {
         return err(key, reason);
     }
+    validate_consent(c, provenance)?;
     let check = &c.check;
     if check.interval.0 < SignedDuration::from_mins(5) {
         return err(
@@ -652,6 +708,44 @@ fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
         // Profiles are one array: whichever file set it holds the offending entry.
         let path = provenance.get("operator").cloned().unwrap_or_default();
         return Err(ConfigError::invalid(&path, &key, reason));
+    }
+    Ok(())
+}
+
+/// `[install]`'s window and postponement bounds, `[device]`'s replacement plan.
+fn validate_consent(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
+    let err = |key: &str, reason: String| {
+        let path = provenance.get(key).cloned().unwrap_or_default();
+        Err(ConfigError::invalid(&path, key, reason))
+    };
+    if let Some(w) = &c.install.maintenance_window
+        && let Err(e) = crate::policy::consent::Window::parse(w)
+    {
+        return err("install.maintenance_window", e);
+    }
+    if c.install.max_postpone_critical > c.install.max_postpone {
+        return err(
+            "install.max_postpone_critical",
+            "must not be longer than install.max_postpone".to_owned(),
+        );
+    }
+    if let Some(u) = &c.device.replacement_url
+        && !matches!(u.scheme(), "https" | "http")
+    {
+        return err(
+            "device.replacement_url",
+            format!("unsupported scheme {:?} (https or http)", u.scheme()),
+        );
+    }
+    if c.device
+        .replacement_text
+        .as_ref()
+        .is_some_and(|t| t.len() > 1000)
+    {
+        return err(
+            "device.replacement_text",
+            "longer than 1000 bytes".to_owned(),
+        );
     }
     Ok(())
 }

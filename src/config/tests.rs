@@ -356,3 +356,78 @@ fn integrity_keys_parse_and_hostile_values_are_refused() {
         expect_invalid(&format!("[integrity]\n{line}\n"), key, reason);
     }
 }
+
+#[test]
+fn consent_authorization_and_support_keys() {
+    let c = one(r#"[install]
+maintenance_window = "23:00-01:00"
+max_postpone = "3d"
+max_postpone_critical = "12h"
+[authorization]
+polkit = false
+allow_users = ["root", "1000"]
+allow_groups = ["ssu"]
+[notify]
+desktop = true
+[device]
+support_end = "2029-12-31"
+support_warning = "30d"
+replacement_text = "Model X2 replaces this model"
+replacement_url = "https://example.com/eol"
+"#)
+    .unwrap();
+    assert_eq!(c.install.maintenance_window.as_deref(), Some("23:00-01:00"));
+    assert_eq!(c.install.max_postpone.0, SignedDuration::from_hours(72));
+    assert!(!c.authorization.polkit);
+    assert_eq!(c.authorization.allow_users, ["root", "1000"]);
+    assert!(c.notify.desktop);
+    assert_eq!(c.device.support_end.unwrap().0.to_string(), "2029-12-31");
+    // Defaults: polkit decides, nobody else is allowed, no window, 7d/1d bounds.
+    let d = Config::default();
+    assert!(d.authorization.polkit && d.authorization.allow_users.is_empty());
+    assert_eq!(d.install.max_postpone.0, SignedDuration::from_hours(168));
+    assert_eq!(
+        d.install.max_postpone_critical.0,
+        SignedDuration::from_hours(24)
+    );
+    assert!(!d.notify.desktop);
+}
+
+#[test]
+fn hostile_consent_values_are_refused() {
+    expect_invalid(
+        "[install]\nmaintenance_window = \"2am-4am\"\n",
+        "install.maintenance_window",
+        "HH:MM-HH:MM",
+    );
+    expect_invalid(
+        "[install]\nmaintenance_window = \"02:00-02:00\"\n",
+        "install.maintenance_window",
+        "equal",
+    );
+    expect_invalid(
+        "[install]\nmax_postpone = \"1d\"\nmax_postpone_critical = \"2d\"\n",
+        "install.max_postpone_critical",
+        "must not be longer",
+    );
+    expect_invalid(
+        "[device]\nreplacement_url = \"javascript:alert(1)\"\n",
+        "device.replacement_url",
+        "scheme",
+    );
+    expect_invalid(
+        "[authorization]\nallow_users = \"root\"\n",
+        "authorization.allow_users",
+        "",
+    );
+    expect_invalid(
+        "[authorization]\nopen = true\n",
+        "authorization.open",
+        "unknown field",
+    );
+    expect_invalid(
+        "[device]\nsupport_end = \"2029-13-01\"\n",
+        "device.support_end",
+        "invalid",
+    );
+}

@@ -4,11 +4,17 @@
 //! `ssuctl` works only from what the agent serves on the bus — the same data a settings
 //! screen or a hub gets — so the CLI doubles as a check of the D-Bus contract.
 
+pub mod cves;
+pub mod install;
 pub mod render;
 
 use std::collections::HashMap;
 
 use zbus::{OwnedVariant, Variant};
+
+/// The agent's bus name and object path.
+pub const BUS_NAME: &str = crate::dbus::BUS_NAME;
+pub const OBJECT_PATH: &str = crate::dbus::OBJECT_PATH;
 
 /// A D-Bus `a{sv}` as received.
 pub type Dict = HashMap<String, OwnedVariant>;
@@ -23,6 +29,11 @@ pub trait Agent1 {
     fn get_status(&self) -> zbus::Result<Dict>;
     fn get_history(&self) -> zbus::Result<Vec<Dict>>;
     fn check_now(&self) -> zbus::Result<()>;
+    fn set_auto_install(&self, enabled: bool) -> zbus::Result<()>;
+    fn postpone(&self, seconds: u64) -> zbus::Result<()>;
+    fn install(&self) -> zbus::Result<()>;
+    fn reboot(&self) -> zbus::Result<()>;
+    fn schedule_reboot(&self, at: u64) -> zbus::Result<()>;
 }
 
 /// Converts a D-Bus value to JSON: integers and strings as themselves, dicts with string keys

@@ -87,6 +87,10 @@ pub fn status(st: &Value, history: &[Value], tz: &TimeZone) -> String {
         line("Fixed by it", &ids);
     }
     line("Update state", or_unknown(str_at(st, "State")));
+    line("Automatic install", &auto_install(st, tz));
+    if let Some(held) = inhibitors(st) {
+        line("Held by", &held);
+    }
     if let Some(offer) = st.get("Available").filter(|a| a.get("version").is_some()) {
         line("Update available", &offer_line(offer));
     }
@@ -115,6 +119,9 @@ pub fn status(st: &Value, history: &[Value], tz: &TimeZone) -> String {
         },
     );
     line("Support", &support(st));
+    if let Some(plan) = replacement(st) {
+        line("Replacement", &plan);
+    }
     line("Compatible", or_unknown(str_at(st, "Compatible")));
     line("Booted slot", or_unknown(str_at(st, "BootSlot")));
     line("Mobile network", &subscription(st));
@@ -197,11 +204,62 @@ fn or_unknown(s: &str) -> &str {
 fn support(st: &Value) -> String {
     let end = str_at(st, "SupportEnd");
     let state = or_unknown(str_at(st, "SupportState"));
-    if end.is_empty() {
-        state.to_owned()
-    } else {
-        format!("{state}, security updates until {}", long_date(end))
+    match state {
+        "ended" => format!(
+            "END OF LIFE: security updates ended on {}; this device no longer gets security fixes",
+            long_date(end)
+        ),
+        "ending-soon" => format!("ending soon: security updates until {}", long_date(end)),
+        _ if end.is_empty() => state.to_owned(),
+        _ => format!("{state}, security updates until {}", long_date(end)),
     }
+}
+
+/// The replacement plan (text, url), when the agent knows one.
+fn replacement(st: &Value) -> Option<String> {
+    let r = st.get("ReplacementInfo")?;
+    let text = str_at(r, "text");
+    let url = str_at(r, "url");
+    match (text.is_empty(), url.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some(text.to_owned()),
+        (true, false) => Some(url.to_owned()),
+        (false, false) => Some(format!("{text} ({url})")),
+    }
+}
+
+/// Automatic installation: on/off, and a postponement.
+fn auto_install(st: &Value, tz: &TimeZone) -> String {
+    let on = st
+        .get("AutoInstall")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut text = if on {
+        "on"
+    } else {
+        "off (install with: ssuctl install)"
+    }
+    .to_owned();
+    if let Some(t) = long_time(u64_at(st, "PostponedUntil"), tz) {
+        let _ = write!(text, "; Postponed until {t}");
+    }
+    text
+}
+
+/// The host inhibitors held, if any.
+fn inhibitors(st: &Value) -> Option<String> {
+    let list: Vec<&str> = st
+        .get("Inhibitors")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (!list.is_empty()).then(|| {
+        format!(
+            "{} (installation and reboot wait until released)",
+            list.join(", ")
+        )
+    })
 }
 
 fn subscription(st: &Value) -> String {

@@ -6,6 +6,7 @@
 //! exactly the properties that changed. The introspection XML in `dbus/org.ssu.Agent1.xml` is
 //! the contract; a test fails when the served interface and that file differ.
 
+pub mod auth;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,8 +16,10 @@ use zbus::fdo::{RequestNameFlags, RequestNameReply};
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedVariant, Variant};
 
-use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Notice};
+use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Notice, Request};
 use crate::status::Status;
+use auth::{Action, Authorizer};
+use zbus::message::Header;
 
 /// Well-known bus name.
 pub const BUS_NAME: &str = "org.ssu.Agent1";
@@ -54,6 +57,8 @@ impl From<EngineError> for AgentError {
         match e {
             EngineError::Busy(m) => AgentError::Busy(m),
             EngineError::Stopped => AgentError::Unavailable(e.to_string()),
+            EngineError::NothingToInstall(m) => AgentError::NothingToInstall(m),
+            EngineError::PolicyRefused(m) => AgentError::PolicyRefused(m),
             other => AgentError::Internal(other.to_string()),
         }
     }
@@ -63,12 +68,34 @@ impl From<EngineError> for AgentError {
 pub struct Agent1 {
     engine: Handle,
     status: watch::Receiver<Status>,
+    auth: Authorizer,
 }
 
+/// Most inhibitors held at once: each holds a file descriptor of this process.
+const MAX_INHIBITORS: usize = 64;
+/// Longest inhibitor reason kept (a UI shows it).
+const MAX_REASON: usize = 200;
+
 impl Agent1 {
-    pub fn new(engine: Handle) -> Agent1 {
+    pub fn new(engine: Handle, auth: Authorizer) -> Agent1 {
         let status = engine.subscribe();
-        Agent1 { engine, status }
+        Agent1 {
+            engine,
+            status,
+            auth,
+        }
+    }
+
+    /// Authorizes the caller, then passes the request to the engine.
+    async fn mutate(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        action: Action,
+        request: Request,
+    ) -> Result<(), AgentError> {
+        self.auth.authorize(conn, header, action).await?;
+        self.engine.control(request).await.map_err(AgentError::from)
     }
 
     fn with<T>(&self, f: impl FnOnce(&Status) -> T) -> T {
@@ -97,9 +124,116 @@ impl Agent1 {
     /// Check for updates now. Returns when the check has run (not the download or
     /// installation it may start); its outcome shows in `LastCheck`, `LastCheckResult` and
     /// `Staleness`.
-    async fn check_now(&self) -> Result<(), AgentError> {
+    async fn check_now(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AgentError> {
+        self.auth.authorize(conn, &header, Action::Check).await?;
         self.engine.check_now().await.map_err(AgentError::from)
     }
+
+    /// Turns automatic installation of security updates on or off (persisted).
+    async fn set_auto_install(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        enabled: bool,
+    ) -> Result<(), AgentError> {
+        let req = Request::SetAutoInstall(enabled);
+        self.mutate(conn, &header, Action::Configure, req).await
+    }
+
+    /// Postpones automatic installation by `seconds` (0 clears), within the configured
+    /// bound (shorter for critical updates); persisted across restarts.
+    async fn postpone(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        seconds: u64,
+    ) -> Result<(), AgentError> {
+        let req = Request::Postpone(seconds);
+        self.mutate(conn, &header, Action::Configure, req).await
+    }
+
+    /// Applies the available update now (waits while an inhibitor is held). Returns once
+    /// started; progress shows in `State` and `Progress`.
+    async fn install(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AgentError> {
+        self.mutate(conn, &header, Action::Install, Request::Install)
+            .await
+    }
+
+    /// Consents to rebooting into the installed update now (waits for inhibitors).
+    async fn reboot(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AgentError> {
+        self.mutate(conn, &header, Action::Install, Request::Reboot)
+            .await
+    }
+
+    /// Consents to rebooting at `at` (seconds since the epoch; 0 withdraws consent).
+    async fn schedule_reboot(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        at: u64,
+    ) -> Result<(), AgentError> {
+        let req = Request::ScheduleReboot(at);
+        self.mutate(conn, &header, Action::Install, req).await
+    }
+
+    /// Holds installation and reboot while the returned file descriptor stays open (e.g.
+    /// while the vehicle drives). Closing it (or exiting) releases the inhibitor.
+    #[zbus(out_args("fd"))]
+    async fn inhibit(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        reason: String,
+    ) -> Result<zbus::OwnedFd, AgentError> {
+        self.auth.authorize(conn, &header, Action::Install).await?;
+        if self.with(|s| s.inhibitors.len()) >= MAX_INHIBITORS {
+            return Err(AgentError::PolicyRefused(format!(
+                "{MAX_INHIBITORS} inhibitors are held already"
+            )));
+        }
+        let mut reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+        if reason.len() > MAX_REASON {
+            let mut end = MAX_REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        if reason.trim().is_empty() {
+            reason = "(no reason given)".to_owned();
+        }
+        let (reader, writer) = std::io::pipe()
+            .map_err(|e| AgentError::Internal(format!("cannot create a pipe: {e}")))?;
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())
+            .map_err(|e| AgentError::Internal(format!("cannot watch the pipe: {e}")))?;
+        let id = self.engine.inhibit(reason).await?;
+        tokio::spawn(release_on_close(self.engine.clone(), reader, id));
+        Ok(std::os::fd::OwnedFd::from(writer).into())
+    }
+
+    /// Host inhibitors held now (their reasons).
+    #[zbus(property)]
+    fn inhibitors(&self) -> Vec<String> {
+        self.with(view::inhibitors)
+    }
+
+    /// A reboot into an installed update is planned; sent before it happens. Keys: reason
+    /// (s), version (s), expected_downtime_s (u), at (t; 0 while waiting for inhibitors),
+    /// waiting_for (as: inhibitor|maintenance-window|scheduled; empty: now), inhibitors (as).
+    #[zbus(signal)]
+    async fn reboot_pending(emitter: &SignalEmitter<'_>, plan: view::Dict) -> zbus::Result<()>;
 
     /// A verified security update was downloaded and checked and can be installed.
     #[zbus(signal)]
@@ -269,9 +403,9 @@ pub enum ServeError {
 
 /// Serves the object, then takes the name — in that order, so no call arrives before the
 /// object exists.
-pub async fn serve(conn: &Connection, engine: Handle) -> Result<(), ServeError> {
+pub async fn serve(conn: &Connection, engine: Handle, auth: Authorizer) -> Result<(), ServeError> {
     conn.object_server()
-        .at(OBJECT_PATH, Agent1::new(engine))
+        .at(OBJECT_PATH, Agent1::new(engine, auth))
         .await
         .map_err(ServeError::Object)?;
     match conn
@@ -308,6 +442,9 @@ pub async fn forward_notices(conn: Connection, mut notices: broadcast::Receiver<
                 Agent1::integrity_changed(&emitter, i.state.as_str(), view::findings(&i.findings))
                     .await
             }
+            Ok(Notice::RebootPending(p)) => {
+                Agent1::reboot_pending(&emitter, view::reboot_plan(&p)).await
+            }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!("{n} notices were dropped");
                 continue;
@@ -317,6 +454,26 @@ pub async fn forward_notices(conn: Connection, mut notices: broadcast::Receiver<
         if let Err(e) = sent {
             tracing::warn!(error = %e, "cannot emit a signal");
         }
+    }
+}
+
+/// Waits until every copy of the inhibitor's write end is closed, then releases it.
+async fn release_on_close(engine: Handle, reader: tokio::net::unix::pipe::Receiver, id: u64) {
+    let mut buf = [0u8; 64];
+    loop {
+        if reader.readable().await.is_err() {
+            break;
+        }
+        match reader.try_read(&mut buf) {
+            Ok(0) => break,
+            // Whatever the holder writes means nothing; keep waiting for the close.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
+        }
+    }
+    if let Err(e) = engine.control(Request::Release(id)).await {
+        tracing::debug!(error = %e, "inhibitor released after the engine stopped");
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use jiff::Timestamp;
 use zbus::{OwnedVariant, Str, Variant};
 
-use crate::engine::Finished;
+use crate::engine::{Finished, RebootPlan};
 use crate::metadata::schema::Cve;
 use crate::status::{Availability, IntegrityFinding, Offer, SlotInfo, Status};
 use crate::store::HistoryEntry;
@@ -149,17 +149,43 @@ pub fn staleness(st: &Status) -> String {
     st.staleness.as_str().to_owned()
 }
 
-/// Support end date; empty until signed per-model metadata provides it.
-pub fn support_end(_st: &Status) -> String {
-    String::new()
+/// Last day of security support (signed per-model metadata, else configuration); empty
+/// when unknown.
+pub fn support_end(st: &Status) -> String {
+    st.support.end.map(|d| d.to_string()).unwrap_or_default()
 }
 
-pub fn support_state(_st: &Status) -> String {
-    "unknown".to_owned()
+pub fn support_state(st: &Status) -> String {
+    st.support.state.as_str().to_owned()
 }
 
-pub fn replacement_info(_st: &Status) -> Dict {
-    Dict::new()
+/// The replacement plan: text, url (each only when known).
+pub fn replacement_info(st: &Status) -> Dict {
+    let mut d = Dict::new();
+    put_nonempty(&mut d, "text", &st.support.replacement_text);
+    put_nonempty(&mut d, "url", &st.support.replacement_url);
+    d
+}
+
+/// Reasons of the held host inhibitors.
+pub fn inhibitors(st: &Status) -> Vec<String> {
+    st.inhibitors.clone()
+}
+
+/// A planned reboot as `a{sv}` (`RebootPending`).
+pub fn reboot_plan(p: &RebootPlan) -> Dict {
+    let mut d = Dict::new();
+    d.insert("reason".to_owned(), s(p.reason));
+    d.insert("version".to_owned(), s(&p.version));
+    d.insert(
+        "expected_downtime_s".to_owned(),
+        OwnedVariant::from(p.expected_downtime_s),
+    );
+    d.insert("at".to_owned(), OwnedVariant::from(secs(p.at)));
+    let waiting: Vec<String> = p.waiting_for.iter().map(|w| (*w).to_owned()).collect();
+    d.insert("waiting_for".to_owned(), ov(waiting));
+    d.insert("inhibitors".to_owned(), ov(p.inhibitors.clone()));
+    d
 }
 
 pub fn integrity_state(st: &Status) -> String {
@@ -316,6 +342,7 @@ pub fn properties(st: &Status) -> BTreeMap<&'static str, OwnedVariant> {
         ("Slots", ov(slots(st))),
         ("Components", OwnedVariant::from(components(st))),
         ("LastError", s(&last_error(st))),
+        ("Inhibitors", ov(inhibitors(st))),
     ])
 }
 

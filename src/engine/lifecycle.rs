@@ -89,6 +89,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         if !self.busy && std::mem::take(&mut self.rauc_changed_while_busy) {
             self.on_rauc_changed();
         }
+        // What waited for the step (an Install() during a check) is looked at now.
+        if !self.busy {
+            self.reconsider();
+        }
     }
 
     fn handle_internal(&mut self, event: Internal) {
@@ -229,6 +233,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
         self.last_verified = Some(now);
         self.status.last_error.clear();
+        self.remember_device(&v.devices);
 
         for r in &v.refused {
             self.record_refusal(
@@ -462,12 +467,13 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.status.available = Some(offer.clone());
             self.notify(Notice::UpdateAvailable(Box::new(offer)));
         }
-        if self.status.auto_install {
+        if self.may_install_now() {
             self.start_install(path);
         } else {
-            // Waits for the user's Install(); the download stays cached.
+            // Waits for the user, a postponement's end or an inhibitor's release; the
+            // download stays cached.
             self.save_pending(None);
-            self.status.state = UpdateState::Available;
+            self.status.state = self.waiting_state();
         }
     }
 
@@ -529,9 +535,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.status.state = UpdateState::RebootRequired;
                 self.status.progress = 100;
                 self.ports.fetcher.cleanup(None);
-                if self.config.install.auto_reboot {
-                    self.reboot();
-                }
+                self.consider_reboot();
             }
             Err(message) => {
                 tracing::error!(target = %p.target.name, "installation failed: {message}");

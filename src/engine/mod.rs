@@ -14,6 +14,7 @@
 
 mod cellular;
 mod confirm;
+mod control;
 mod integrity;
 mod lifecycle;
 pub mod pending;
@@ -38,6 +39,7 @@ use crate::status::{
 };
 use crate::store::{HistoryEntry, Store, StoreError};
 pub use cellular::SubscriptionChange;
+pub use control::{RebootPlan, Request};
 use pending::Pending;
 use ports::{BundleFetcher, FetchFailure, MetadataSource, System};
 
@@ -68,6 +70,16 @@ pub enum Command {
     },
     /// Answered as soon as the engine gets to it: proves the loop is alive (watchdog).
     Ping { reply: oneshot::Sender<()> },
+    /// A user's or host's request ([`Request`]).
+    Control {
+        request: Request,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// Take a host inhibitor; the answer is its id for [`Request::Release`].
+    Inhibit {
+        reason: String,
+        reply: oneshot::Sender<u64>,
+    },
 }
 
 /// Why the engine refused or failed a command.
@@ -83,6 +95,12 @@ pub enum EngineError {
     /// The engine has stopped (the daemon is shutting down).
     #[error("the engine has stopped")]
     Stopped,
+    /// There is nothing to install (or reboot into).
+    #[error("{0}")]
+    NothingToInstall(String),
+    /// A rule forbids the request (e.g. a postponement beyond the bound).
+    #[error("{0}")]
+    PolicyRefused(String),
 }
 
 /// Events announced as D-Bus signals.
@@ -96,6 +114,8 @@ pub enum Notice {
     SubscriptionChanged(SubscriptionChange),
     /// The integrity verdict differs from the last one recorded (see `integrity.rs`).
     IntegrityChanged(Integrity),
+    /// A reboot into an installed update is planned (told before it happens).
+    RebootPending(RebootPlan),
 }
 
 /// How an update attempt ended.
@@ -152,6 +172,17 @@ impl Handle {
 
     pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, EngineError> {
         self.ask(|reply| Command::History { limit, reply }).await?
+    }
+
+    /// Passes a user's or host's request to the engine.
+    pub async fn control(&self, request: Request) -> Result<(), EngineError> {
+        self.ask(|reply| Command::Control { request, reply })
+            .await?
+    }
+
+    /// Takes a host inhibitor; release it with [`Request::Release`] and the returned id.
+    pub async fn inhibit(&self, reason: String) -> Result<u64, EngineError> {
+        self.ask(|reply| Command::Inhibit { reason, reply }).await
     }
 
     pub async fn ping(&self) -> Result<(), EngineError> {
@@ -243,6 +274,8 @@ pub struct Engine<C: Clock, P: Ports> {
     seed: u64,
     /// Integrity probe runs (`integrity.rs`).
     probing: integrity::Probing,
+    /// The user's and host's wishes (see `control.rs`).
+    control: control::ControlState,
 }
 
 impl<C: Clock, P: Ports> Engine<C, P> {
@@ -270,6 +303,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .setting(AUTO_INSTALL_KEY)?
             .map(|v| v != "false")
             .unwrap_or(true);
+        let (control, postponed_until) = control::ControlState::load(&store, &config)?;
         let mut last_error = String::new();
         let pending = match store.state(pending::KEY)? {
             Some(s) => match Pending::from_json(&s) {
@@ -293,7 +327,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             model: config.device.model.clone(),
             hardware_id: config.device.hardware_id.clone(),
             auto_install,
-            postponed_until: None,
+            postponed_until,
             last_error,
             rauc: inputs.rauc.borrow().clone(),
             modem: inputs.modem.borrow().clone(),
@@ -301,6 +335,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             network: inputs.network.borrow().clone(),
             subscription: Default::default(),
             source: Default::default(),
+            inhibitors: Vec::new(),
+            support: Default::default(),
         };
         let (publish, status_rx) = watch::channel(status.clone());
         let (commands_tx, commands) = mpsc::channel(32);
@@ -338,6 +374,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             cellular: Default::default(),
             seed,
             probing: Default::default(),
+            control,
         };
         engine.load_cellular();
         engine.status.state = engine.state_for_pending();
@@ -382,6 +419,15 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     .max(jiff::SignedDuration::ZERO);
                 std::time::Duration::try_from(wait).unwrap_or_default()
             };
+            let control_deadline = self.control_deadline();
+            let control_wait = control_deadline
+                .map(|t| {
+                    let d = t
+                        .duration_since(self.clock.now())
+                        .max(jiff::SignedDuration::ZERO);
+                    std::time::Duration::try_from(d).unwrap_or_default()
+                })
+                .unwrap_or_default();
             tokio::select! {
                 () = &mut shutdown => break,
                 cmd = self.commands.recv() => match cmd {
@@ -403,6 +449,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     self.on_network_changed();
                 }
                 () = tokio::time::sleep(wait), if !self.busy => self.start_check(),
+                () = tokio::time::sleep(control_wait),
+                    if !self.busy && control_deadline.is_some() => self.reconsider(),
             }
             self.refresh_derived();
             self.publish();
@@ -436,6 +484,12 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             Command::Ping { reply } => {
                 let _ = reply.send(());
             }
+            Command::Control { request, reply } => {
+                let _ = reply.send(self.control(request));
+            }
+            Command::Inhibit { reason, reply } => {
+                let _ = reply.send(self.inhibit(reason));
+            }
         }
     }
 
@@ -449,6 +503,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.status.staleness =
             policy::staleness(self.clock.now(), level, self.last_verified, &self.cadence);
         self.refresh_source();
+        self.refresh_support();
     }
 
     fn publish(&self) {

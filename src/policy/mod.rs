@@ -6,12 +6,16 @@
 //! - [`source`]: manufacturer or operator channel, or wait (TES-0010/0020/0030).
 //! - [`linkcost`]: whether a metered or roaming link defers a download.
 //! - [`staleness`]: whether the device may say it is current (SEC-0020, ETSI 5.3-8).
+//! - [`consent`]: postponement bounds, install and reboot gates (COM-0040/0050).
+//! - [`support`]: the security support period (SEC-0030/0040).
 
+pub mod consent;
 pub mod linkcost;
 pub mod schedule;
 pub mod select;
 pub mod source;
 pub mod staleness;
+pub mod support;
 
 pub use schedule::{Cadence, next_check};
 pub use staleness::staleness;

@@ -1,0 +1,313 @@
+//! Who may change what the agent does (FS.25 §3, ETSI 5.3-3): every mutating method asks
+//! here about its *caller* — the sender in the message header, never a name the caller
+//! passes — before the engine sees the request.
+//!
+//! With polkit on the bus (and `[authorization] polkit = true`), polkit's
+//! `CheckAuthorization` decides for the subject `system-bus-name` (actions
+//! `org.ssu.agent.{check,install,configure}`, `dbus/org.ssu.agent.policy`). Many embedded
+//! images ship without polkit: then the configured allowlist of users and groups decides;
+//! with neither, the method is refused. It never fails open.
+//!
+//! Groups come from the account database (`/etc/passwd`, `/etc/group`) for the uid the bus
+//! reports, not from `/proc/PID/status` of the caller's pid: the uid is attested by the
+//! kernel to the bus (SO_PEERCRED), while a pid can exit and be reused between the bus's
+//! answer and our read, and `/proc` may be mounted `hidepid`. The allowlist names accounts
+//! and groups as the administrator configured them, which is what the database says.
+//! (NSS sources such as LDAP are not consulted; embedded images keep accounts in files.)
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use zbus::Connection;
+use zbus::message::Header;
+use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+
+use super::AgentError;
+use crate::config::AuthorizationConfig;
+
+/// polkit's bus name.
+const POLKIT: &str = "org.freedesktop.PolicyKit1";
+
+/// The polkit actions of `dbus/org.ssu.agent.policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Check for updates now.
+    Check,
+    /// Install, reboot, inhibit.
+    Install,
+    /// Change settings: auto-install, postpone.
+    Configure,
+}
+
+impl Action {
+    pub fn id(self) -> &'static str {
+        match self {
+            Action::Check => "org.ssu.agent.check",
+            Action::Install => "org.ssu.agent.install",
+            Action::Configure => "org.ssu.agent.configure",
+        }
+    }
+}
+
+/// Decides for each mutating call.
+#[derive(Debug, Clone)]
+pub struct Authorizer {
+    config: AuthorizationConfig,
+    passwd: PathBuf,
+    group: PathBuf,
+}
+
+impl Authorizer {
+    pub fn new(config: AuthorizationConfig) -> Authorizer {
+        Authorizer {
+            config,
+            passwd: PathBuf::from("/etc/passwd"),
+            group: PathBuf::from("/etc/group"),
+        }
+    }
+
+    /// Ok when the sender of `header` may do `action`; `NotAuthorized` (saying what to do)
+    /// otherwise.
+    pub async fn authorize(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        action: Action,
+    ) -> Result<(), AgentError> {
+        let sender = header
+            .sender()
+            .ok_or_else(|| AgentError::NotAuthorized("the call has no sender".into()))?
+            .to_owned();
+        let dbus = zbus::fdo::DBusProxy::new(conn)
+            .await
+            .map_err(|e| AgentError::Internal(format!("cannot ask the bus: {e}")))?;
+        if self.config.polkit && polkit_on_bus(&dbus).await {
+            return self.ask_polkit(conn, header, action).await;
+        }
+        let uid = dbus
+            .get_connection_unix_user(sender.clone().into())
+            .await
+            .map_err(|e| {
+                AgentError::NotAuthorized(format!("cannot tell who the caller is: {e}"))
+            })?;
+        let who = Account::lookup(uid, &read_small(&self.passwd), &read_small(&self.group));
+        if self.config.allow_users.is_empty() && self.config.allow_groups.is_empty() {
+            return Err(AgentError::NotAuthorized(format!(
+                "{} needs authorization, but polkit is not running and no allowlist is \
+                 configured ([authorization] allow_users/allow_groups in agent.toml); ask \
+                 your administrator",
+                action.id()
+            )));
+        }
+        if who.allowed(&self.config) {
+            tracing::info!(uid, action = action.id(), "allowed by the allowlist");
+            Ok(())
+        } else {
+            tracing::warn!(uid, action = action.id(), "refused: not in the allowlist");
+            Err(AgentError::NotAuthorized(format!(
+                "user {} may not do {}: not in [authorization] allow_users/allow_groups; run \
+                 as an allowed user or ask your administrator",
+                who.display(),
+                action.id()
+            )))
+        }
+    }
+
+    async fn ask_polkit(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        action: Action,
+    ) -> Result<(), AgentError> {
+        let subject = Subject::new_for_message_header(header)
+            .map_err(|e| AgentError::NotAuthorized(format!("cannot identify the caller: {e}")))?;
+        let authority = AuthorityProxy::new(conn)
+            .await
+            .map_err(|e| AgentError::NotAuthorized(format!("cannot reach polkit: {e}")))?;
+        // The calls stem from a user's action, so an authentication agent may ask them.
+        let result = authority
+            .check_authorization(
+                &subject,
+                action.id(),
+                &HashMap::new(),
+                CheckAuthorizationFlags::ALLOW_USER_INTERACTION,
+                "",
+            )
+            .await
+            .map_err(|e| AgentError::NotAuthorized(format!("polkit did not answer: {e}")))?;
+        if result.is_authorized {
+            Ok(())
+        } else {
+            tracing::warn!(action = action.id(), "refused by polkit");
+            Err(AgentError::NotAuthorized(format!(
+                "polkit refused {}; run as root or ask your administrator for the permission",
+                action.id()
+            )))
+        }
+    }
+}
+
+async fn polkit_on_bus(dbus: &zbus::fdo::DBusProxy<'_>) -> bool {
+    match zbus::names::BusName::try_from(POLKIT) {
+        Ok(name) => dbus.name_has_owner(name).await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Account files are small; a huge or unreadable one counts as empty (nobody matches).
+fn read_small(path: &std::path::Path) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(4 * 1024 * 1024).read_to_string(&mut text);
+    }
+    text
+}
+
+/// A caller as the account database knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub uid: u32,
+    /// Empty when the uid has no passwd entry.
+    pub name: String,
+    /// (gid, name) of the primary and supplementary groups.
+    pub groups: Vec<(u32, String)>,
+}
+
+impl Account {
+    /// Looks `uid` up in the texts of `/etc/passwd` and `/etc/group`. Malformed lines are
+    /// skipped, never guessed at.
+    pub fn lookup(uid: u32, passwd: &str, group: &str) -> Account {
+        let entry = passwd.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 4 || f[0].is_empty() || f[2].parse::<u32>().ok()? != uid {
+                return None;
+            }
+            Some((f[0].to_owned(), f[3].parse::<u32>().ok()?))
+        });
+        let (name, primary) = match entry {
+            Some((n, g)) => (n, Some(g)),
+            None => (String::new(), None),
+        };
+        let mut groups = Vec::new();
+        for line in group.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 4 || f[0].is_empty() {
+                continue;
+            }
+            let Ok(gid) = f[2].parse::<u32>() else {
+                continue;
+            };
+            let member = !name.is_empty() && f[3].split(',').any(|m| m == name);
+            if Some(gid) == primary || member {
+                groups.push((gid, f[0].to_owned()));
+            }
+        }
+        Account { uid, name, groups }
+    }
+
+    /// Whether the allowlist names this account or one of its groups (by name or number).
+    pub fn allowed(&self, c: &AuthorizationConfig) -> bool {
+        let uid = self.uid.to_string();
+        let user = c
+            .allow_users
+            .iter()
+            .any(|u| *u == uid || (!self.name.is_empty() && *u == self.name));
+        let group = c.allow_groups.iter().any(|g| {
+            self.groups
+                .iter()
+                .any(|(gid, name)| *g == gid.to_string() || g == name)
+        });
+        user || group
+    }
+
+    fn display(&self) -> String {
+        if self.name.is_empty() {
+            format!("uid {}", self.uid)
+        } else {
+            format!("{} (uid {})", self.name, self.uid)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+        nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+        alice:x:1000:1000::/home/alice:/bin/sh\n\
+        broken line without colons\n\
+        :x:1001:1001::/:/bin/sh\n\
+        mallory:x:notanumber:0::/:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\n\
+        nogroup:x:65534:\n\
+        alice:x:1000:\n\
+        ssu:x:990:alice,bob\n\
+        wheel:x:10:bobalice\n\
+        bad:x:zz:alice\n\
+        :x:5:alice\n";
+
+    fn cfg(users: &[&str], groups: &[&str]) -> AuthorizationConfig {
+        AuthorizationConfig {
+            polkit: false,
+            allow_users: users.iter().map(|s| s.to_string()).collect(),
+            allow_groups: groups.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn lookup_reads_primary_and_supplementary_groups() {
+        let a = Account::lookup(1000, PASSWD, GROUP);
+        assert_eq!(a.name, "alice");
+        assert_eq!(
+            a.groups,
+            vec![(1000, "alice".to_owned()), (990, "ssu".to_owned())]
+        );
+        let n = Account::lookup(65534, PASSWD, GROUP);
+        assert_eq!(n.groups, vec![(65534, "nogroup".to_owned())]);
+    }
+
+    #[test]
+    fn hostile_account_files_match_nobody() {
+        // Unknown uid: no name, no groups — only a numeric uid entry can allow it.
+        let u = Account::lookup(4242, PASSWD, GROUP);
+        assert_eq!(u.name, "");
+        assert!(u.groups.is_empty());
+        assert!(!u.allowed(&cfg(&[""], &[""])));
+        assert!(u.allowed(&cfg(&["4242"], &[])));
+        // An empty user name does not inherit the groups that list members by name.
+        let e = Account::lookup(1001, PASSWD, GROUP);
+        assert_eq!(e.name, "");
+        for junk in ["", "\0\0\0", "::::::::", "a:b:c", &"x:".repeat(10_000)] {
+            let a = Account::lookup(0, junk, junk);
+            assert!(!a.allowed(&cfg(&["root"], &["root"])), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn allowlist_table() {
+        let root = Account::lookup(0, PASSWD, GROUP);
+        let alice = Account::lookup(1000, PASSWD, GROUP);
+        let nobody = Account::lookup(65534, PASSWD, GROUP);
+        let table: [(&Account, &[&str], &[&str], bool); 9] = [
+            (&root, &["root"], &[], true),
+            (&root, &["0"], &[], true),
+            (&root, &[], &[], false),
+            (&alice, &["root"], &["ssu"], true),
+            (&alice, &["root"], &["990"], true),
+            (&alice, &["root"], &["wheel"], false),
+            (&nobody, &[], &["nogroup"], true),
+            (&nobody, &["alice"], &["ssu"], false),
+            (&root, &["Root"], &["ROOT"], false),
+        ];
+        for (who, users, groups, want) in table {
+            assert_eq!(
+                who.allowed(&cfg(users, groups)),
+                want,
+                "{} {users:?} {groups:?}",
+                who.name
+            );
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The user's and host's say over the update, over the same doubles: postponement,
+//! Install() and auto-install, inhibitors, reboot consent and the maintenance window, the
+//! support period.
+
+use super::*;
+use crate::engine::control::RebootPlan;
+use crate::metadata::client::DeviceTarget;
+use crate::metadata::schema::{DeviceMeta, Replacement};
+
+fn reboots(rig: &Rig) -> usize {
+    rig.system.reboots.load(Ordering::SeqCst)
+}
+
+async fn wait_state(rig: &Rig, state: UpdateState) -> Status {
+    wait_for(&rig.handle, state.as_str(), |s| s.state == state).await
+}
+
+/// The next RebootPending notice.
+async fn next_plan(notices: &mut broadcast::Receiver<Notice>) -> RebootPlan {
+    loop {
+        match notices.recv().await {
+            Ok(Notice::RebootPending(p)) => return p,
+            Ok(_) => continue,
+            Err(e) => panic!("no RebootPending: {e}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_to_install_or_reboot_into_is_an_error() {
+    let rig = start(Setup::default());
+    for req in [
+        Request::Install,
+        Request::Reboot,
+        Request::ScheduleReboot(1),
+    ] {
+        match rig.handle.control(req.clone()).await {
+            Err(EngineError::NothingToInstall(_)) => {}
+            other => panic!("{req:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn install_applies_the_update_when_auto_install_is_off() {
+    let rig = start(with_update(date(2026, 11, 1)));
+    rig.handle
+        .control(Request::SetAutoInstall(false))
+        .await
+        .unwrap();
+    rig.handle.check_now().await.unwrap();
+    wait_state(&rig, UpdateState::Available).await;
+    assert_eq!(rig.installs(), 0);
+    rig.handle.control(Request::Install).await.unwrap();
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    assert_eq!(rig.installs(), 1);
+    // Installed: a second Install has nothing to do, and no reboot happened without consent.
+    assert!(matches!(
+        rig.handle.control(Request::Install).await,
+        Err(EngineError::NothingToInstall(_))
+    ));
+    assert_eq!(reboots(&rig), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_postponed_update_installs_when_the_postponement_ends() {
+    let rig = start(with_update(date(2026, 11, 1)));
+    rig.handle.control(Request::Postpone(3600)).await.unwrap();
+    let until = rig.handle.status().postponed_until.unwrap();
+    assert_eq!(
+        until,
+        START.parse::<Timestamp>().unwrap() + SignedDuration::from_hours(1)
+    );
+    rig.handle.check_now().await.unwrap();
+    let st = wait_state(&rig, UpdateState::Deferred).await;
+    assert!(st.available.is_some());
+    assert_eq!(rig.installs(), 0);
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    assert_eq!(rig.installs(), 1);
+    assert!(rig.handle.status().last_check.unwrap().at < until);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_critical_update_has_the_shorter_postponement_bound() {
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.config.install.max_postpone_critical = crate::config::Dur(SignedDuration::from_hours(2));
+    let rig = start(setup);
+    // No update on offer yet: the general bound (7d) applies.
+    rig.handle
+        .control(Request::Postpone(3 * 86400))
+        .await
+        .unwrap();
+    rig.handle.check_now().await.unwrap();
+    wait_state(&rig, UpdateState::Deferred).await;
+    match rig.handle.control(Request::Postpone(3 * 3600)).await {
+        Err(EngineError::PolicyRefused(m)) => {
+            assert!(m.contains("critical") && m.contains("7200s"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    rig.handle.control(Request::Postpone(3600)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_inhibitor_blocks_installation_and_reboot_until_released() {
+    let rig = start(with_update(date(2026, 11, 1)));
+    let mut notices = rig.handle.notices();
+    let driving = rig.handle.inhibit("driving".into()).await.unwrap();
+    assert_eq!(rig.handle.status().inhibitors, ["driving"]);
+    rig.handle.check_now().await.unwrap();
+    wait_state(&rig, UpdateState::Deferred).await;
+    // Even the user's explicit Install waits.
+    rig.handle.control(Request::Install).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(rig.installs(), 0);
+    assert_eq!(rig.handle.status().state, UpdateState::Deferred);
+
+    rig.handle.control(Request::Release(driving)).await.unwrap();
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    assert_eq!(rig.installs(), 1);
+
+    // The reboot waits for a new inhibitor too, and the UI is told why.
+    let parked = rig
+        .handle
+        .inhibit("parked, doors open".into())
+        .await
+        .unwrap();
+    rig.handle.control(Request::Reboot).await.unwrap();
+    let plan = next_plan(&mut notices).await;
+    assert_eq!(plan.waiting_for, ["inhibitor"]);
+    assert_eq!(plan.at, None);
+    assert_eq!(plan.inhibitors, ["parked, doors open"]);
+    assert_eq!(plan.version, "1.0.1");
+    assert_eq!(plan.expected_downtime_s, 60);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(reboots(&rig), 0);
+    rig.handle.control(Request::Release(parked)).await.unwrap();
+    let plan = next_plan(&mut notices).await;
+    assert!(plan.waiting_for.is_empty() && plan.at.is_some(), "{plan:?}");
+    assert_eq!(reboots(&rig), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_outside_now_defers_the_automatic_reboot_to_its_opening() {
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.config.install.auto_reboot = true;
+    // START is 10:00 UTC.
+    setup.config.install.maintenance_window = Some("02:00-04:00".into());
+    let rig = start(setup);
+    let mut notices = rig.handle.notices();
+    rig.handle.check_now().await.unwrap();
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    let plan = next_plan(&mut notices).await;
+    let opening: Timestamp = "2026-11-28T02:00:00Z".parse().unwrap();
+    assert_eq!(plan.at, Some(opening));
+    assert_eq!(plan.waiting_for, ["maintenance-window"]);
+    assert_eq!(reboots(&rig), 0);
+    // Consent beats the window.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(reboots(&rig), 0);
+    rig.handle.control(Request::Reboot).await.unwrap();
+    assert_eq!(reboots(&rig), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_window_opening_reboots_by_itself_and_scheduled_consent_waits_for_its_time() {
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.config.install.auto_reboot = true;
+    setup.config.install.maintenance_window = Some("02:00-04:00".into());
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    let start: Timestamp = START.parse().unwrap();
+    // 16 h later it is 02:00.
+    tokio::time::sleep(Duration::from_secs(15 * 3600)).await;
+    assert_eq!(reboots(&rig), 0);
+    tokio::time::sleep(Duration::from_secs(3600 + 60)).await;
+    assert_eq!(reboots(&rig), 1);
+    drop(rig);
+
+    // Without automatic reboots: only at the time the user gave.
+    let rig = start_with_update_no_auto_reboot().await;
+    let at = start + SignedDuration::from_hours(5);
+    rig.handle
+        .control(Request::ScheduleReboot(at.as_second() as u64))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4 * 3600)).await;
+    assert_eq!(reboots(&rig), 0);
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    assert_eq!(reboots(&rig), 1);
+}
+
+async fn start_with_update_no_auto_reboot() -> Rig {
+    let rig = start(with_update(date(2026, 11, 1)));
+    rig.handle.check_now().await.unwrap();
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    rig
+}
+
+fn device(end: jiff::civil::Date) -> DeviceTarget {
+    DeviceTarget {
+        name: "devices/test-gw.json".into(),
+        meta: DeviceMeta {
+            hardware_id: "test-gw".into(),
+            model: "Test Gateway".into(),
+            launch_date: date(2022, 1, 1),
+            support_end: end,
+            replacement: Some(Replacement {
+                text: "Test Gateway 2 replaces this model".into(),
+                url: Some("https://example.com/eol".into()),
+            }),
+            wave_start: None,
+        },
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_support_period_comes_from_signed_metadata_else_configuration() {
+    use crate::policy::support::SupportState;
+    // Configuration only.
+    let mut setup = Setup::default();
+    setup.config.device.support_end = Some(PatchDate(date(2027, 1, 15)));
+    setup.config.device.replacement_text = Some("ask your dealer".into());
+    let mut v = verified(vec![]);
+    v.devices = vec![device(date(2026, 6, 30))];
+    *setup.metadata.fallback.lock().unwrap() = Some(v);
+    let rig = start(setup);
+    let st = rig.handle.status();
+    assert_eq!(st.support.end, Some(date(2027, 1, 15)));
+    assert_eq!(st.support.state, SupportState::EndingSoon);
+    assert_eq!(st.support.origin, "configuration");
+    assert_eq!(st.support.replacement_text, "ask your dealer");
+
+    // Signed metadata wins: ended, with its replacement plan; kept across a restart.
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "ended", |s| {
+        s.support.state == SupportState::Ended
+    })
+    .await;
+    assert_eq!(st.support.end, Some(date(2026, 6, 30)));
+    assert_eq!(st.support.origin, "signed-metadata");
+    assert_eq!(
+        st.support.replacement_text,
+        "Test Gateway 2 replaces this model"
+    );
+    assert_eq!(st.support.replacement_url, "https://example.com/eol");
+    let db = rig.db.clone();
+    let mut rig = rig;
+    rig.stop().await;
+    let rig2 = start(Setup {
+        db: Some(db),
+        ..Setup::default()
+    });
+    assert_eq!(rig2.handle.status().support.state, SupportState::Ended);
+    drop(rig);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metadata_for_another_model_is_not_taken_as_ours() {
+    let setup = Setup::default();
+    let mut v = verified(vec![]);
+    let mut other = device(date(2020, 1, 1));
+    other.meta.hardware_id = "other-gw".into();
+    v.devices = vec![other];
+    *setup.metadata.fallback.lock().unwrap() = Some(v);
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    wait_for(&rig.handle, "check", |s| s.last_check.is_some()).await;
+    let st = rig.handle.status();
+    assert_eq!(st.support.end, None);
+    assert_eq!(st.support.state.as_str(), "unknown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_reboot_times_neither_panic_nor_reboot_early() {
+    let rig = start_with_update_no_auto_reboot().await;
+    for at in [u64::MAX, i64::MAX as u64 + 1, 253_402_300_800] {
+        rig.handle
+            .control(Request::ScheduleReboot(at))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(reboots(&rig), 0, "{at}");
+    }
+    // A time in the past means now.
+    rig.handle
+        .control(Request::ScheduleReboot(1))
+        .await
+        .unwrap();
+    assert_eq!(reboots(&rig), 1);
+}
