@@ -281,6 +281,9 @@ pub struct CheckConfig {
     pub jitter: Dur,
     /// A patch level older than this is reported as `overdue`.
     pub overdue_after: Dur,
+    /// Updates fixing a CVE at least this severe do not wait for the model's rollout wave
+    /// (SEC-0021); unset: every update waits for it.
+    pub wave_skip_severity: Option<crate::metadata::schema::Severity>,
 }
 
 impl Default for AgentConfig {
@@ -299,6 +302,7 @@ impl Default for CheckConfig {
             interval: Dur(SignedDuration::from_hours(24)),
             jitter: Dur(SignedDuration::from_hours(1)),
             overdue_after: Dur(SignedDuration::from_hours(90 * 24)),
+            wave_skip_severity: None,
         }
     }
 }

@@ -156,6 +156,11 @@ fn invalid_values_are_refused() {
         "unknown variant",
     );
     expect_invalid(
+        "[check]\nwave_skip_severity = \"urgent\"\n",
+        "check.wave_skip_severity",
+        "unknown variant",
+    );
+    expect_invalid(
         "[integrity]\non_loss = \"ignore\"\n",
         "integrity.on_loss",
         "unknown variant",

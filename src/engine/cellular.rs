@@ -365,6 +365,24 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             }
         };
         self.cellular.wake_at = None;
+        let wave = self.wave_start();
+        let skip = self.config.check.wave_skip_severity;
+        let fixes = offer.target.meta.max_severity();
+        if let Some(until) = crate::policy::wave::wait_until(now, wave, fixes, skip) {
+            // Looked at again when the wave starts (the engine wakes for `wake_at`).
+            let reason = format!("{reason}; waiting for this model's rollout wave");
+            tracing::info!(target = %target.name, %until, "{reason}");
+            self.cellular.routed = Some(UpdateSource {
+                source: offer.source.clone(),
+                url,
+                reason,
+                waiting_until: Some(until),
+                deferred: String::new(),
+            });
+            self.cellular.wake_at = Some(until);
+            self.cellular.held = Some(target);
+            return;
+        }
         let link = self.link();
         let used = self.budget_used(now);
         let download = Download {

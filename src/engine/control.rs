@@ -380,6 +380,11 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.control.device_meta = Some(meta);
     }
 
+    /// This model's rollout wave start from the signed per-model record (SEC-0021).
+    pub(super) fn wave_start(&self) -> Option<jiff::Timestamp> {
+        self.control.device_meta.as_ref().and_then(|m| m.wave_start)
+    }
+
     /// The support period from signed metadata, else the configuration.
     pub(super) fn refresh_support(&mut self) {
         let d = &self.config.device;

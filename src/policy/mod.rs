@@ -8,6 +8,7 @@
 //! - [`staleness`]: whether the device may say it is current (SEC-0020, ETSI 5.3-8).
 //! - [`consent`]: postponement bounds, install and reboot gates (COM-0040/0050).
 //! - [`support`]: the security support period (SEC-0030/0040).
+//! - [`wave`]: the model's rollout wave (SEC-0021).
 
 pub mod consent;
 pub mod linkcost;
@@ -16,6 +17,7 @@ pub mod select;
 pub mod source;
 pub mod staleness;
 pub mod support;
+pub mod wave;
 
 pub use schedule::{Cadence, next_check};
 pub use staleness::staleness;

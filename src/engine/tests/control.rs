@@ -290,3 +290,48 @@ async fn hostile_reboot_times_neither_panic_nor_reboot_early() {
         .unwrap();
     assert_eq!(reboots(&rig), 1);
 }
+
+// ---- rollout waves (SEC-0021) -------------------------------------------------------------
+
+fn with_wave(hours_ahead: i64) -> (Setup, Timestamp) {
+    let setup = Setup::default();
+    let wave = START.parse::<Timestamp>().unwrap() + SignedDuration::from_hours(hours_ahead);
+    let mut v = verified(vec![bundle("1.0.1", "1.0", date(2026, 11, 1))]);
+    let mut d = device(date(2030, 1, 1));
+    d.meta.wave_start = Some(wave);
+    v.devices = vec![d];
+    *setup.metadata.fallback.lock().unwrap() = Some(v);
+    (setup, wave)
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_downloads_before_the_models_rollout_wave() {
+    let (setup, wave) = with_wave(48);
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    let st = wait_state(&rig, UpdateState::Deferred).await;
+    assert_eq!(st.source.waiting_until, Some(wave), "{:?}", st.source);
+    assert!(st.source.reason.contains("rollout wave"), "{:?}", st.source);
+    assert!(rig.fetcher.fetched.lock().unwrap().is_empty());
+    // Even a critical fix waits: skipping the wave is the integrator's explicit choice.
+    assert_eq!(
+        st.source.source, "manufacturer",
+        "the source is still named while waiting"
+    );
+    // The wave starts: the engine wakes by itself, downloads and installs.
+    tokio::time::sleep(Duration::from_secs(49 * 3600)).await;
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    assert_eq!(rig.installs(), 1);
+    assert_eq!(rig.fetcher.fetched.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_configured_severity_skips_the_wave() {
+    let (mut setup, _) = with_wave(48);
+    setup.config.check.wave_skip_severity = Some(crate::metadata::schema::Severity::Critical);
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    // The sample update fixes a critical CVE.
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    assert_eq!(rig.installs(), 1);
+}
