@@ -78,24 +78,7 @@ impl Device {
             .telenet_url
             .map_or_else(|| format!("{base}telenet/"), str::to_owned);
         let toml = format!(
-            r#"[agent]
-state_dir = "{dir}/state"
-[device]
-model = "Sandbox Gateway"
-hardware_id = "sandbox-gw-1"
-version = "1.0.0"
-feature_release = "1.0"
-security_patch_level = "2026-09-01"
-[check]
-boot_delay = "1h"
-[manufacturer]
-url = "{base}manufacturer/"
-root = "{mroot}"
-[download]
-cache_dir = "{dir}/cache"
-connect_timeout = "5s"
-read_timeout = "10s"
-[install]
+            r#"{head}[install]
 boot_id_file = "{dir}/boot/boot_id"
 reboot_command = ["true"]
 [integrity]
@@ -113,7 +96,8 @@ mcc_mnc = ["26202"]
 url = "{base}other/"
 root = "{oroot}"
 "#,
-            mroot = root("manufacturer"),
+            head =
+                common::device_toml(&dir, &format!("{base}manufacturer/"), &root("manufacturer")),
             troot = root("telenet"),
             oroot = root("other"),
             extra = setup.extra,

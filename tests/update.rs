@@ -114,32 +114,14 @@ impl Device {
             url = p.url();
         }
         let dir = sb.dir().display().to_string();
+        let root = repo.join("public/metadata/1.root.json");
         let toml = format!(
-            r#"[agent]
-state_dir = "{dir}/state"
-[device]
-model = "Sandbox Gateway"
-hardware_id = "sandbox-gw-1"
-version = "1.0.0"
-feature_release = "1.0"
-security_patch_level = "2026-09-01"
-[check]
-boot_delay = "1h"
-[manufacturer]
-url = "{url}"
-root = "{root}"
-[download]
-cache_dir = "{dir}/cache"
-connect_timeout = "5s"
-read_timeout = "10s"
-max_attempts = 8
-[install]
+            r#"{head}[install]
 boot_id_file = "{dir}/boot/boot_id"
 reboot_command = ["bash", "{script}", "reboot", "{dir}"]
 {install_extra}
 "#,
-            url = url.trim(),
-            root = repo.join("public/metadata/1.root.json").display(),
+            head = common::device_toml(&dir, url.trim(), &root.display().to_string()),
             script = common::repo_root().join("scripts/sandbox").display(),
         );
         std::fs::create_dir_all(sb.dir().join("etc")).unwrap();

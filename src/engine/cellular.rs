@@ -324,15 +324,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 tracing::info!(target = %target.name, %until, "{reason}");
                 let p = operator.map(|p| (p.name.clone(), p.url.to_string()));
                 let (name, url) = p.unwrap_or_default();
-                self.cellular.routed = Some(UpdateSource {
-                    source: name,
-                    url,
-                    reason,
-                    waiting_until: Some(until),
-                    deferred: String::new(),
-                });
-                self.cellular.wake_at = Some(until);
-                self.cellular.held = Some(target);
+                self.hold_until(target, until, name, url, reason);
                 return;
             }
             Decision::Operator { name, reason } => {
@@ -372,15 +364,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             // Looked at again when the wave starts (the engine wakes for `wake_at`).
             let reason = format!("{reason}; waiting for this model's rollout wave");
             tracing::info!(target = %target.name, %until, "{reason}");
-            self.cellular.routed = Some(UpdateSource {
-                source: offer.source.clone(),
-                url,
-                reason,
-                waiting_until: Some(until),
-                deferred: String::new(),
-            });
-            self.cellular.wake_at = Some(until);
-            self.cellular.held = Some(target);
+            self.hold_until(target, until, offer.source, url, reason);
             return;
         }
         let link = self.link();
@@ -408,6 +392,27 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             tracing::info!(target = %target.name, "download deferred: {deferred}");
             self.cellular.held = Some(target);
         }
+    }
+
+    /// Holds `target` back until `until` (the engine wakes then and routes it again), showing
+    /// where it would come from and why it waits.
+    fn hold_until(
+        &mut self,
+        target: BundleTarget,
+        until: Timestamp,
+        source: String,
+        url: String,
+        reason: String,
+    ) {
+        self.cellular.routed = Some(UpdateSource {
+            source,
+            url,
+            reason,
+            waiting_until: Some(until),
+            deferred: String::new(),
+        });
+        self.cellular.wake_at = Some(until);
+        self.cellular.held = Some(target);
     }
 
     fn record_timeout(&mut self, now: Timestamp, target: &BundleTarget, reason: &str) {

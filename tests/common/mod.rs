@@ -445,3 +445,30 @@ impl Drop for Monitor {
         let _ = self.child.wait();
     }
 }
+
+/// The start of the agent configuration the update tests share: the sandbox device's
+/// identity (factory image 1.0.0, patch level 2026-09-01), one manufacturer server, no check
+/// until a test asks, short network timeouts. Tests append `[install]` and whatever else
+/// they need.
+pub fn device_toml(dir: &str, manufacturer_url: &str, root: &str) -> String {
+    format!(
+        r#"[agent]
+state_dir = "{dir}/state"
+[device]
+model = "Sandbox Gateway"
+hardware_id = "sandbox-gw-1"
+version = "1.0.0"
+feature_release = "1.0"
+security_patch_level = "2026-09-01"
+[check]
+boot_delay = "1h"
+[manufacturer]
+url = "{manufacturer_url}"
+root = "{root}"
+[download]
+cache_dir = "{dir}/cache"
+connect_timeout = "5s"
+read_timeout = "10s"
+"#
+    )
+}
