@@ -1142,3 +1142,50 @@ fn ssuctl_install_draws_a_progress_bar_on_a_terminal_after_confirmation() {
     assert!(text.contains("Installed 1.0.1."), "{text:?}");
     assert_eq!(d.installs_into_b(), 1);
 }
+
+/// SEC-0021: the model's signed rollout wave holds every download until it starts.
+#[test]
+fn nothing_downloads_before_the_models_signed_rollout_wave() {
+    let d = Device::new("");
+    let wave = |start: &str| {
+        ssu_repo(&[
+            "device",
+            d.repo_dir(),
+            "--hardware-id",
+            "sandbox-gw-1",
+            "--model",
+            "Sandbox Gateway",
+            "--launch-date",
+            "2026-01-15",
+            "--support-end",
+            "2031-01-15",
+            "--wave-start",
+            start,
+        ]);
+    };
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+    wave(&later.to_string());
+    d.sb.start("agent");
+    d.publish_security_update();
+    d.check();
+    let st = d.wait_state("deferred");
+    assert_eq!(
+        st["UpdateSource"]["waiting_until"].as_i64(),
+        Some(later.as_second()),
+        "{st:#}"
+    );
+    let reason = st["UpdateSource"]["reason"].as_str().unwrap();
+    assert!(reason.contains("rollout wave"), "{reason}");
+    let access = std::fs::read_to_string(d.sb.dir().join("http/access.log")).unwrap();
+    assert!(
+        !access.contains(".raucb"),
+        "downloaded before the wave:\n{access}"
+    );
+    assert_eq!(d.installs_into_b(), 0);
+
+    // The manufacturer moves the wave to now: the next check downloads and installs.
+    wave(&jiff::Timestamp::now().to_string());
+    d.check();
+    d.wait_state("reboot-required");
+    assert_eq!(d.installs_into_b(), 1);
+}
