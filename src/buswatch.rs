@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use zbus::fdo::DBusProxy;
+use zbus::fdo::{DBusProxy, NameOwnerChanged};
 use zbus::names::{BusName, OwnedUniqueName, WellKnownName};
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
@@ -37,9 +37,9 @@ pub(crate) trait Service {
 
     /// The signals worth looking at (each is then checked with [`Service::wants_refresh`]).
     fn signals_rule() -> MatchRule<'static>;
-    /// Whether a signal from the service can change its [`Service::Info`]. `owner` is the
-    /// current owner of [`Service::BUS_NAME`], if known.
-    fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool;
+    /// Whether a signal from the service can change its [`Service::Info`]. Only signals from
+    /// the current owner of [`Service::BUS_NAME`] are asked about ([`OwnedSignals`]).
+    fn wants_refresh(msg: &Message) -> bool;
     /// What to report while the service has no owner or answers with errors.
     fn unavailable() -> Self::Info;
     /// Whether `error` means the service left the bus (rather than answered with an error).
@@ -74,19 +74,8 @@ pub(crate) async fn follow<S: Service>(
         on_change,
     };
 
-    // Subscribe before the first look, so a change in between is not lost.
-    let subscribed = async {
-        let dbus = DBusProxy::new(conn).await?;
-        let owners = dbus
-            .receive_name_owner_changed_with_args(&[(0, bus_name)])
-            .await?;
-        let signals =
-            MessageStream::for_match_rule(S::signals_rule(), conn, NonZeroUsize::new(64)).await?;
-        Ok::<_, zbus::Error>((dbus, owners, signals))
-    }
-    .await;
-    let (dbus, mut owners, mut signals) = match subscribed {
-        Ok(s) => s,
+    let mut bus = match OwnedSignals::subscribe(conn, bus_name, S::signals_rule()).await {
+        Ok(bus) => bus,
         Err(e) => {
             tracing::warn!(error = %e, "{}", S::SUBSCRIBE_FAILED);
             reporter.report(S::unavailable());
@@ -94,14 +83,8 @@ pub(crate) async fn follow<S: Service>(
         }
     };
 
-    let mut owner: Option<OwnedUniqueName> = dbus
-        .get_name_owner(BusName::from(WellKnownName::from_static_str_unchecked(
-            bus_name,
-        )))
-        .await
-        .ok();
-    let mut refresh_due = owner.is_some();
-    if owner.is_none() {
+    let mut refresh_due = bus.owner().is_some();
+    if !refresh_due {
         tracing::info!("{label} ({bus_name}) is not on the bus; waiting for it");
         reporter.report(S::unavailable());
     }
@@ -131,36 +114,37 @@ pub(crate) async fn follow<S: Service>(
                         tracing::warn!(error = %e, "{label} did not answer; reporting it unavailable");
                     }
                     failing = true;
-                    retry_at = owner.is_some().then(|| Instant::now() + RETRY_AFTER_ERROR);
+                    retry_at = bus
+                        .owner()
+                        .is_some()
+                        .then(|| Instant::now() + RETRY_AFTER_ERROR);
                     reporter.report(S::unavailable());
                 }
             }
         }
 
         tokio::select! {
-            change = owners.next() => {
-                let Some(change) = change else { break };
-                let Ok(args) = change.args() else { continue };
-                owner = args.new_owner().as_ref().map(|u| u.to_owned().into());
-                if owner.is_some() {
+            event = bus.next() => match event {
+                None => break,
+                Some(Owned::OwnerChanged(Some(_))) => {
                     tracing::info!("{label} appeared on the bus");
                     refresh_due = true;
-                } else {
+                }
+                Some(Owned::OwnerChanged(None)) => {
                     tracing::info!("{label} left the bus");
                     failing = false;
                     retry_at = None;
                     reporter.report(S::unavailable());
                 }
-            }
-            msg = signals.next() => {
-                let Some(msg) = msg else { break };
-                if msg.is_ok_and(|m| S::wants_refresh(&m, owner.as_ref())) {
-                    refresh_due = true;
-                    // Coalesce a burst (e.g. RAUC's Operation + LastError at install start)
-                    // into one refresh: whatever else is already queued is covered by it.
-                    while let Some(Some(_)) = signals.next().now_or_never() {}
+                Some(Owned::Signal(msg)) => {
+                    if S::wants_refresh(&msg) {
+                        refresh_due = true;
+                        // Coalesce a burst (e.g. RAUC's Operation + LastError at install
+                        // start) into one refresh: whatever else is queued is covered by it.
+                        bus.skip_queued_signals();
+                    }
                 }
-            }
+            },
             () = refresh.notified() => refresh_due = true,
             () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)),
                 if retry_at.is_some() => refresh_due = true,
@@ -170,14 +154,155 @@ pub(crate) async fn follow<S: Service>(
     reporter.report(S::unavailable());
 }
 
-/// Whether `msg` comes from someone other than the service's current `owner` (a previous
-/// owner, or a foreign sender that matched another subscription on this connection): the bus
-/// routes by the well-known name, zbus cannot check that, so each service's
-/// [`Service::wants_refresh`] drops such signals with this.
-pub(crate) fn from_stranger(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
+/// The bus daemon's own name: the only sender whose `NameOwnerChanged` is believed. dbus-daemon
+/// stamps every other message with its sender's unique name, so no peer can pose as it.
+const BUS_DAEMON: &str = "org.freedesktop.DBus";
+
+/// What [`OwnedSignals::next`] yields.
+#[derive(Debug)]
+pub(crate) enum Owned {
+    /// A signal matching the subscription, sent by the current owner of the service's name.
+    Signal(Message),
+    /// The service's name got a new owner, or lost its owner (`None`).
+    OwnerChanged(Option<OwnedUniqueName>),
+}
+
+/// A service's signals, believed only from the current owner of its well-known name: the one
+/// place where every adapter (RAUC, ModemManager, NetworkManager) decides whom to believe.
+///
+/// Why it is needed: a match rule's `sender='de.pengutronix.rauc'` makes the *bus* route only
+/// the owner's broadcasts to us, but any peer may send a signal addressed to the agent itself,
+/// and zbus cannot match a well-known sender (it lets such a message through every stream whose
+/// other fields match). So the owner is followed here — from `NameOwnerChanged` sent by the bus
+/// daemon itself, never by a peer — and a signal counts only if its sender is that owner. With
+/// no known owner, nothing is believed.
+pub(crate) struct OwnedSignals {
+    name: &'static str,
+    owners: MessageStream,
+    signals: MessageStream,
+    owner: Option<OwnedUniqueName>,
+    /// An owner change taken off the bus by [`OwnedSignals::skip_queued_signals`], not yet
+    /// returned by [`OwnedSignals::next`].
+    pending: Option<Option<OwnedUniqueName>>,
+}
+
+impl OwnedSignals {
+    /// Subscribe to `rule`'s signals of the service that owns `name`, then look up the owner
+    /// (in that order, so a change in between is not lost).
+    pub(crate) async fn subscribe(
+        conn: &Connection,
+        name: &'static str,
+        rule: MatchRule<'static>,
+    ) -> zbus::Result<Self> {
+        let owners_rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(BUS_DAEMON)
+            .path("/org/freedesktop/DBus")
+            .interface(BUS_DAEMON)
+            .member("NameOwnerChanged")
+            .add_arg(name)
+            .build()?;
+        let owners =
+            MessageStream::for_match_rule(owners_rule, conn, NonZeroUsize::new(64)).await?;
+        let signals = MessageStream::for_match_rule(rule, conn, NonZeroUsize::new(64)).await?;
+        // An error here means the name has no owner (or the bus would not say): believe nobody.
+        let owner = DBusProxy::new(conn)
+            .await?
+            .get_name_owner(BusName::from(WellKnownName::from_static_str_unchecked(
+                name,
+            )))
+            .await
+            .ok();
+        Ok(OwnedSignals {
+            name,
+            owners,
+            signals,
+            owner,
+            pending: None,
+        })
+    }
+
+    /// The current owner of the name, if it has one.
+    pub(crate) fn owner(&self) -> Option<&OwnedUniqueName> {
+        self.owner.as_ref()
+    }
+
+    /// Drop the signals already queued — a burst that one refresh covers — up to the next owner
+    /// change, which [`OwnedSignals::next`] returns first.
+    pub(crate) fn skip_queued_signals(&mut self) {
+        while self.pending.is_none() {
+            match self.owners.next().now_or_never() {
+                Some(Some(Ok(msg))) => {
+                    if let Some(owner) = owner_change(&msg, self.name) {
+                        self.owner.clone_from(&owner);
+                        self.pending = Some(owner);
+                    }
+                    continue;
+                }
+                Some(Some(Err(_))) => continue,
+                // Closed: next() reports it.
+                Some(None) => return,
+                None => {}
+            }
+            match self.signals.next().now_or_never() {
+                Some(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// The next owner change or signal from the owner; `None` once the bus connection closed.
+    /// Cancel-safe: nothing is taken from the bus unless it is returned or dropped as foreign.
+    pub(crate) async fn next(&mut self) -> Option<Owned> {
+        if let Some(owner) = self.pending.take() {
+            return Some(Owned::OwnerChanged(owner));
+        }
+        loop {
+            tokio::select! {
+                // Owner changes first: the bus queues a new owner's NameOwnerChanged before
+                // anything that owner sends, so a queued change must be applied before the
+                // signals behind it are judged.
+                biased;
+                msg = self.owners.next() => {
+                    let Ok(msg) = msg? else { continue };
+                    if let Some(owner) = owner_change(&msg, self.name) {
+                        self.owner.clone_from(&owner);
+                        return Some(Owned::OwnerChanged(owner));
+                    }
+                }
+                msg = self.signals.next() => {
+                    let Ok(msg) = msg? else { continue };
+                    if from_owner(&msg, self.owner.as_ref()) {
+                        return Some(Owned::Signal(msg));
+                    }
+                    tracing::debug!(
+                        sender = ?msg.header().sender().map(|s| s.as_str()),
+                        member = ?msg.header().member().map(|m| m.as_str()),
+                        "ignored a signal that {} did not send", self.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The new owner `msg` announces for `name`, if it is the bus daemon's `NameOwnerChanged` for
+/// `name` (`Some(None)`: the name lost its owner).
+fn owner_change(msg: &Message, name: &str) -> Option<Option<OwnedUniqueName>> {
+    if msg.header().sender().map(|s| s.as_str()) != Some(BUS_DAEMON) {
+        return None;
+    }
+    let signal = NameOwnerChanged::from_message(msg.clone())?;
+    let args = signal.args().ok()?;
+    (args.name().as_str() == name).then(|| args.new_owner().as_ref().map(|u| u.to_owned().into()))
+}
+
+/// Whether `msg` was sent by `owner`, the current owner of a service's well-known name. Nothing
+/// is believed while the owner is unknown.
+pub(crate) fn from_owner(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
     matches!(
         (owner, msg.header().sender()),
-        (Some(owner), Some(sender)) if sender.as_str() != owner.as_str()
+        (Some(owner), Some(sender)) if sender.as_str() == owner.as_str()
     )
 }
 
@@ -199,6 +324,51 @@ impl<T: Clone + PartialEq, F: FnMut(T)> Reporter<T, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn owner_changed(sender: &str, name: &str, new_owner: &str) -> Message {
+        Message::signal("/org/freedesktop/DBus", BUS_DAEMON, "NameOwnerChanged")
+            .sender(sender)
+            .build(&(name, "", new_owner))
+            .unwrap()
+    }
+
+    #[test]
+    fn only_the_bus_daemon_announces_owners() {
+        let rauc = "de.pengutronix.rauc";
+        let owner = OwnedUniqueName::try_from(":1.7").unwrap();
+        assert_eq!(
+            owner_change(&owner_changed(BUS_DAEMON, rauc, ":1.7"), rauc),
+            Some(Some(owner))
+        );
+        assert_eq!(
+            owner_change(&owner_changed(BUS_DAEMON, rauc, ""), rauc),
+            Some(None)
+        );
+        // Another name, or a peer posing as the bus daemon (its sender is its unique name).
+        assert_eq!(
+            owner_change(&owner_changed(BUS_DAEMON, "org.other", ":1.7"), rauc),
+            None
+        );
+        assert_eq!(
+            owner_change(&owner_changed(":1.66", rauc, ":1.66"), rauc),
+            None
+        );
+    }
+
+    #[test]
+    fn only_the_owner_is_believed() {
+        let signal = |sender: &str| {
+            Message::signal("/", "de.pengutronix.rauc.Installer", "Completed")
+                .sender(sender)
+                .build(&(0i32,))
+                .unwrap()
+        };
+        let owner = OwnedUniqueName::try_from(":1.7").unwrap();
+        assert!(from_owner(&signal(":1.7"), Some(&owner)));
+        assert!(!from_owner(&signal(":1.66"), Some(&owner)));
+        // Nobody is believed while the owner is unknown.
+        assert!(!from_owner(&signal(":1.7"), None));
+    }
 
     #[test]
     fn reporter_reports_only_changes() {

@@ -9,7 +9,6 @@
 use tokio::sync::Notify;
 use zbus::fdo::{InterfacesAdded, InterfacesRemoved, PropertiesChanged};
 use zbus::message::Type as MessageType;
-use zbus::names::OwnedUniqueName;
 use zbus::{Connection, MatchRule, Message};
 
 use crate::buswatch::{self, Service};
@@ -63,8 +62,8 @@ impl Service for ModemManager<'_> {
         signals_rule()
     }
 
-    fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
-        wants_refresh(msg, owner)
+    fn wants_refresh(msg: &Message) -> bool {
+        wants_refresh(msg)
     }
 
     fn unavailable() -> ModemInfo {
@@ -98,10 +97,7 @@ fn signals_rule() -> MatchRule<'static> {
 }
 
 /// Whether a signal from ModemManager can change a [`ModemInfo`].
-fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
-    if buswatch::from_stranger(msg, owner) {
-        return false;
-    }
+fn wants_refresh(msg: &Message) -> bool {
     if InterfacesAdded::from_message(msg.clone()).is_some()
         || InterfacesRemoved::from_message(msg.clone()).is_some()
     {
@@ -142,44 +138,35 @@ mod tests {
     fn only_shown_properties_refresh() {
         let modem = "/org/freedesktop/ModemManager1/Modems/8";
         let quality = HashMap::from([("SignalQuality", Variant::from((70u32, true)))]);
-        assert!(!wants_refresh(
-            &properties_changed(modem, MODEM_INTERFACE, quality),
-            None
-        ));
+        assert!(!wants_refresh(&properties_changed(
+            modem,
+            MODEM_INTERFACE,
+            quality
+        )));
         let sim = HashMap::from([("Sim", Variant::from(ObjectPath::try_from("/").unwrap()))]);
-        assert!(wants_refresh(
-            &properties_changed(modem, MODEM_INTERFACE, sim),
-            None
-        ));
+        assert!(wants_refresh(&properties_changed(
+            modem,
+            MODEM_INTERFACE,
+            sim
+        )));
         let reg = HashMap::from([("RegistrationState", Variant::from(5u32))]);
-        assert!(wants_refresh(
-            &properties_changed(modem, MODEM_3GPP_INTERFACE, reg.clone()),
-            None
-        ));
+        assert!(wants_refresh(&properties_changed(
+            modem,
+            MODEM_3GPP_INTERFACE,
+            reg.clone()
+        )));
         // Same name on an interface we don't read.
-        assert!(!wants_refresh(
-            &properties_changed(
-                modem,
-                "org.freedesktop.ModemManager1.Modem.Voice",
-                reg.clone()
-            ),
-            None
-        ));
-        // From someone other than the current owner.
-        let owner = OwnedUniqueName::try_from(":1.2").unwrap();
-        assert!(!wants_refresh(
-            &properties_changed(modem, MODEM_3GPP_INTERFACE, reg),
-            Some(&owner)
-        ));
+        assert!(!wants_refresh(&properties_changed(
+            modem,
+            "org.freedesktop.ModemManager1.Modem.Voice",
+            reg.clone()
+        )));
         let sim_ops = HashMap::from([("OperatorIdentifier", Variant::from("26202"))]);
-        assert!(wants_refresh(
-            &properties_changed(
-                "/org/freedesktop/ModemManager1/SIM/2",
-                SIM_INTERFACE,
-                sim_ops
-            ),
-            None
-        ));
+        assert!(wants_refresh(&properties_changed(
+            "/org/freedesktop/ModemManager1/SIM/2",
+            SIM_INTERFACE,
+            sim_ops
+        )));
     }
 
     #[test]
@@ -195,7 +182,7 @@ mod tests {
             vec![MODEM_INTERFACE],
         ))
         .unwrap();
-        assert!(wants_refresh(&removed, None));
+        assert!(wants_refresh(&removed));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use tokio::sync::Notify;
 use zbus::fdo::PropertiesChanged;
 use zbus::message::Type as MessageType;
-use zbus::names::{InterfaceName, OwnedUniqueName};
+use zbus::names::InterfaceName;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, MatchRule, Message, fdo};
 
@@ -105,8 +105,8 @@ impl Service for NetworkManager<'_> {
             .expect("static match rule is valid")
     }
 
-    fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
-        wants_refresh(msg, owner)
+    fn wants_refresh(msg: &Message) -> bool {
+        wants_refresh(msg)
     }
 
     fn unavailable() -> NetworkInfo {
@@ -125,11 +125,8 @@ impl Service for NetworkManager<'_> {
     }
 }
 
-/// Only a change of `Metered` on the manager's interface, from the current owner.
-fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
-    if buswatch::from_stranger(msg, owner) {
-        return false;
-    }
+/// Only a change of `Metered` on the manager's interface.
+fn wants_refresh(msg: &Message) -> bool {
     let Some(changed) = PropertiesChanged::from_message(msg.clone()) else {
         return false;
     };
@@ -172,23 +169,12 @@ mod tests {
 
     #[test]
     fn only_metered_changes_refresh() {
-        assert!(wants_refresh(&changed(INTERFACE, "Metered", ":1.5"), None));
-        assert!(!wants_refresh(
-            &changed(INTERFACE, "Connectivity", ":1.5"),
-            None
-        ));
-        assert!(!wants_refresh(
-            &changed("org.freedesktop.NetworkManager.Device", "Metered", ":1.5"),
-            None
-        ));
-        let owner = OwnedUniqueName::try_from(":1.2").unwrap();
-        assert!(!wants_refresh(
-            &changed(INTERFACE, "Metered", ":1.5"),
-            Some(&owner)
-        ));
-        assert!(wants_refresh(
-            &changed(INTERFACE, "Metered", ":1.2"),
-            Some(&owner)
-        ));
+        assert!(wants_refresh(&changed(INTERFACE, "Metered", ":1.5")));
+        assert!(!wants_refresh(&changed(INTERFACE, "Connectivity", ":1.5")));
+        assert!(!wants_refresh(&changed(
+            "org.freedesktop.NetworkManager.Device",
+            "Metered",
+            ":1.5"
+        )));
     }
 }

@@ -36,19 +36,16 @@ mod watch;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use tokio::sync::OnceCell;
-use zbus::fdo::{DBusProxy, IntrospectableProxy, PropertiesChanged, PropertiesProxy};
+use zbus::fdo::{IntrospectableProxy, PropertiesChanged, PropertiesProxy};
 use zbus::message::Type as MessageType;
 use zbus::names::InterfaceName;
 use zbus::proxy::CacheProperties;
-use zbus::{Connection, MatchRule, Message, MessageStream};
+use zbus::{Connection, MatchRule, Message};
 
 pub use error::{RaucError, Subject};
 pub use parse::{
@@ -58,6 +55,7 @@ pub use parse::{
 pub use proxy::Progress;
 pub use watch::{watch, watch_with_refresh};
 
+use crate::buswatch::{Owned, OwnedSignals};
 use crate::status::{RaucInfo, SlotInfo};
 use proxy::{BUS_NAME, Completed, INTERFACE, InstallerProxy, OBJECT_PATH};
 
@@ -276,7 +274,9 @@ impl RaucClient {
         }
     }
 
-    /// See [`Rauc::install_and_wait`].
+    /// See [`Rauc::install_and_wait`]. Only RAUC's own signals count: a `Completed` from
+    /// anyone but the current owner of `de.pengutronix.rauc` is ignored ([`OwnedSignals`]), so
+    /// another local user cannot end an installation RAUC has not finished.
     pub async fn install_and_wait(
         &self,
         bundle: &Path,
@@ -284,18 +284,13 @@ impl RaucClient {
     ) -> Result<(), RaucError> {
         let subject = || Subject::Bundle(bundle.to_owned());
         // Subscribe before starting, so neither the result nor RAUC's exit can slip by.
-        let mut events = self.events().await?;
-        let dbus = DBusProxy::new(&self.conn)
-            .await
-            .map_err(|e| RaucError::from_zbus("(proxy)", subject(), e))?;
-        let mut owners = dbus
-            .receive_name_owner_changed_with_args(&[(0, BUS_NAME)])
+        let mut signals = OwnedSignals::subscribe(&self.conn, BUS_NAME, rauc_signals_rule())
             .await
             .map_err(|e| RaucError::from_zbus("AddMatch", subject(), e))?;
         self.install(bundle).await?;
         loop {
-            tokio::select! {
-                event = events.next() => match event {
+            match signals.next().await {
+                Some(Owned::Signal(msg)) => match event_from(&msg) {
                     Some(RaucEvent::Progress(p)) => on_progress(p),
                     Some(RaucEvent::Completed(0)) => return Ok(()),
                     Some(RaucEvent::Completed(code)) => {
@@ -309,23 +304,23 @@ impl RaucClient {
                             message,
                         });
                     }
-                    None => {
-                        return Err(RaucError::Bus {
-                            method: "InstallBundle",
-                            subject: subject(),
-                            detail: "bus connection closed during installation".into(),
-                        });
-                    }
+                    None => {}
                 },
-                Some(change) = owners.next() => {
-                    let gone = change.args().map(|a| a.new_owner().is_none()).unwrap_or(false);
-                    if gone {
-                        return Err(RaucError::Unavailable {
-                            method: "InstallBundle",
-                            subject: subject(),
-                            detail: "RAUC left the bus during the installation".into(),
-                        });
-                    }
+                // RAUC was started by our call (bus activation): from now on it is the owner.
+                Some(Owned::OwnerChanged(Some(_))) => {}
+                Some(Owned::OwnerChanged(None)) => {
+                    return Err(RaucError::Unavailable {
+                        method: "InstallBundle",
+                        subject: subject(),
+                        detail: "RAUC left the bus during the installation".into(),
+                    });
+                }
+                None => {
+                    return Err(RaucError::Bus {
+                        method: "InstallBundle",
+                        subject: subject(),
+                        detail: "bus connection closed during installation".into(),
+                    });
                 }
             }
         }
@@ -398,24 +393,13 @@ impl RaucClient {
             .await
             .map_err(|e| RaucError::from_zbus("Get(LastError)", Subject::None, e))
     }
-
-    /// RAUC's `Progress` changes and `Completed` signals, in order, from now on. The stream
-    /// ends only when the bus connection closes; it survives RAUC restarts.
-    pub async fn events(&self) -> Result<BoxStream<'static, RaucEvent>, RaucError> {
-        let stream =
-            MessageStream::for_match_rule(rauc_signals_rule(), &self.conn, NonZeroUsize::new(64))
-                .await
-                .map_err(|e| RaucError::from_zbus("AddMatch", Subject::None, e))?;
-        Ok(stream
-            .filter_map(|msg| std::future::ready(msg.ok().and_then(|m| event_from(&m))))
-            .boxed())
-    }
 }
 
 /// Every signal RAUC's object sends (`PropertiesChanged`, `Completed`).
 ///
-/// The bus matches `sender` against the current owner of the well-known name; zbus cannot
-/// check a well-known sender itself, so the other fields must keep foreign signals out.
+/// The bus matches `sender` against the current owner of the well-known name for broadcasts;
+/// a signal addressed to the agent passes it anyway, so whoever reads these signals must go
+/// through [`OwnedSignals`], which believes only the current owner.
 pub(crate) fn rauc_signals_rule() -> MatchRule<'static> {
     MatchRule::builder()
         .msg_type(MessageType::Signal)

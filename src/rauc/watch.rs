@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 use zbus::fdo::PropertiesChanged;
-use zbus::names::OwnedUniqueName;
 use zbus::{Connection, MatchRule, Message};
 
 use crate::buswatch::{self, Service};
@@ -64,8 +63,8 @@ impl Service for Rauc {
         rauc_signals_rule()
     }
 
-    fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
-        wants_refresh(msg, owner)
+    fn wants_refresh(msg: &Message) -> bool {
+        wants_refresh(msg)
     }
 
     fn unavailable() -> RaucInfo {
@@ -91,10 +90,7 @@ impl Service for Rauc {
 }
 
 /// Whether a signal from RAUC's object can change a [`RaucInfo`].
-fn wants_refresh(msg: &Message, owner: Option<&OwnedUniqueName>) -> bool {
-    if buswatch::from_stranger(msg, owner) {
-        return false;
-    }
+fn wants_refresh(msg: &Message) -> bool {
     if Completed::from_message(msg.clone()).is_some() {
         return true;
     }
@@ -124,24 +120,10 @@ mod tests {
 
     #[test]
     fn progress_alone_does_not_refresh() {
-        let owner: OwnedUniqueName = OwnedUniqueName::try_from(":1.7").unwrap();
         let progress = HashMap::from([("Progress", Variant::from((20i32, "Checking", 2i32)))]);
-        assert!(!wants_refresh(
-            &properties_changed(":1.7", progress),
-            Some(&owner)
-        ));
+        assert!(!wants_refresh(&properties_changed(":1.7", progress)));
         let operation = HashMap::from([("Operation", Variant::from("idle"))]);
-        assert!(wants_refresh(
-            &properties_changed(":1.7", operation.clone()),
-            Some(&owner)
-        ));
-        // From a previous owner: ignored (the owner change itself triggers a refresh).
-        assert!(!wants_refresh(
-            &properties_changed(":1.3", operation.clone()),
-            Some(&owner)
-        ));
-        // Owner not known yet: accepted.
-        assert!(wants_refresh(&properties_changed(":1.3", operation), None));
+        assert!(wants_refresh(&properties_changed(":1.7", operation)));
     }
 
     #[test]
@@ -150,6 +132,6 @@ mod tests {
             .sender(":1.7")
             .build(&(1i32,))
             .unwrap();
-        assert!(wants_refresh(&msg, None));
+        assert!(wants_refresh(&msg));
     }
 }

@@ -1,0 +1,273 @@
+//! Spoofed signals from another local user (issue 16): a process running as nobody sends the
+//! agent signals that look like RAUC's, ModemManager's and NetworkManager's — addressed to the
+//! agent itself, which the bus delivers whatever the agent's match rules say. The agent must
+//! believe only the current owner of each service's name (`buswatch::OwnedSignals`).
+//!
+//! The spoofer is `gdbus emit` run through `setpriv` as nobody (uid/gid 65534, no groups).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::device::{Device, WAIT};
+use common::{Options, Sandbox};
+
+const NOBODY: &str = "65534";
+/// How long the agent is given to act on a spoofed signal before the test concludes it did not:
+/// it acts on a real RAUC `Completed` within milliseconds.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Lets nobody reach the sandbox's bus socket: a real system bus lives in a directory everyone
+/// may traverse (/run/dbus). Traverse only: nobody needs to list it.
+fn open_bus_to_others(sb: &Sandbox) {
+    fs::set_permissions(sb.dir(), fs::Permissions::from_mode(0o711)).unwrap();
+}
+
+/// `gdbus emit` of `signal` on `path` as nobody, addressed to the agent; `args` are GVariant
+/// texts. Asserts that gdbus sent it.
+fn spoof(sb: &Sandbox, path: &str, signal: &str, args: &[&str]) {
+    // gdbus emit addresses unique names only: the agent's, as the bus knows it.
+    let owner = sb.busctl(&[
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "GetNameOwner",
+        "s",
+        "org.ssu.Agent1",
+    ]);
+    assert!(owner.status.success(), "{owner:?}");
+    let agent = common::busctl_value(&owner.stdout);
+    let out = sb
+        .command("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "gdbus",
+            "emit",
+            "--system",
+            "--dest",
+            &agent,
+            "--object-path",
+            path,
+            "--signal",
+            signal,
+        ])
+        .args(args)
+        .current_dir("/")
+        .output()
+        .expect("run gdbus emit");
+    assert!(out.status.success(), "spoofing {signal} failed: {out:?}");
+}
+
+/// As nobody, on one connection: announce that connection as the new owner of RAUC's name (a
+/// forged `NameOwnerChanged`, "from the bus"), then send `Completed(0)` from it — all addressed
+/// to the agent. Only the bus daemon's own `NameOwnerChanged` may move the agent's idea of
+/// RAUC's owner.
+fn spoof_rauc_owner_then_completed(sb: &Sandbox) {
+    const SPOOFER: &str = r#"
+import sys, dbus, dbus.lowlevel as ll
+bus = dbus.SystemBus()
+agent = bus.get_name_owner("org.ssu.Agent1")
+me = bus.get_unique_name()
+owner = ll.SignalMessage("/org/freedesktop/DBus", "org.freedesktop.DBus", "NameOwnerChanged")
+owner.append("de.pengutronix.rauc", "", me, signature="sss")
+done = ll.SignalMessage("/", "de.pengutronix.rauc.Installer", "Completed")
+done.append(0, signature="i")
+for msg in (owner, done):
+    msg.set_destination(agent)
+    bus.send_message(msg)
+bus.flush()
+"#;
+    let out = sb
+        .command("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            SPOOFER,
+        ])
+        .current_dir("/")
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "the spoofer failed: {out:?}");
+}
+
+fn signal_process(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Holds RAUC mid-installation: the sandbox's bootloader backend waits in `set-primary` (after
+/// the slot is written, before the installation completes) while DIR/boot/hold exists.
+fn hold_rauc_before_set_primary(sb: &Sandbox) {
+    let script = sb.dir().join("rauc/bootloader.sh");
+    let text = fs::read_to_string(&script).unwrap();
+    let held = text.replacen(
+        "    set-primary) ",
+        "    set-primary) while [ -e \"$B/hold\" ]; do sleep 0.1; done; ",
+        1,
+    );
+    assert_ne!(held, text, "the bootloader script has no set-primary case");
+    fs::write(sb.dir().join("boot/hold"), "").unwrap();
+    fs::write(&script, held).unwrap();
+}
+
+#[test]
+fn a_spoofed_rauc_completed_does_not_end_an_installation_rauc_has_not_finished() {
+    let d = Device::new("");
+    open_bus_to_others(&d.sb);
+    hold_rauc_before_set_primary(&d.sb);
+    d.sb.start("agent");
+    d.publish_security_update();
+    let monitor = d.monitor();
+    d.check();
+
+    // RAUC is mid-installation: it has asked the bootloader to switch, which is held. Freeze it
+    // outright too, so nothing RAUC sends can explain what the agent does next.
+    d.sb.wait_for("RAUC to reach set-primary", WAIT, || {
+        fs::read_to_string(d.sb.dir().join("boot/calls.log"))
+            .is_ok_and(|log| log.contains("set-primary"))
+    });
+    let rauc = d.sb.pid("rauc").expect("rauc pid");
+    signal_process(rauc, "-STOP");
+    assert_eq!(d.status()["State"], "installing");
+
+    // "Installation finished, success" — from nobody, addressed to the agent and broadcast.
+    spoof(&d.sb, "/", "de.pengutronix.rauc.Installer.Completed", &["0"]);
+    spoof(
+        &d.sb,
+        "/",
+        "org.freedesktop.DBus.Properties.PropertiesChanged",
+        &[
+            "'de.pengutronix.rauc.Installer'",
+            "{'Operation': <'idle'>, 'Progress': <(100, 'Installing done.', 1)>}",
+            "@as []",
+        ],
+    );
+    spoof_rauc_owner_then_completed(&d.sb);
+    std::thread::sleep(GRACE);
+    let st = d.status();
+    assert_eq!(st["State"], "installing", "{st:#}\n{}", d.sb.agent_log());
+    let seen = monitor.text();
+    assert!(!seen.contains("<'reboot-required'>"), "{seen}");
+
+    // RAUC goes on and really finishes: now the agent moves on, having installed once.
+    signal_process(rauc, "-CONT");
+    fs::remove_file(d.sb.dir().join("boot/hold")).unwrap();
+    d.wait_state("reboot-required");
+    assert_eq!(d.installs_into_b(), 1);
+    let seen = monitor.finish();
+    assert_eq!(seen.matches("<'reboot-required'>").count(), 1, "{seen}");
+}
+
+/// A sandbox with the dbusmock ModemManager and NetworkManager, the agent, and the bus open to
+/// nobody.
+fn cellular_sandbox() -> Sandbox {
+    let sb = Sandbox::up_with(Options {
+        network: true,
+        ..Options::default()
+    });
+    open_bus_to_others(&sb);
+    sb
+}
+
+fn status(sb: &Sandbox) -> serde_json::Value {
+    let out = sb.ssuctl(&["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_spoofed_sim_change_changes_nothing() {
+    let sb = cellular_sandbox();
+    let mut before = serde_json::Value::Null;
+    sb.wait_for("the SIM", WAIT, || {
+        before = status(&sb);
+        before["Subscription"]["home_mcc_mnc"].as_str().is_some()
+            && before["Components"]["modemmanager"] == "running"
+    });
+    let monitor = sb.monitor_agent();
+
+    // The SIM and the modem "go away", then a SIM of another operator "arrives".
+    let modem = "/org/freedesktop/ModemManager1/Modems/8";
+    spoof(
+        &sb,
+        "/org/freedesktop/ModemManager1",
+        "org.freedesktop.DBus.ObjectManager.InterfacesRemoved",
+        &[
+            &format!("objectpath '{modem}'"),
+            "['org.freedesktop.ModemManager1.Modem']",
+        ],
+    );
+    spoof(
+        &sb,
+        "/org/freedesktop/ModemManager1/SIM/2",
+        "org.freedesktop.DBus.Properties.PropertiesChanged",
+        &[
+            "'org.freedesktop.ModemManager1.Sim'",
+            "{'OperatorIdentifier': <'99999'>, 'OperatorName': <'Spoofed'>, \
+             'Imsi': <'999990000000001'>}",
+            "@as []",
+        ],
+    );
+    std::thread::sleep(GRACE);
+    let after = status(&sb);
+    assert_eq!(after["Subscription"], before["Subscription"], "{after:#}");
+    let seen = monitor.finish();
+    assert!(!seen.contains("SubscriptionChanged"), "{seen}");
+    assert!(!seen.contains("Spoofed"), "{seen}");
+}
+
+#[test]
+fn a_spoofed_metered_link_defers_nothing() {
+    // A non-critical update on an unmetered link (NetworkManager says Metered = no) installs;
+    // nobody claiming "metered" must not defer it.
+    let d = Device::new("");
+    open_bus_to_others(&d.sb);
+    d.sb.start("network");
+    d.sb.start("agent");
+    d.sb.wait_for("NetworkManager to be followed", WAIT, || {
+        d.status()["Components"]["networkmanager"] == "running"
+    });
+    spoof(
+        &d.sb,
+        "/org/freedesktop/NetworkManager",
+        "org.freedesktop.DBus.Properties.PropertiesChanged",
+        &[
+            "'org.freedesktop.NetworkManager'",
+            "{'Metered': <uint32 1>}",
+            "@as []",
+        ],
+    );
+    let image = common::device::image(256 * 1024, 0x33);
+    d.publish(
+        "1.0.1",
+        &image,
+        &[
+            "--kind",
+            "security",
+            "--base-version",
+            "1.0",
+            "--security-patch-level",
+            "2026-11-01",
+            "--cve",
+            "CVE-2026-4243:medium:5.0:A medium issue",
+            "--downtime",
+            "90s",
+        ],
+    );
+    d.check();
+    let st = d.wait_state("reboot-required");
+    assert_eq!(st["Available"]["version"], "1.0.1", "{st:#}");
+    assert_eq!(d.installs_into_b(), 1);
+}
