@@ -35,7 +35,10 @@ pub mod modem;
 pub mod network;
 pub mod notify;
 pub mod policy;
+#[cfg(test)]
+mod proptests;
 pub mod rauc;
 pub mod repo;
 pub mod status;
 pub mod store;
+pub mod text;

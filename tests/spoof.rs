@@ -143,7 +143,12 @@ fn a_spoofed_rauc_completed_does_not_end_an_installation_rauc_has_not_finished()
     assert_eq!(d.status()["State"], "installing");
 
     // "Installation finished, success" — from nobody, addressed to the agent and broadcast.
-    spoof(&d.sb, "/", "de.pengutronix.rauc.Installer.Completed", &["0"]);
+    spoof(
+        &d.sb,
+        "/",
+        "de.pengutronix.rauc.Installer.Completed",
+        &["0"],
+    );
     spoof(
         &d.sb,
         "/",

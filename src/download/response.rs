@@ -70,7 +70,7 @@ pub(super) fn check(
             if let Some(n) = head.content_length
                 && n > length - offset
             {
-                return Err(too_long(offset + n));
+                return Err(too_long(offset.saturating_add(n)));
             }
             let (first, last, total) = head
                 .content_range
@@ -173,6 +173,23 @@ mod tests {
             content_length,
             content_range,
         }
+    }
+
+    /// Found by `proptests::a_plan_never_leaves_the_target`: a 206 announcing nearly 2^64
+    /// bytes overflowed `offset + n` (a panic in debug builds, a wrong figure in release).
+    #[test]
+    fn a_huge_content_length_on_a_206_is_too_long_not_an_overflow() {
+        let err = check(&url(), 4000, 5000, head(206, Some(u64::MAX - 10), None)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DownloadError::TooLong {
+                    offset: u64::MAX,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -329,5 +346,62 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan, Plan::Append { end: 1000 });
+    }
+}
+
+/// Property-based fuzzing of [`check`] (see `crate::proptests` for the budget and the
+/// regression files): whatever the server answers, the plan stays inside the target.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `Content-Range` values: well-formed with arbitrary numbers (around the interesting
+    /// edges), and arbitrary text.
+    fn content_range() -> impl Strategy<Value = Option<String>> {
+        let n = prop_oneof![0u64..2048, any::<u64>(), Just(u64::MAX)];
+        prop_oneof![
+            Just(None),
+            (n.clone(), n.clone(), n.clone())
+                .prop_map(|(a, b, t)| Some(format!("bytes {a}-{b}/{t}"))),
+            n.clone().prop_map(|t| Some(format!("bytes */{t}"))),
+            (n.clone(), n).prop_map(|(a, b)| Some(format!("bytes {a}-{b}/*"))),
+            ".{0,40}".prop_map(Some),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_plan_never_leaves_the_target(
+            length in prop_oneof![1u64..4096, 1u64..=u64::MAX],
+            offset_frac in 0.0f64..1.0,
+            status in prop_oneof![Just(200u16), Just(206), Just(416), Just(404), 100u16..600],
+            content_length in proptest::option::of(prop_oneof![0u64..4096, any::<u64>()]),
+            content_range in content_range(),
+        ) {
+            // Offsets from 0 to length - 1, often 0 (a fresh download).
+            let offset = ((length - 1) as f64 * offset_frac) as u64;
+            let url = Url::parse("http://127.0.0.1/b.raucb").unwrap();
+            let head = Head { status, content_length, content_range: content_range.as_deref() };
+            match check(&url, offset, length, head) {
+                Ok(Plan::Append { end }) => {
+                    prop_assert!(offset < end && end <= length, "{offset} {end} {length}");
+                    if let Some(n) = content_length {
+                        prop_assert_eq!(n, end - offset);
+                    }
+                    prop_assert!(status == 200 || status == 206);
+                }
+                Ok(Plan::Restart) => {
+                    prop_assert!(status == 200 && offset > 0);
+                    prop_assert!(content_length.is_none_or(|n| n == length));
+                }
+                Err(_) => {}
+            }
+        }
     }
 }

@@ -176,8 +176,11 @@ fn check_line(field: &str, s: &str, max: usize, allow_empty: bool) -> Result<(),
     if s.len() > max {
         return Err(bad(field, format!("longer than {max} bytes")));
     }
-    if s.chars().any(char::is_control) {
-        return Err(bad(field, "contains control characters"));
+    if s.chars().any(crate::text::is_unsafe_char) {
+        return Err(bad(
+            field,
+            "contains control, line-separator or bidirectional-override characters",
+        ));
     }
     Ok(())
 }
@@ -446,7 +449,20 @@ mod tests {
                 "newline in summary",
                 json!({"cves": [{"id": "CVE-1", "severity": "low",
                 "summary": "fine\n\u{1b}[31mnot fine"}]}),
-                "control characters",
+                "control",
+            ),
+            (
+                // Found by `proptests::bundle_metadata_is_validated`.
+                "right-to-left override in summary",
+                json!({"cves": [{"id": "CVE-1", "severity": "low",
+                "summary": "a\u{202e}b"}]}),
+                "bidirectional",
+            ),
+            (
+                "line separator in summary",
+                json!({"cves": [{"id": "CVE-1", "severity": "low",
+                "summary": "a\u{2028}b"}]}),
+                "line-separator",
             ),
             (
                 "huge summary",
