@@ -16,7 +16,6 @@ use crate::metadata::client::{MetadataError, Verified};
 use crate::policy::select::{Candidate, DeviceFacts, select};
 use crate::rauc::Rauc;
 use crate::status::{CheckRecord, Offer, UpdateState};
-use crate::store::NewHistoryEntry;
 
 /// A clock this far behind the latest known time is not trusted for expiry checks.
 const CLOCK_TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
@@ -366,33 +365,6 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .flatten()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default()
-    }
-
-    /// Records a refused target in the history, once per target per run.
-    fn record_refusal(
-        &mut self,
-        now: Timestamp,
-        name: &str,
-        meta: Option<&crate::metadata::schema::BundleMeta>,
-        reason: &str,
-    ) {
-        tracing::warn!(target = name, "refused: {reason}");
-        self.status.last_error = format!("refused {name}: {reason}");
-        if !self.refused_seen.insert(name.to_owned()) {
-            return;
-        }
-        let entry = NewHistoryEntry {
-            at: now,
-            kind: meta.map_or("event", |m| m.kind.as_str()).to_owned(),
-            action: "refused".to_owned(),
-            version: meta.map(|m| m.version.clone()),
-            security_patch_level: meta.map(|m| m.security_patch_level),
-            detail: format!("{name}: {reason}"),
-            cves: meta.map_or_else(Vec::new, |m| m.cves.iter().map(|c| c.id.clone()).collect()),
-        };
-        if let Err(e) = self.store.append_history(&entry) {
-            self.store_failed("cannot record a refused update", e);
-        }
     }
 
     // ---- download -------------------------------------------------------------------

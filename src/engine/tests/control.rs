@@ -338,18 +338,11 @@ async fn a_configured_severity_skips_the_wave() {
 
 // ---- what survives a restart ----------------------------------------------------------------
 
-/// Stops `rig` (as a crash would: the store is what survives) and starts the engine again
-/// with `config` on the same store and host. The new engine's clock starts at `START` again.
-async fn restart(mut rig: Rig, config: Config) -> Rig {
-    rig.stop().await;
+/// The sample update (see `with_update`) under `config`.
+fn update_with(config: Config) -> Setup {
     let mut setup = with_update(date(2026, 11, 1));
     setup.config = config;
-    setup.db = Some(rig.db.clone());
-    setup.system = Some(rig.system.clone());
-    let mut rig2 = start(setup);
-    // The database lives in the first rig's temporary directory.
-    rig2._dir = rig._dir.take();
-    rig2
+    setup
 }
 
 #[tokio::test(start_paused = true)]
@@ -360,7 +353,7 @@ async fn the_users_scheduled_reboot_survives_a_restart() {
         .control(Request::ScheduleReboot(at.as_second() as u64))
         .await
         .unwrap();
-    let rig = restart(rig, config()).await;
+    let rig = restart(rig, update_with(config())).await;
     let mut notices = rig.handle.notices();
     // Announced again with the time the user gave, and kept.
     let plan = tokio::time::timeout(Duration::from_secs(60), next_plan(&mut notices))
@@ -383,7 +376,7 @@ async fn a_reboot_planned_for_the_maintenance_window_survives_a_restart() {
     let rig = start(setup);
     rig.handle.check_now().await.unwrap();
     wait_state(&rig, UpdateState::RebootRequired).await;
-    let rig = restart(rig, config).await;
+    let rig = restart(rig, update_with(config)).await;
     let mut notices = rig.handle.notices();
     let plan = tokio::time::timeout(Duration::from_secs(60), next_plan(&mut notices))
         .await
@@ -408,7 +401,7 @@ async fn withdrawn_or_used_consent_does_not_come_back_after_a_restart() {
             .await
             .unwrap();
     }
-    let rig = restart(rig, config()).await;
+    let rig = restart(rig, update_with(config())).await;
     tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
     assert_eq!(reboots(&rig), 0);
 
@@ -420,7 +413,7 @@ async fn withdrawn_or_used_consent_does_not_come_back_after_a_restart() {
         .await
         .unwrap();
     assert_eq!(reboots(&rig), 1);
-    let rig = restart(rig, config()).await;
+    let rig = restart(rig, update_with(config())).await;
     tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
     assert_eq!(reboots(&rig), 1);
 }
