@@ -155,6 +155,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                         "update confirmed"
                     );
                     self.status.installed = Some(installed);
+                    self.note_installed_in_last_check(&p.target.meta);
                     self.status.state = UpdateState::Idle;
                     self.status.last_error.clear();
                 }

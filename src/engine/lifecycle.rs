@@ -13,6 +13,7 @@ use super::{
     ROLLED_BACK_KEY,
 };
 use crate::metadata::client::{MetadataError, Verified};
+use crate::metadata::schema::BundleMeta;
 use crate::policy::select::{Candidate, DeviceFacts, select};
 use crate::rauc::Rauc;
 use crate::status::{CheckRecord, Offer, UpdateState};
@@ -345,15 +346,29 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let Some(target) = v.bundles.iter().find(|b| b.name == name).cloned() else {
             return "verified; no newer security update".to_owned();
         };
-        let message = format!(
-            "verified; security update {} (patch level {}) available",
-            target.meta.version, target.meta.security_patch_level
-        );
+        let message = offer_message(&target.meta, "available");
         if self.pending.is_none() && !self.busy {
             // Which server it comes from, and whether the link allows it now.
             self.route(now, target);
         }
         message
+    }
+
+    /// A check said `meta` was available and it is now installed: the check's result says
+    /// so, in the status and in the store, rather than sending the user looking for an update
+    /// that is already there. Any other result (a later check's) is left as it is.
+    pub(super) fn note_installed_in_last_check(&mut self, meta: &BundleMeta) {
+        let Some(check) = &mut self.status.last_check else {
+            return;
+        };
+        if check.message != offer_message(meta, "available") {
+            return;
+        }
+        check.message = offer_message(meta, "installed");
+        let record = check.clone();
+        if let Err(e) = self.store.set_last_check(&record) {
+            self.store_failed("cannot record the check", e);
+        }
     }
 
     /// Targets (by SHA-256) that were installed and rolled back on this device: never
@@ -526,4 +541,13 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.status.last_error = e;
         }
     }
+}
+
+/// A check's result naming one update: "verified; security update 1.0.1 (patch level
+/// 2026-11-01) available" (or `installed`).
+fn offer_message(meta: &BundleMeta, what: &str) -> String {
+    format!(
+        "verified; security update {} (patch level {}) {what}",
+        meta.version, meta.security_patch_level
+    )
 }

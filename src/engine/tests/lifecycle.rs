@@ -432,3 +432,37 @@ async fn restart_during_download_resumes_it() {
     .await;
     assert_eq!(second.fetcher.fetched.lock().unwrap().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_last_check_stops_saying_available_once_that_update_is_installed() {
+    let rig = start(with_update(date(2026, 11, 1)));
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "installed", |s| {
+        s.state == UpdateState::RebootRequired
+    })
+    .await;
+    let said = st.last_check.unwrap().message;
+    assert!(
+        said.contains("1.0.1") && said.contains("available"),
+        "{said}"
+    );
+
+    // The reboot: a new boot, the agent starting again in slot B.
+    *rig.system.boot_id.lock().unwrap() = "boot-after-update".into();
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.rauc = rauc_view("B", "1.0.1");
+    let rig = restart(rig, setup).await;
+    let st = wait_for(&rig.handle, "confirmed", |s| {
+        s.installed.as_ref().is_some_and(|i| i.version == "1.0.1")
+    })
+    .await;
+    let says = st.last_check.unwrap().message;
+    assert!(!says.contains("available"), "{says}");
+    assert_eq!(
+        says,
+        "verified; security update 1.0.1 (patch level 2026-11-01) installed"
+    );
+    // Also as the store keeps it, for the next start.
+    let stored = Store::open(&rig.db).unwrap().last_check().unwrap().unwrap();
+    assert_eq!(stored.message, says);
+}
