@@ -238,7 +238,8 @@ impl Agent1 {
     /// The store was unusable and was replaced at startup: reason, moved_to, at, sources,
     /// floors.
     #[zbus(signal)]
-    async fn store_recovered(emitter: &SignalEmitter<'_>, recovery: view::Dict) -> zbus::Result<()>;
+    async fn store_recovered(emitter: &SignalEmitter<'_>, recovery: view::Dict)
+    -> zbus::Result<()>;
 
     /// A verified security update was downloaded and checked and can be installed.
     #[zbus(signal)]

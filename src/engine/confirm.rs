@@ -283,7 +283,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                  recorded as installed (was {})",
                 meta.version,
                 meta.security_patch_level,
-                current.map_or_else(|| "unknown".to_owned(), |i| i.security_patch_level.to_string())
+                current.map_or_else(
+                    || "unknown".to_owned(),
+                    |i| i.security_patch_level.to_string()
+                )
             ),
             cves: Vec::new(),
         };

@@ -164,7 +164,12 @@ impl Floors {
             records::set_value(conn, Table::State, key, Some(&value.to_string()))?;
         }
         if let Some(t) = self.latest_known_time {
-            records::set_value(conn, Table::State, LATEST_KNOWN_TIME_KEY, Some(&t.to_string()))?;
+            records::set_value(
+                conn,
+                Table::State,
+                LATEST_KNOWN_TIME_KEY,
+                Some(&t.to_string()),
+            )?;
         }
         if !self.rolled_back_targets.is_empty() {
             let list: Vec<&String> = self.rolled_back_targets.iter().collect();
@@ -272,6 +277,8 @@ pub fn raise(path: &Path, floors: &Floors) -> Result<Floors, StoreError> {
                 return Ok(merged);
             }
         }
+        // Nothing to keep yet (a new store): no file until a floor is set.
+        Ok(None) if merged == Floors::default() => return Ok(merged),
         Ok(None) => {}
         // Replaced by what the database holds now, which is every floor it ever had unless
         // the database was replaced too.
@@ -283,10 +290,12 @@ pub fn raise(path: &Path, floors: &Floors) -> Result<Floors, StoreError> {
 
 fn write_atomic(path: &Path, floors: &Floors) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let io_err = |context| move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        context,
-        source,
+    let io_err = |context| {
+        move |source| StoreError::Io {
+            path: path.to_path_buf(),
+            context,
+            source,
+        }
     };
     let mut bytes = serde_json::to_vec_pretty(floors).map_err(|e| StoreError::Invalid {
         what: "floors",
@@ -315,9 +324,9 @@ fn write_atomic(path: &Path, floors: &Floors) -> Result<(), StoreError> {
 }
 
 /// The role versions in one of tough's datastores (`root.json`, `timestamp.json`, … as last
-/// verified), as a metadata floor object; `None` when it holds none. Unsigned reading is
-/// enough: a forged file can only raise a floor, which `raise` never undoes but a lowered one
-/// is what an attacker wants.
+/// verified), as a metadata floor object; `None` when it holds none. Read without checking
+/// signatures (tough did when it stored them): whatever is found is only ever merged by
+/// taking the maximum, so a file an attacker wrote can raise a floor but never lower one.
 pub fn from_tuf_datastore(dir: &Path) -> Option<Value> {
     let mut map = serde_json::Map::new();
     for role in ROLES {

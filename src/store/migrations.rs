@@ -306,7 +306,9 @@ mod tests {
 
     #[test]
     fn schema_versions_round_trip_through_user_version() {
-        for (version, readable_from, raw) in [(1, 1, 1), (2, 1, 0x1_0002), (3, 3, 3), (5, 2, 0x2_0005)] {
+        for (version, readable_from, raw) in
+            [(1, 1, 1), (2, 1, 0x1_0002), (3, 3, 3), (5, 2, 0x2_0005)]
+        {
             let v = SchemaVersion {
                 version,
                 readable_from,
@@ -354,8 +356,12 @@ mod tests {
     #[test]
     fn a_later_step_keeps_existing_data() {
         let mut conn = Connection::open_in_memory().unwrap();
-        migrate_with(&mut conn, Path::new(":memory:"), &[step("CREATE TABLE a (x);", 1)])
-            .unwrap();
+        migrate_with(
+            &mut conn,
+            Path::new(":memory:"),
+            &[step("CREATE TABLE a (x);", 1)],
+        )
+        .unwrap();
         conn.execute("INSERT INTO a (x) VALUES (42)", []).unwrap();
         let steps = [
             step("CREATE TABLE a (x);", 1),

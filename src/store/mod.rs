@@ -198,8 +198,9 @@ impl Store {
     /// no file appears next to it, except that a database whose WAL still holds commits (after
     /// a crash) gets the `-shm` index SQLite needs to read that WAL, if it was missing.
     ///
-    /// The floors copy beside it is brought up to the database's floors (created if missing,
-    /// e.g. after an update from an agent that kept none).
+    /// The floors are then reconciled with the floors copy beside the file: each side is
+    /// raised to the other's (the copy is created if missing, e.g. after an update from an
+    /// agent that kept none), so editing the database alone cannot lower a floor.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let store = Store {
             conn: open::open_file(path)?,
@@ -207,11 +208,30 @@ impl Store {
             floors: Some(floors::copy_path(path)),
             recovery: None,
         };
-        if let Err(e) = mirror_floors(&store.conn, store.floors.as_deref()) {
-            // Not fatal: the database holds the floors, and the next floor write retries.
-            tracing::warn!("cannot update the floors copy: {e}");
+        if let Err(e) = store.reconcile_floors() {
+            // Not fatal: the database still holds its floors, and every floor write retries.
+            tracing::warn!("cannot reconcile the floors with their copy: {e}");
         }
         Ok(store)
+    }
+
+    fn reconcile_floors(&self) -> Result<(), StoreError> {
+        let Some(copy) = self.floors.as_deref() else {
+            return Ok(());
+        };
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(sql("starting a transaction"))?;
+        let held = floors::Floors::from_db(&tx)?;
+        let merged = floors::raise(copy, &held)?;
+        if merged != held {
+            tracing::warn!(
+                "floors in the database were below the floors copy ({}); raised to: {}",
+                copy.display(),
+                merged.describe()
+            );
+            merged.restore(&tx)?;
+        }
+        tx.commit().map_err(sql("committing a transaction"))
     }
 
     /// A fresh database that lives as long as the value; for tests and dry runs.

@@ -162,10 +162,9 @@ fn move_aside(path: &Path, now: Timestamp) -> Result<PathBuf, StoreError> {
         context: "moving aside",
         source,
     };
-    let name = path.file_name().map_or_else(
-        || "agent.db".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = path
+        .file_name()
+        .map_or_else(|| "agent.db".into(), |n| n.to_string_lossy().into_owned());
     let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
     let mut target = path.with_file_name(format!("{name}.unusable-{stamp}"));
     let mut n = 1;
