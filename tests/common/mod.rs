@@ -164,8 +164,17 @@ impl Sandbox {
 
     /// A real client (`gdbus monitor`) watching the agent's signals.
     pub fn monitor_agent(&self) -> Monitor {
-        let child = self
-            .command("gdbus")
+        Monitor::new(self.spawn_gdbus_monitor(), "is owned by")
+    }
+
+    /// Like [`Sandbox::monitor_agent`] while the agent is not running yet, to see what it
+    /// says as it starts (gdbus follows the name to its next owner).
+    pub fn monitor_agent_before_start(&self) -> Monitor {
+        Monitor::new(self.spawn_gdbus_monitor(), "does not have an owner")
+    }
+
+    fn spawn_gdbus_monitor(&self) -> std::process::Child {
+        self.command("gdbus")
             .args([
                 "monitor",
                 "--system",
@@ -177,8 +186,7 @@ impl Sandbox {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("run gdbus monitor");
-        Monitor::new(child)
+            .expect("run gdbus monitor")
     }
 
     /// Runs `busctl --address=<sandbox bus> ARGS`.
@@ -390,9 +398,9 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Collects the child's stdout and waits until gdbus says it follows the name: it
-    /// subscribes before printing that, so no later signal is missed.
-    fn new(mut child: std::process::Child) -> Monitor {
+    /// Collects the child's stdout and waits until gdbus says it follows the name (`ready`):
+    /// it subscribes before printing that, so no later signal is missed.
+    fn new(mut child: std::process::Child, ready: &str) -> Monitor {
         use std::io::Read;
         let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut out = child.stdout.take().expect("piped stdout");
@@ -409,7 +417,7 @@ impl Monitor {
             }
         });
         let monitor = Monitor { child, text };
-        monitor.wait_for_text("is owned by", Duration::from_secs(20));
+        monitor.wait_for_text(ready, Duration::from_secs(20));
         monitor
     }
 
