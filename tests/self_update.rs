@@ -175,3 +175,59 @@ fn after_falling_back_to_an_older_agent_it_keeps_the_newer_store_its_floors_and_
         "{actions:?}"
     );
 }
+
+#[test]
+fn a_rollback_from_the_newer_agent_is_finished_by_the_older_one_on_the_newer_store() {
+    let newer = newer_agent();
+    // Every new slot fails its health check: the newer agent in B rolls back at once.
+    let d = Device::new("health_checks = [[\"false\"]]");
+    let slots = d.sb.dir().join("slots");
+    std::fs::write(slots.join("agent.A"), env!("CARGO_BIN_EXE_ssu-agent")).unwrap();
+    std::fs::write(slots.join("agent.B"), newer.display().to_string()).unwrap();
+    d.sb.start("agent");
+    d.publish_security_update();
+    d.check();
+    d.wait_state("reboot-required");
+    d.sb.reboot();
+    // B's newer agent migrates the store, rejects the slot and reboots into A, whose older
+    // agent finishes the rollback in the newer store.
+    d.sb.wait_for("the rollback", WAIT, || {
+        std::fs::read_to_string(d.sb.dir().join("boot/booted")).is_ok_and(|b| b.trim() == "A")
+            && d.sb.ssuctl(&["status", "--json"]).status.success()
+            && d.status()["State"] == "rolled-back"
+    });
+    assert_eq!(agent_binary(&d), Path::new(env!("CARGO_BIN_EXE_ssu-agent")));
+    assert!(
+        d.sb.agent_log()
+            .lines()
+            .any(|l| l.contains("migrated store schema") && l.contains("from=1 to=2")),
+        "the newer agent ran on the store"
+    );
+    assert_eq!(store_version(&d), 0x1_0002);
+    assert!(extra_note(&d).is_some());
+    let rolled_back: String = store(&d)
+        .query_row(
+            "SELECT value FROM state WHERE key = 'rolled_back_targets'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let rolled_back: Vec<String> = serde_json::from_str(&rolled_back).unwrap();
+    assert_eq!(rolled_back.len(), 1);
+    let st = d.status();
+    assert_eq!(st["SecurityPatchLevel"], "2026-09-01");
+
+    // The rolled-back target stays refused; the next update installs.
+    d.check();
+    assert_eq!(d.installs_into_b(), 1);
+    d.publish(
+        "1.0.2",
+        &image(2 * 1024 * 1024, 5),
+        &security_args("1.0", "2026-12-01"),
+    );
+    let text = d.check();
+    assert!(text.contains("security update 1.0.2"), "{text}");
+    d.wait_state("reboot-required");
+    assert_eq!(d.installs_into_b(), 2);
+    assert_eq!(store_version(&d), 0x1_0002);
+}
