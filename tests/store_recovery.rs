@@ -60,6 +60,9 @@ fn foreign_wal(path: &Path) {
     drop(conn);
 }
 
+/// Damages the database file (with the agent stopped).
+type Damage = fn(&Path);
+
 #[test]
 fn a_damaged_store_is_replaced_and_every_floor_still_holds() {
     let d = Device::new("");
@@ -87,7 +90,7 @@ fn a_damaged_store_is_replaced_and_every_floor_still_holds() {
     assert!(text.contains("refused"), "{text}");
     let current_timestamp = std::fs::read(metadata.join("timestamp.json")).unwrap();
 
-    let damages: [(&str, fn(&Path)); 4] = [
+    let damages: [(&str, Damage); 4] = [
         ("truncated", truncate),
         ("random bytes", random_bytes),
         ("wrong page size", wrong_page_size),
