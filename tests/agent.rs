@@ -480,12 +480,12 @@ fn a_corrupt_or_incompatible_database_is_moved_aside_and_the_agent_starts_afresh
     // Corrupt: a file that is not a database. Kept as it was, under another name.
     let garbage: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7919 % 251) as u8).collect();
     std::fs::write(&db, &garbage).unwrap();
-    let monitor = sb.monitor_agent_before_start();
+    let monitor = sb.monitor_signal("StoreRecovered");
     let err = run_until_ready(&sb, &config);
     assert!(err.contains("store recovered"), "{err}");
     assert!(err.contains("not an SQLite database"), "{err}");
-    let seen = monitor.finish();
-    assert!(seen.contains(".StoreRecovered"), "{seen}");
+    let seen = monitor.wait_for_text("not an SQLite database", WAIT);
+    assert!(seen.contains("member=StoreRecovered"), "{seen}");
     assert!(seen.contains("not an SQLite database"), "{seen}");
     let kept = moved_aside(&db);
     assert_eq!(kept.len(), 1, "{kept:?}");

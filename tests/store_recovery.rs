@@ -102,14 +102,14 @@ fn a_damaged_store_is_replaced_and_every_floor_still_holds() {
         let damaged = std::fs::read(db(&d)).unwrap();
         // tough's cache goes too: only the agent's own floors can refuse the replay below.
         std::fs::remove_dir_all(d.sb.dir().join("state/tuf")).ok();
-        let monitor = d.sb.monitor_agent_before_start();
+        let monitor = d.sb.monitor_signal("StoreRecovered");
         d.sb.start("agent");
 
         // Reported on D-Bus, in the history and in the log; the old file is kept.
-        let seen = monitor.wait_for_text(".StoreRecovered", WAIT);
-        assert!(seen.contains(".StoreRecovered"), "{what}: {seen}");
-        assert!(seen.contains("'moved_to'"), "{what}: {seen}");
-        assert!(seen.contains("floors copy"), "{what}: {seen}");
+        let seen = monitor.wait_for_text("floors copy", WAIT);
+        assert!(seen.contains("member=StoreRecovered"), "{what}: {seen}");
+        assert!(seen.contains("\"moved_to\""), "{what}: {seen}");
+        assert!(seen.contains("\"floors copy\""), "{what}: {seen}");
         let history = d.history();
         assert_eq!(history[0]["action"], "store-recovered", "{what}");
         let kept: Vec<PathBuf> = walk(&d.sb.dir().join("state"))

@@ -167,10 +167,25 @@ impl Sandbox {
         Monitor::new(self.spawn_gdbus_monitor(), "is owned by")
     }
 
-    /// Like [`Sandbox::monitor_agent`] while the agent is not running yet, to see what it
-    /// says as it starts (gdbus follows the name to its next owner).
-    pub fn monitor_agent_before_start(&self) -> Monitor {
-        Monitor::new(self.spawn_gdbus_monitor(), "does not have an owner")
+    /// A `dbus-monitor` for the agent's signal `member`, matched by interface and member
+    /// only, so it also sees signals an agent sends right after taking its name (e.g. at
+    /// startup). gdbus, matching by the well-known name, drops a signal that arrives before
+    /// it has looked up the name's new owner (GLib's fix for CVE-2024-34397).
+    pub fn monitor_signal(&self, member: &str) -> Monitor {
+        let child = self
+            .command("dbus-monitor")
+            .arg("--address")
+            .arg(&self.bus_address)
+            .arg(format!(
+                "type='signal',interface='org.ssu.Agent1',member='{member}'"
+            ))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run dbus-monitor");
+        // The bus greets every new connection with NameAcquired, after which the match is in
+        // place (dbus-monitor adds it before reading anything).
+        Monitor::new(child, "NameAcquired")
     }
 
     fn spawn_gdbus_monitor(&self) -> std::process::Child {
