@@ -192,8 +192,9 @@ pub struct Store {
 
 impl Store {
     /// Opens the database at `path`, creating it when the file is missing or empty and
-    /// migrating it to the current schema. Refuses, without modifying the file, a database
-    /// that is corrupt, not ours, or newer than this binary ([`StoreError::Corrupt`],
+    /// migrating it to the current schema; a newer agent's database that admits this agent
+    /// is used as it is. Refuses, without modifying the file, a database that is corrupt, not
+    /// ours, or newer and not admitting this binary ([`StoreError::Corrupt`],
     /// [`StoreError::NewerSchema`]). Precisely: neither the file nor its WAL is written, and
     /// no file appears next to it, except that a database whose WAL still holds commits (after
     /// a crash) gets the `-shm` index SQLite needs to read that WAL, if it was missing.
