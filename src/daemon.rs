@@ -1,8 +1,9 @@
 //! Wires the parts together for the `ssu-agent` binary: store, bus connection, adapters'
 //! watchers, engine, D-Bus service and systemd notifications.
 //!
-//! Order matters: the store opens first (a broken database stops the agent before it claims
-//! the bus name), the engine exists before the object is served, and the name is taken only
+//! Order matters: the store opens first (a database the agent cannot use is moved aside and
+//! replaced before anything else runs, floors rebuilt; see `store::recover`), the engine
+//! exists before the object is served, and the name is taken only
 //! once the object answers. `READY=1` follows the name, so `systemctl start` returns when
 //! clients can talk to the agent.
 
@@ -22,7 +23,7 @@ use crate::engine::ports::{HostSystem, TufSource};
 use crate::engine::{Adapters, Engine, EngineError, Handle, Inputs, Ports};
 use crate::metadata::client;
 use crate::status::{ModemInfo, NetworkInfo, RaucInfo, Status};
-use crate::store::{Store, StoreError};
+use crate::store::{FloorSources, Store, StoreError};
 use crate::{dbus, modem, network, rauc};
 
 /// Why the daemon could not start.
@@ -60,7 +61,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         path: state_dir.clone(),
         source,
     })?;
-    let store = Store::open(&state_dir.join(crate::store::FILE_NAME))?;
+    let store = Store::open_or_recover(
+        &state_dir.join(crate::store::FILE_NAME),
+        &floor_sources(&config),
+        jiff::Timestamp::now(),
+    )?;
 
     let conn = zbus::Connection::system().await.map_err(DaemonError::Bus)?;
 
@@ -236,6 +241,24 @@ fn adapters(
             health_check_timeout: install.health_check_timeout.0.unsigned_abs(),
         }),
     })
+}
+
+/// Where the floors can be rebuilt from besides the floors copy: tough's datastore of each
+/// update source (the same directories `adapters` gives tough).
+fn floor_sources(config: &Config) -> FloorSources {
+    use crate::store::floors;
+    let state_dir = &config.agent.state_dir;
+    let mut tuf = vec![(
+        floors::METADATA_FLOOR_KEY.to_owned(),
+        state_dir.join("tuf/manufacturer"),
+    )];
+    for p in &config.operators {
+        tuf.push((
+            floors::operator_floor_key(&p.name),
+            state_dir.join(format!("tuf/operator/{}", p.name)),
+        ));
+    }
+    FloorSources { tuf }
 }
 
 /// `base` + `dir`, treating `base` as a directory whether or not it ends in `/`.

@@ -229,7 +229,7 @@ pub struct Integrity {
 }
 
 /// An installed release as the store records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Installed {
     pub version: String,
     /// The feature release the installed version belongs to; a security update must be

@@ -431,54 +431,109 @@ fn sigterm_right_after_startup_still_exits_cleanly() {
     }
 }
 
+/// Starts an agent of its own on `config`, waits until it is ready on the bus, stops it and
+/// returns its log (stderr).
+fn run_until_ready(sb: &Sandbox, config: &Path) -> String {
+    let mut agent = spawn_agent(sb, config, None);
+    let ready = agent.next_notification();
+    assert!(ready.contains("READY=1"), "{ready}");
+    // Ready means on the bus: clients reach it.
+    assert_eq!(get_property(sb, "Model"), "Own");
+    agent.sigterm();
+    let status = agent.child.wait().unwrap();
+    let mut err = String::new();
+    agent
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "exit {status}: {err}");
+    err
+}
+
+/// The files beside the database whose names say they were moved aside, with their bytes.
+fn moved_aside(db: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().contains(".unusable-"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[test]
-fn a_corrupt_or_newer_database_stops_the_agent_and_is_left_untouched() {
+fn a_corrupt_or_incompatible_database_is_moved_aside_and_the_agent_starts_afresh() {
     let sb = bus_only();
     let config = write_config(&sb);
     let db = sb.dir().join("own/state/agent.db");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
 
-    // Corrupt: a file that is not a database.
+    // Corrupt: a file that is not a database. Kept as it was, under another name.
     let garbage: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7919 % 251) as u8).collect();
     std::fs::write(&db, &garbage).unwrap();
-    let (code, err) = run_to_exit(&sb, &config);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains(&db.display().to_string()), "{err}");
+    let monitor = sb.monitor_signal("StoreRecovered");
+    let err = run_until_ready(&sb, &config);
+    assert!(err.contains("store recovered"), "{err}");
     assert!(err.contains("not an SQLite database"), "{err}");
-    assert!(err.contains("refusing to touch it"), "{err}");
-    assert_eq!(
-        std::fs::read(&db).unwrap(),
-        garbage,
-        "the corrupt file was modified"
-    );
+    let seen = monitor.wait_for_text("not an SQLite database", WAIT);
+    assert!(seen.contains("member=StoreRecovered"), "{seen}");
+    assert!(seen.contains("not an SQLite database"), "{seen}");
+    let kept = moved_aside(&db);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1, garbage, "the corrupt file was modified");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (action, detail): (String, String) = conn
+        .query_row("SELECT action, detail FROM history", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(action, "store-recovered");
+    assert!(detail.contains(&kept[0].0), "{detail}");
+    drop(conn);
 
-    // Newer schema: a real database from a future agent.
+    // A newer agent's database that admits only agents of its own version (99).
     std::fs::remove_file(&db).unwrap();
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("CREATE TABLE future(x); PRAGMA user_version = 99;")
         .unwrap();
     drop(conn);
     let before = std::fs::read(&db).unwrap();
-    let (code, err) = run_to_exit(&sb, &config);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("99"), "{err}");
-    assert!(err.contains("newer"), "{err}");
-    assert_eq!(
-        std::fs::read(&db).unwrap(),
-        before,
+    let err = run_until_ready(&sb, &config);
+    assert!(err.contains("schema version 99"), "{err}");
+    let kept = moved_aside(&db);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.iter().any(|(_, bytes)| *bytes == before),
         "the newer database was modified"
     );
-}
 
-fn run_to_exit(sb: &Sandbox, config: &Path) -> (Option<i32>, String) {
-    let out = sb
-        .command(env!("CARGO_BIN_EXE_ssu-agent"))
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    // A newer agent's database that admits this one (version 5, readable from 1): used as
+    // it is, never moved, migrated or marked down.
+    std::fs::remove_file(&db).unwrap();
+    run_until_ready(&sb, &config);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE later(x); ALTER TABLE history ADD COLUMN later_note TEXT;
+         PRAGMA user_version = 65541;",
     )
+    .unwrap();
+    drop(conn);
+    let err = run_until_ready(&sb, &config);
+    assert!(!err.contains("store recovered"), "{err}");
+    assert!(err.contains("declares itself compatible"), "{err}");
+    assert_eq!(moved_aside(&db).len(), 2);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 0x1_0005);
 }

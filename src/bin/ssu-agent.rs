@@ -19,7 +19,7 @@ struct Args {
 }
 
 /// Exit codes: 0 clean exit, 1 runtime failure, 2 invalid configuration or usage.
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     if ssu_agent::manpage::requested() {
         return ssu_agent::manpage::print(
             <Args as clap::CommandFactory>::command(),

@@ -235,6 +235,12 @@ impl Agent1 {
     #[zbus(signal)]
     async fn reboot_pending(emitter: &SignalEmitter<'_>, plan: view::Dict) -> zbus::Result<()>;
 
+    /// The store was unusable and was replaced at startup: reason, moved_to, at, sources,
+    /// floors.
+    #[zbus(signal)]
+    async fn store_recovered(emitter: &SignalEmitter<'_>, recovery: view::Dict)
+    -> zbus::Result<()>;
+
     /// A verified security update was downloaded and checked and can be installed.
     #[zbus(signal)]
     async fn update_available(emitter: &SignalEmitter<'_>, update: view::Dict) -> zbus::Result<()>;
@@ -444,6 +450,9 @@ pub async fn forward_notices(conn: Connection, mut notices: broadcast::Receiver<
             }
             Ok(Notice::RebootPending(p)) => {
                 Agent1::reboot_pending(&emitter, view::reboot_plan(&p)).await
+            }
+            Ok(Notice::StoreRecovered(r)) => {
+                Agent1::store_recovered(&emitter, view::recovery(&r)).await
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!("{n} notices were dropped");

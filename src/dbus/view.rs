@@ -13,7 +13,7 @@ use zbus::{OwnedVariant, Str, Variant};
 use crate::engine::{Finished, RebootPlan};
 use crate::metadata::schema::Cve;
 use crate::status::{Availability, IntegrityFinding, Offer, SlotInfo, Status};
-use crate::store::HistoryEntry;
+use crate::store::{HistoryEntry, Recovery};
 
 /// A D-Bus `a{sv}` dictionary.
 pub type Dict = HashMap<String, OwnedVariant>;
@@ -173,6 +173,16 @@ pub fn inhibitors(st: &Status) -> Vec<String> {
 }
 
 /// A planned reboot as `a{sv}` (`RebootPending`).
+pub fn recovery(r: &Recovery) -> Dict {
+    let mut d = Dict::new();
+    d.insert("reason".to_owned(), s(&r.reason));
+    d.insert("moved_to".to_owned(), s(&r.moved_to.display().to_string()));
+    d.insert("at".to_owned(), OwnedVariant::from(secs(Some(r.at))));
+    d.insert("sources".to_owned(), ov(r.sources.clone()));
+    d.insert("floors".to_owned(), s(&r.floors));
+    d
+}
+
 pub fn reboot_plan(p: &RebootPlan) -> Dict {
     let mut d = Dict::new();
     d.insert("reason".to_owned(), s(p.reason));

@@ -533,7 +533,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
 }
 
 fn floor_key(operator: &str) -> String {
-    format!("metadata_floor.operator.{operator}")
+    crate::store::floors::operator_floor_key(operator)
 }
 
 /// A subscription change (`SubscriptionChanged` signal).

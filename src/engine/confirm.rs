@@ -6,6 +6,7 @@
 use super::pending::{Pending, Phase};
 use super::ports::System;
 use super::{Clock, Engine, Finished, Internal, Notice, Ports, ROLLED_BACK_KEY};
+use crate::metadata::client::Verified;
 use crate::rauc::{MarkState, Rauc};
 use crate::status::{Availability, Installed, Offer, UpdateState};
 use crate::store::NewHistoryEntry;
@@ -234,5 +235,77 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             cves,
         }));
         true
+    }
+
+    /// Raises the installed record to the release RAUC's booted slot holds, when verified
+    /// metadata gives that release a higher patch level than the record. Normally the two
+    /// agree; they differ when the store was replaced and no floors copy survived (the record
+    /// fell back to the factory image), or after an install outside the agent. Only ever
+    /// raises: the patch level is the floor that refuses older releases.
+    pub(super) fn adopt_booted_release(
+        &mut self,
+        now: jiff::Timestamp,
+        v: &Verified,
+        compatible: &str,
+    ) {
+        if self.pending.is_some() {
+            return;
+        }
+        let Some(booted) = self
+            .status
+            .rauc
+            .slots
+            .iter()
+            .find(|s| s.state == "booted" && !s.bundle_version.is_empty())
+        else {
+            return;
+        };
+        let Some(meta) = v
+            .bundles
+            .iter()
+            .map(|b| &b.meta)
+            .find(|m| m.version == booted.bundle_version && m.compatible == compatible)
+        else {
+            return;
+        };
+        let current = self.status.installed.as_ref();
+        if current.is_some_and(|i| i.security_patch_level >= meta.security_patch_level) {
+            return;
+        }
+        let installed = Installed {
+            version: meta.version.clone(),
+            feature_release: meta.base_version.clone(),
+            security_patch_level: meta.security_patch_level,
+            applied_at: Some(booted.installed_timestamp.parse().unwrap_or(now)),
+        };
+        let entry = NewHistoryEntry {
+            at: now,
+            kind: "event".to_owned(),
+            action: "release-recognised".to_owned(),
+            version: Some(meta.version.clone()),
+            security_patch_level: Some(meta.security_patch_level),
+            detail: format!(
+                "the booted slot holds {} (RAUC), which verified metadata gives patch level {}; \
+                 recorded as installed (was {})",
+                meta.version,
+                meta.security_patch_level,
+                current.map_or_else(
+                    || "unknown".to_owned(),
+                    |i| i.security_patch_level.to_string()
+                )
+            ),
+            cves: Vec::new(),
+        };
+        let result = self.store.transaction(|tx| {
+            tx.set_installed(&installed)?;
+            tx.append_history(&entry).map(drop)
+        });
+        match result {
+            Ok(()) => {
+                tracing::warn!("{}", entry.detail);
+                self.status.installed = Some(installed);
+            }
+            Err(e) => self.store_failed("cannot record the booted release", e),
+        }
     }
 }

@@ -304,6 +304,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     /// Applies the selection policy to a verified repository; returns the check's message.
     fn choose(&mut self, now: Timestamp, v: &Verified, compatible: &str) -> String {
         self.clear_route();
+        self.adopt_booted_release(now, v, compatible);
         let installed = self.status.installed.clone();
         let facts = DeviceFacts {
             compatible,

@@ -38,7 +38,7 @@ use crate::status::{
     CheckRecord, Installed, Integrity, ModemInfo, NetworkInfo, Offer, RaucInfo, Staleness, Status,
     UpdateState,
 };
-use crate::store::{HistoryEntry, Store, StoreError};
+use crate::store::{HistoryEntry, Recovery, Store, StoreError};
 pub use cellular::SubscriptionChange;
 pub use control::{RebootPlan, Request};
 use pending::Pending;
@@ -46,12 +46,13 @@ use ports::{BundleFetcher, FetchFailure, MetadataSource, System};
 
 /// Store key of the time of the last check whose metadata verified.
 const LAST_VERIFIED_KEY: &str = "last_verified_at";
-/// Store key of the highest role versions verified (the rollback floor).
-const FLOOR_KEY: &str = "metadata_floor";
+/// Store key of the highest role versions verified (the rollback floor). The floors' keys are
+/// the store's: it keeps a second copy of them (`store::floors`).
+const FLOOR_KEY: &str = crate::store::floors::METADATA_FLOOR_KEY;
 /// Store key of the latest time this device is sure has passed (clock ratchet).
-const LATEST_KNOWN_TIME_KEY: &str = "latest_known_time";
+const LATEST_KNOWN_TIME_KEY: &str = crate::store::floors::LATEST_KNOWN_TIME_KEY;
 /// Store key of the targets rolled back on this device.
-const ROLLED_BACK_KEY: &str = "rolled_back_targets";
+const ROLLED_BACK_KEY: &str = crate::store::floors::ROLLED_BACK_KEY;
 /// Settings key for automatic installation (on unless the user turned it off).
 const AUTO_INSTALL_KEY: &str = "auto_install";
 /// Most history entries one `GetHistory` returns.
@@ -117,6 +118,8 @@ pub enum Notice {
     IntegrityChanged(Integrity),
     /// A reboot into an installed update is planned (told before it happens).
     RebootPending(RebootPlan),
+    /// The store was unusable and was replaced at startup, floors rebuilt (`store::recover`).
+    StoreRecovered(Box<Recovery>),
 }
 
 /// How an update attempt ended.
@@ -398,6 +401,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.status.rauc = self.inputs.rauc.borrow_and_update().clone();
         self.status.modem = self.inputs.modem.borrow_and_update().clone();
         self.status.network = self.inputs.network.borrow_and_update().clone();
+        // Told once the service is up, so that clients already waiting see it.
+        if let Some(r) = self.store.take_recovery() {
+            self.notify(Notice::StoreRecovered(Box::new(r)));
+        }
         self.resume();
         self.on_modem_changed();
         self.start_probe();

@@ -266,7 +266,12 @@ fn start(setup: Setup) -> Rig {
             (Some(dir), db)
         }
     };
-    let store = Store::open(&db).unwrap();
+    let store = Store::open_or_recover(
+        &db,
+        &crate::store::FloorSources::default(),
+        START.parse().unwrap(),
+    )
+    .unwrap();
     let clock = TokioClock {
         base: START.parse().unwrap(),
         start: tokio::time::Instant::now(),
@@ -529,5 +534,6 @@ mod lifecycle;
 // Integrity probing: `integrity.rs`.
 mod cellular;
 mod integrity;
+mod recovery;
 // The user's and host's say: `control.rs`.
 mod control;

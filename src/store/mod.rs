@@ -17,14 +17,20 @@
 //! lets readers such as `ssuctl` run without blocking the daemon's writes.
 //!
 //! Safety of the file itself: [`Store::open`] inspects an existing database read-only before
-//! writing anything. A corrupt file, someone else's SQLite file, or a database whose schema is
-//! newer than this binary knows is refused with an error naming the path, and left exactly as
-//! it was for an operator or a newer agent. See `open.rs` for the procedure,
-//! `migrations.rs` for the schema, `records.rs` for the SQL shared by [`Store`] and [`Tx`].
+//! writing anything. A corrupt file, someone else's SQLite file, or a newer agent's database
+//! that does not declare this agent compatible is refused with an error naming the path, and
+//! left exactly as it was. [`Store::open_or_recover`] (what the daemon uses) then moves it
+//! aside and starts afresh without lowering any anti-rollback floor: those are also kept in a
+//! second, atomically written file beside the database. See docs/store.md for the rules, and
+//! `open.rs` for the procedure, `migrations.rs` for the schema and its compatibility across
+//! the agents of both A/B slots, `floors.rs` for the floors, `recover.rs` for the recovery,
+//! `records.rs` for the SQL shared by [`Store`] and [`Tx`].
 
+pub mod floors;
 mod migrations;
 mod open;
 mod records;
+mod recover;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +41,7 @@ use serde::Serialize;
 
 use crate::status::{CheckRecord, Installed};
 use records::Table;
+pub use recover::{FloorSources, Recovery};
 
 /// The database's file name inside the agent's state directory.
 pub const FILE_NAME: &str = "agent.db";
@@ -111,7 +118,8 @@ pub enum StoreError {
         /// What is wrong with it, for the operator.
         reason: String,
     },
-    /// The database was written by a newer agent. It has not been modified.
+    /// The database was written by a newer agent that does not declare this one able to use
+    /// it. It has not been modified.
     #[error(
         "database {} has schema version {found}, newer than this agent supports ({supported}); \
          refusing to touch it",
@@ -177,20 +185,54 @@ fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 pub struct Store {
     conn: Connection,
     path: Option<PathBuf>,
+    /// The floors copy ([`floors::FILE_NAME`] beside the file); `None` in memory.
+    floors: Option<PathBuf>,
+    recovery: Option<Recovery>,
 }
 
 impl Store {
     /// Opens the database at `path`, creating it when the file is missing or empty and
-    /// migrating it to the current schema. Refuses, without modifying the file, a database
-    /// that is corrupt, not ours, or newer than this binary ([`StoreError::Corrupt`],
+    /// migrating it to the current schema; a newer agent's database that admits this agent
+    /// is used as it is. Refuses, without modifying the file, a database that is corrupt, not
+    /// ours, or newer and not admitting this binary ([`StoreError::Corrupt`],
     /// [`StoreError::NewerSchema`]). Precisely: neither the file nor its WAL is written, and
     /// no file appears next to it, except that a database whose WAL still holds commits (after
     /// a crash) gets the `-shm` index SQLite needs to read that WAL, if it was missing.
+    ///
+    /// The floors are then reconciled with the floors copy beside the file: each side is
+    /// raised to the other's (the copy is created if missing, e.g. after an update from an
+    /// agent that kept none), so editing the database alone cannot lower a floor.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store {
+        let store = Store {
             conn: open::open_file(path)?,
             path: Some(path.to_path_buf()),
-        })
+            floors: Some(floors::copy_path(path)),
+            recovery: None,
+        };
+        if let Err(e) = store.reconcile_floors() {
+            // Not fatal: the database still holds its floors, and every floor write retries.
+            tracing::warn!("cannot reconcile the floors with their copy: {e}");
+        }
+        Ok(store)
+    }
+
+    fn reconcile_floors(&self) -> Result<(), StoreError> {
+        let Some(copy) = self.floors.as_deref() else {
+            return Ok(());
+        };
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(sql("starting a transaction"))?;
+        let held = floors::Floors::from_db(&tx)?;
+        let merged = floors::raise(copy, &held)?;
+        if merged != held {
+            tracing::warn!(
+                "floors in the database were below the floors copy ({}); raised to: {}",
+                copy.display(),
+                merged.describe()
+            );
+            merged.restore(&tx)?;
+        }
+        tx.commit().map_err(sql("committing a transaction"))
     }
 
     /// A fresh database that lives as long as the value; for tests and dry runs.
@@ -198,6 +240,8 @@ impl Store {
         Ok(Store {
             conn: open::open_memory()?,
             path: None,
+            floors: None,
+            recovery: None,
         })
     }
 
@@ -211,9 +255,10 @@ impl Store {
         records::installed(&self.conn)
     }
 
-    /// Records the release running on the device, replacing the previous one.
+    /// Records the release running on the device, replacing the previous one. Its patch
+    /// level is a floor: the floors copy is raised before the database commits.
     pub fn set_installed(&self, installed: &Installed) -> Result<(), StoreError> {
-        records::set_installed(&self.conn, installed)
+        self.with_floors(|conn| records::set_installed(conn, installed))
     }
 
     /// Appends to the update history and returns the entry with its id.
@@ -251,9 +296,30 @@ impl Store {
         records::get_value(&self.conn, Table::State, key)
     }
 
-    /// Sets an engine bookkeeping value; `None` removes it.
+    /// Sets an engine bookkeeping value; `None` removes it. When `key` is a floor
+    /// ([`floors::is_floor_key`]) the floors copy is raised before the database commits, so
+    /// the copy never holds less than the database.
     pub fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
-        records::set_value(&self.conn, Table::State, key, value)
+        if floors::is_floor_key(key) {
+            self.with_floors(|conn| records::set_value(conn, Table::State, key, value))
+        } else {
+            records::set_value(&self.conn, Table::State, key, value)
+        }
+    }
+
+    /// Runs `write` and raises the floors copy in one transaction.
+    fn with_floors(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if self.floors.is_none() {
+            return write(&self.conn);
+        }
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(sql("starting a transaction"))?;
+        write(&tx)?;
+        mirror_floors(&tx, self.floors.as_deref())?;
+        tx.commit().map_err(sql("committing a transaction"))
     }
 
     /// Several writes as one transaction (e.g. "installed + history" when an update is
@@ -270,6 +336,7 @@ impl Store {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql("starting a transaction"))?,
+            floors: self.floors.as_deref(),
         };
         let value = f(&tx)?;
         tx.tx.commit().map_err(sql("committing a transaction"))?;
@@ -281,6 +348,7 @@ impl Store {
 /// which read and write inside the transaction.
 pub struct Tx<'a> {
     tx: rusqlite::Transaction<'a>,
+    floors: Option<&'a Path>,
 }
 
 impl Tx<'_> {
@@ -289,9 +357,11 @@ impl Tx<'_> {
         records::installed(&self.tx)
     }
 
-    /// [`Store::set_installed`], inside the transaction.
+    /// [`Store::set_installed`], inside the transaction (the floors copy is raised at once,
+    /// before the transaction commits).
     pub fn set_installed(&self, installed: &Installed) -> Result<(), StoreError> {
-        records::set_installed(&self.tx, installed)
+        records::set_installed(&self.tx, installed)?;
+        self.mirror_floors()
     }
 
     /// [`Store::append_history`], inside the transaction.
@@ -329,9 +399,26 @@ impl Tx<'_> {
         records::get_value(&self.tx, Table::State, key)
     }
 
-    /// [`Store::set_state`], inside the transaction.
+    /// [`Store::set_state`], inside the transaction (a floor is copied at once, before the
+    /// transaction commits).
     pub fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
-        records::set_value(&self.tx, Table::State, key, value)
+        records::set_value(&self.tx, Table::State, key, value)?;
+        if floors::is_floor_key(key) {
+            self.mirror_floors()?;
+        }
+        Ok(())
+    }
+
+    fn mirror_floors(&self) -> Result<(), StoreError> {
+        mirror_floors(&self.tx, self.floors)
+    }
+}
+
+/// Raises the floors copy at `copy` to what `conn` holds (no-op in memory).
+fn mirror_floors(conn: &Connection, copy: Option<&Path>) -> Result<(), StoreError> {
+    match copy {
+        Some(path) => floors::raise(path, &floors::Floors::from_db(conn)?).map(drop),
+        None => Ok(()),
     }
 }
 

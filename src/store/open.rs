@@ -2,8 +2,10 @@
 //!
 //! The order matters: an existing file is first inspected read-only (header, `quick_check`,
 //! `application_id`, `user_version`); only a file that passes is reopened read-write, switched
-//! to WAL and migrated. Corrupt, foreign and newer-schema files are refused before anything
-//! could write to them, so an operator (or a newer agent) finds them exactly as they were.
+//! to WAL and migrated. A newer agent's file that declares this agent compatible (see
+//! `migrations.rs`) is used as it is, never migrated down. Corrupt, foreign and incompatible
+//! newer files are refused before anything could write to them; `recover.rs` then moves them
+//! aside, intact, for an operator or a newer agent.
 //!
 //! A missing or empty file is built under a temporary name and renamed into place, so `path`
 //! never holds a half-created database, whatever moment the process dies at.
@@ -16,7 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, ffi};
 
 use super::StoreError;
-use super::migrations::{self, APPLICATION_ID, LATEST};
+use super::migrations::{self, APPLICATION_ID, MIGRATIONS, Migration, SchemaVersion};
 
 /// How long a statement waits for another connection's lock (e.g. `ssuctl` reading while the
 /// daemon writes) before failing with a retryable error.
@@ -26,8 +28,14 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const SQLITE_HEADER_LEN: u64 = 100;
 
 pub(super) fn open_file(path: &Path) -> Result<Connection, StoreError> {
-    if probe(path)? == Probe::Missing {
-        create(path)?;
+    open_file_with(path, MIGRATIONS)
+}
+
+/// [`open_file`] as an agent that knows only `steps` would (the compatibility tests play
+/// older agents with it).
+pub(super) fn open_file_with(path: &Path, steps: &[Migration]) -> Result<Connection, StoreError> {
+    if probe(path, steps)? == Probe::Missing {
+        create(path, steps)?;
     }
     // No CREATE flag: the file was just checked or created; if it vanished meanwhile, that is
     // an error, not a reason to start from scratch.
@@ -37,7 +45,15 @@ pub(super) fn open_file(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|source| open_error(path, source))?;
     configure(&conn, path, Journal::Wal)?;
-    migrations::migrate(&mut conn, path)?;
+    if let migrations::Outcome::Newer(found) = migrations::migrate_with(&mut conn, path, steps)? {
+        tracing::info!(
+            path = %path.display(),
+            schema = found.version,
+            readable_from = found.readable_from,
+            supported = steps.len(),
+            "using a newer agent's store, which declares itself compatible"
+        );
+    }
     Ok(conn)
 }
 
@@ -84,7 +100,7 @@ enum Probe {
     Usable,
 }
 
-fn probe(path: &Path) -> Result<Probe, StoreError> {
+fn probe(path: &Path, steps: &[Migration]) -> Result<Probe, StoreError> {
     let meta = match fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Probe::Missing),
@@ -99,7 +115,7 @@ fn probe(path: &Path) -> Result<Probe, StoreError> {
     }
     check_header(path)?;
     let conn = open_read_only(path)?;
-    check_contents(&conn, path)?;
+    check_contents(&conn, path, steps.len() as i64)?;
     Ok(Probe::Usable)
 }
 
@@ -128,7 +144,7 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     let wal = sidecar(path, "-wal")?;
     let journal = sidecar(path, "-journal")?;
     let conn = if is_empty_or_missing(&wal)? && is_empty_or_missing(&journal)? {
@@ -164,7 +180,7 @@ fn set_busy_timeout(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         .map_err(|source| open_error(path, source))
 }
 
-fn check_contents(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+fn check_contents(conn: &Connection, path: &Path, supported: i64) -> Result<(), StoreError> {
     let mut problems = Vec::new();
     conn.pragma_query(None, "quick_check", |row| {
         problems.push(row.get::<_, String>(0)?);
@@ -183,7 +199,7 @@ fn check_contents(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let application_id: i32 = conn
         .pragma_query_one(None, "application_id")
         .map_err(read_err)?;
-    let version: i64 = conn
+    let raw: i64 = conn
         .pragma_query_one(None, "user_version")
         .map_err(read_err)?;
     let objects: i64 = conn
@@ -196,19 +212,17 @@ fn check_contents(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             format!("application_id is {application_id:#010x}: not an ssu-agent database"),
         ));
     }
-    if version > LATEST {
+    let Some(found) = SchemaVersion::decode(raw) else {
+        return Err(corrupt(path, format!("schema version {raw} is negative")));
+    };
+    if !found.readable_by(supported) {
         return Err(StoreError::NewerSchema {
             path: path.to_path_buf(),
-            found: version,
-            supported: LATEST,
+            found: found.version,
+            supported,
         });
     }
-    if version < 0 {
-        return Err(corrupt(
-            path,
-            format!("schema version {version} is negative"),
-        ));
-    }
+    let version = found.version;
     if version == 0 && objects > 0 {
         return Err(corrupt(
             path,
@@ -225,7 +239,7 @@ fn check_contents(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// Builds the database next to `path` and renames it into place.
-fn create(path: &Path) -> Result<(), StoreError> {
+fn create(path: &Path, steps: &[Migration]) -> Result<(), StoreError> {
     let tmp = sidecar(path, ".new")?;
     // Left over from a creation that died half-way; ours by name, never holding data.
     remove_with_sidecars(&tmp)?;
@@ -238,7 +252,7 @@ fn create(path: &Path) -> Result<(), StoreError> {
     .map_err(|source| open_error(path, source))?;
     // Errors name `path`, the file the caller asked for, rather than our temporary name.
     configure(&conn, path, Journal::Wal)?;
-    migrations::migrate(&mut conn, path)?;
+    migrations::migrate_with(&mut conn, path, steps)?;
     conn.close()
         .map_err(|(_, source)| open_error(path, source))?;
     // Closing the last connection checkpoints the WAL into the main file and deletes it, so
@@ -260,7 +274,7 @@ fn create(path: &Path) -> Result<(), StoreError> {
     }
     fs::rename(&tmp, path).map_err(|source| io_error(path, "creating", source))?;
     sync_parent(path)?;
-    tracing::info!(path = %path.display(), schema = LATEST, "created store database");
+    tracing::info!(path = %path.display(), schema = steps.len(), "created store database");
     Ok(())
 }
 

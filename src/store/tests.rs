@@ -3,7 +3,10 @@ use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::*;
-use crate::store::migrations::LATEST;
+use crate::store::migrations::{LATEST, SchemaVersion};
+
+mod compat;
+mod recovery;
 
 fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -93,7 +96,7 @@ fn populated_db(dir: &Path) -> PathBuf {
     drop(store);
     assert_eq!(
         names(dir),
-        [FILE_NAME],
+        [FILE_NAME, floors::FILE_NAME],
         "closing checkpoints and removes the WAL"
     );
     path
@@ -101,6 +104,10 @@ fn populated_db(dir: &Path) -> PathBuf {
 
 fn pragma_i64(store: &Store, name: &str) -> i64 {
     store.conn.pragma_query_one(None, name).unwrap()
+}
+
+fn schema(store: &Store) -> SchemaVersion {
+    SchemaVersion::decode(pragma_i64(store, "user_version")).unwrap()
 }
 
 #[test]
@@ -351,7 +358,7 @@ fn a_new_file_gets_wal_full_sync_foreign_keys_and_the_schema() {
     assert_eq!(mode, "wal");
     assert_eq!(pragma_i64(&store, "synchronous"), 2, "FULL");
     assert_eq!(pragma_i64(&store, "foreign_keys"), 1);
-    assert_eq!(pragma_i64(&store, "user_version"), LATEST);
+    assert_eq!(schema(&store).version, LATEST);
     assert!(
         !names(dir.path()).iter().any(|n| n.contains(".new")),
         "{:?}",
@@ -368,7 +375,7 @@ fn an_empty_file_counts_as_new() {
     // A WAL next to an empty database cannot belong to it; it must not be replayed.
     fs::write(dir.path().join("agent.db-wal"), [0x37u8; 4096]).unwrap();
     let store = Store::open(&path).unwrap();
-    assert_eq!(pragma_i64(&store, "user_version"), LATEST);
+    assert_eq!(schema(&store).version, LATEST);
     store.append_history(&entry(1)).unwrap();
     drop(store);
     assert_eq!(Store::open(&path).unwrap().history(5).unwrap().len(), 1);
@@ -401,7 +408,7 @@ fn an_empty_sqlite_database_is_adopted() {
     drop(conn);
     assert!(fs::metadata(&path).unwrap().len() > 0);
     let store = Store::open(&path).unwrap();
-    assert_eq!(pragma_i64(&store, "user_version"), LATEST);
+    assert_eq!(schema(&store).version, LATEST);
 }
 
 #[test]
@@ -588,7 +595,7 @@ fn a_newer_schema_is_refused_and_left_alone() {
     let conn = Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    assert_eq!(names(dir.path()), [FILE_NAME]);
+    assert_eq!(names(dir.path()), [FILE_NAME, floors::FILE_NAME]);
 
     let before = snapshot(dir.path());
     let err = Store::open(&path).unwrap_err();
@@ -631,7 +638,12 @@ fn a_newer_schema_recorded_only_in_the_wal_is_refused_and_left_alone() {
     }
     drop(conn);
     let main = fs::read(&copy).unwrap();
-    assert_eq!(main[60..64], 1u32.to_be_bytes(), "main file still says v1");
+    let current = pragma_i64(&Store::open_in_memory().unwrap(), "user_version");
+    assert_eq!(
+        i64::from(u32::from_be_bytes(main[60..64].try_into().unwrap())),
+        current,
+        "main file still has this agent's version"
+    );
 
     let before = snapshot(crashed.path());
     let err = Store::open(&copy).unwrap_err();

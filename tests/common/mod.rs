@@ -171,8 +171,32 @@ impl Sandbox {
 
     /// A real client (`gdbus monitor`) watching the agent's signals.
     pub fn monitor_agent(&self) -> Monitor {
+        Monitor::new(self.spawn_gdbus_monitor(), "is owned by")
+    }
+
+    /// A `dbus-monitor` for the agent's signal `member`, matched by interface and member
+    /// only, so it also sees signals an agent sends right after taking its name (e.g. at
+    /// startup). gdbus, matching by the well-known name, drops a signal that arrives before
+    /// it has looked up the name's new owner (GLib's fix for CVE-2024-34397).
+    pub fn monitor_signal(&self, member: &str) -> Monitor {
         let child = self
-            .command("gdbus")
+            .command("dbus-monitor")
+            .arg("--address")
+            .arg(&self.bus_address)
+            .arg(format!(
+                "type='signal',interface='org.ssu.Agent1',member='{member}'"
+            ))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run dbus-monitor");
+        // The bus greets every new connection with NameAcquired, after which the match is in
+        // place (dbus-monitor adds it before reading anything).
+        Monitor::new(child, "NameAcquired")
+    }
+
+    fn spawn_gdbus_monitor(&self) -> std::process::Child {
+        self.command("gdbus")
             .args([
                 "monitor",
                 "--system",
@@ -184,8 +208,7 @@ impl Sandbox {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("run gdbus monitor");
-        Monitor::new(child)
+            .expect("run gdbus monitor")
     }
 
     /// Runs `busctl --address=<sandbox bus> ARGS`.
@@ -397,9 +420,9 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Collects the child's stdout and waits until gdbus says it follows the name: it
-    /// subscribes before printing that, so no later signal is missed.
-    fn new(mut child: std::process::Child) -> Monitor {
+    /// Collects the child's stdout and waits until gdbus says it follows the name (`ready`):
+    /// it subscribes before printing that, so no later signal is missed.
+    fn new(mut child: std::process::Child, ready: &str) -> Monitor {
         use std::io::Read;
         let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut out = child.stdout.take().expect("piped stdout");
@@ -416,7 +439,7 @@ impl Monitor {
             }
         });
         let monitor = Monitor { child, text };
-        monitor.wait_for_text("is owned by", Duration::from_secs(20));
+        monitor.wait_for_text(ready, Duration::from_secs(20));
         monitor
     }
 
