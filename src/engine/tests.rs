@@ -203,6 +203,7 @@ fn verified(bundles: Vec<BundleTarget>) -> Verified {
             timestamp: 2,
             snapshot: 2,
             targets: 2,
+            ..RoleVersions::default()
         },
         expires: "2027-01-01T00:00:00Z".parse().unwrap(),
         bundles,
