@@ -247,7 +247,10 @@ fn a_declared_snapshot_length_does_not_lift_the_byte_limit() {
     let rss = peak_rss_kib(d.sb.pid("agent").unwrap());
     eprintln!("snapshot bytes sent: {sent}, agent peak RSS: {rss} KiB");
     assert!(rss < 64 * 1024, "agent peak RSS {rss} KiB");
-    assert!(text.contains("more metadata than the agent accepts"), "{text}");
+    assert!(
+        text.contains("more metadata than the agent accepts"),
+        "{text}"
+    );
     let st = d.status();
     assert_eq!(st["Staleness"], "unverified", "{st:#}");
 }
