@@ -191,6 +191,7 @@ fn bundle(version: &str, base: &str, level: jiff::civil::Date) -> BundleTarget {
         length: 4096,
         sha256: [7; 32],
         url: "https://updates.example.com/targets/x".parse().unwrap(),
+        legacy_url: None,
         meta: sample_security_bundle(version, base, level),
     }
 }

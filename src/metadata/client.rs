@@ -55,8 +55,12 @@ pub struct BundleTarget {
     pub length: u64,
     #[serde(with = "hex_sha")]
     pub sha256: [u8; 32],
-    /// Where to download it from.
+    /// Where to download it from (the TUF specification's layout).
     pub url: Url,
+    /// Where tough's layout has it (`<sha256>.<whole name>`), which repositories published
+    /// by older `ssu-repo` versions have only: tried when `url` is not found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_url: Option<Url>,
     pub meta: BundleMeta,
 }
 

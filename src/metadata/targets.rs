@@ -101,11 +101,15 @@ impl Reduced {
                     "the name cannot be a file below the targets URL".into(),
                 );
             };
+            let legacy_url = consistent
+                .then(|| legacy_target_url(&source.targets_url, &name, &sha256))
+                .flatten();
             self.bundles.push(BundleTarget {
                 name,
                 length: target.length,
                 sha256,
                 url,
+                legacy_url,
                 meta,
             });
         } else {
@@ -181,6 +185,20 @@ pub fn target_url(base: &Url, name: &str, sha256: &[u8; 32], consistent: bool) -
     url.as_str().starts_with(base.as_str()).then_some(url)
 }
 
+/// Where tough's layout (and `ssu-repo` before it followed the specification) puts a
+/// target: `<targets>/<sha256>.<whole name>`.
+pub fn legacy_target_url(base: &Url, name: &str, sha256: &[u8; 32]) -> Option<Url> {
+    // Same checks on the name as the spec layout; then the whole name gets the prefix.
+    target_url(base, name, sha256, false)?;
+    let base = if base.as_str().ends_with('/') {
+        base.clone()
+    } else {
+        Url::parse(&format!("{base}/")).ok()?
+    };
+    let url = base.join(&format!("{}.{name}", hex::encode(sha256))).ok()?;
+    url.as_str().starts_with(base.as_str()).then_some(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +215,15 @@ mod tests {
                 "ab".repeat(32)
             )
         );
+        let u = legacy_target_url(&base, "bundles/gw/1.0.1.raucb", &sha).unwrap();
+        assert_eq!(
+            u.as_str(),
+            format!(
+                "https://updates.example.com/targets/{}.bundles/gw/1.0.1.raucb",
+                "ab".repeat(32)
+            )
+        );
+        assert!(legacy_target_url(&base, "bundles/../../x", &sha).is_none());
         let u = target_url(&base, "top.json", &sha, true).unwrap();
         assert!(
             u.as_str()
