@@ -294,8 +294,8 @@ fn a_length_mismatch_is_a_bad_repository_not_network_trouble() {
     assert_eq!(st["Staleness"], "unverified", "{st:#}");
 }
 
-#[test]
-fn targets_at_the_spec_layout_install() {
+/// A bundle published for the sandbox at `layout`; the agent must install it.
+fn installs_from(layout: &str) {
     let (d, repo) = py_device("");
     let bundle = d.sb.build_bundle("1.0.1", &d.image);
     repo.target(
@@ -304,10 +304,21 @@ fn targets_at_the_spec_layout_install() {
         Some(&bundle),
         &security_custom("1.0.1", "2026-11-01"),
     );
-    repo.publish(&["--layout", "spec"]);
+    repo.publish(&["--layout", layout]);
     d.sb.start("agent");
     let text = d.check();
     assert!(text.contains("security update 1.0.1"), "{text}");
     d.wait_state("reboot-required");
     assert_eq!(d.installs_into_b(), 1);
+}
+
+#[test]
+fn targets_at_the_spec_layout_install() {
+    installs_from("spec");
+}
+
+#[test]
+fn targets_only_at_toughs_layout_still_install() {
+    // Repositories published by ssu-repo before it followed the specification.
+    installs_from("tough");
 }

@@ -12,7 +12,8 @@ every role from that state into DIR/public/{metadata,targets}.
     pyrepo.py delegate DIR ROLE --paths P [P ...] [--terminating]
     pyrepo.py rotate DIR ROLE           # new key for a top-level role, in a new root
     pyrepo.py publish DIR [--timestamp-version N] [--snapshot-version N]
-                          [--snapshot-length N] [--spec-version S] [--layout spec|both]
+                          [--snapshot-length N] [--spec-version S]
+                          [--layout spec|tough|both]
 """
 
 import argparse
@@ -156,14 +157,16 @@ def cmd_rotate(a):
 
 
 def place(d, name, entry, layout):
-    """Puts a target file where the TUF spec says (<dir>/<sha256>.<base>) and, with
-    layout "both", where tough's layout has it too (<sha256>.<dir>/<base>)."""
+    """Puts a target file where the TUF spec says (<dir>/<sha256>.<base>) and/or where
+    tough's layout has it (<sha256>.<dir>/<base>)."""
     if not entry["file"]:
         return
     sha = entry["sha256"]
     head, _, base = name.rpartition("/")
-    spots = [os.path.join(head, f"{sha}.{base}") if head else f"{sha}.{base}"]
-    if layout == "both":
+    spots = []
+    if layout in ("spec", "both"):
+        spots.append(os.path.join(head, f"{sha}.{base}") if head else f"{sha}.{base}")
+    if layout in ("tough", "both"):
         spots.append(f"{sha}.{name}")
     for spot in spots:
         path = os.path.join(d, "public/targets", spot)
@@ -254,7 +257,7 @@ def main():
     s.add_argument("--snapshot-version", type=int)
     s.add_argument("--snapshot-length", type=int)
     s.add_argument("--spec-version")
-    s.add_argument("--layout", choices=("spec", "both"), default="both")
+    s.add_argument("--layout", choices=("spec", "tough", "both"), default="both")
     a = p.parse_args()
     {"init": cmd_init, "target": cmd_target, "delegate": cmd_delegate,
      "rotate": cmd_rotate, "publish": cmd_publish}[a.cmd](a)
