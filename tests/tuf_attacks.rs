@@ -248,11 +248,32 @@ fn a_declared_snapshot_length_does_not_lift_the_byte_limit() {
     eprintln!("snapshot bytes sent: {sent}, agent peak RSS: {rss} KiB");
     assert!(rss < 64 * 1024, "agent peak RSS {rss} KiB");
     assert!(
-        text.contains("more metadata than the agent accepts"),
+        text.contains("more metadata than the agent accepts (262144 bytes per file)"),
         "{text}"
     );
     let st = d.status();
     assert_eq!(st["Staleness"], "unverified", "{st:#}");
+}
+
+#[test]
+fn a_check_reads_no_more_than_the_configured_metadata_bytes() {
+    let (d, repo) = py_device("");
+    let config = std::fs::read_to_string(d.sb.agent_config()).unwrap();
+    let config = config.replace("[check]\n", "[check]\nmax_metadata_bytes = 65536\n");
+    std::fs::write(d.sb.agent_config(), config).unwrap();
+    // Each file is within its own bound (targets.json about 100 KB of 4 MiB), the check is not.
+    let pad = serde_json::json!({"pad": "x".repeat(100_000)});
+    repo.target("targets", "notes/padding.txt", None, &pad);
+    repo.publish(&[]);
+    d.sb.start("agent");
+    let mut log = AccessLog::new(&d.sb);
+    let text = refused(&d);
+    assert!(
+        text.contains("more metadata than the agent accepts (65536 bytes per check)"),
+        "{text}"
+    );
+    let sent: u64 = log.since().iter().map(|(_, _, b)| b).sum();
+    assert!(sent < 1024 * 1024, "{sent}");
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
