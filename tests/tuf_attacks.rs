@@ -299,6 +299,29 @@ fn metadata_of_another_spec_version_is_refused() {
 }
 
 #[test]
+fn a_repeated_signature_is_reported_in_words() {
+    let (d, repo) = py_device("");
+    d.sb.start("agent");
+    repo.publish(&[]);
+    // The timestamp's one signature, twice.
+    let ts = repo.metadata().join("timestamp.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ts).unwrap()).unwrap();
+    let sig = v["signatures"][0].clone();
+    v["signatures"].as_array_mut().unwrap().push(sig);
+    std::fs::write(&ts, serde_json::to_vec(&v).unwrap()).unwrap();
+    refused(&d);
+    let st = d.status();
+    let result = st["LastCheckResult"].as_str().unwrap();
+    assert!(
+        result.contains("the same key signed more than once"),
+        "{result}"
+    );
+    for dump in ["Decoded", "bytes:", "original:"] {
+        assert!(!result.contains(dump), "{result}");
+    }
+}
+
+#[test]
 fn a_length_mismatch_is_a_bad_repository_not_network_trouble() {
     let (d, repo) = py_device("");
     d.sb.start("agent");

@@ -355,13 +355,13 @@ fn verify_error(source: &Source, e: &tough::error::Error) -> MetadataError {
     let mut message = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
-        let text = match c.downcast_ref::<tough::schema::Error>() {
-            Some(tough::schema::Error::DuplicateKeyId { .. }) => {
-                "the same key signed more than once".to_owned()
-            }
-            _ => c.to_string(),
-        };
-        if !message.contains(&text) {
+        let text = c.to_string();
+        if let Some(tough::schema::Error::DuplicateKeyId { .. }) =
+            c.downcast_ref::<tough::schema::Error>()
+        {
+            // Its text is the key id's Rust debug dump, also repeated by the levels above.
+            message = message.replace(&text, "the same key signed more than once");
+        } else if !message.contains(&text) {
             message.push_str(": ");
             message.push_str(&text);
         }
