@@ -99,3 +99,65 @@ pub fn clear_tough_files(datastore: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Made by tests/data/tuf/pyrepo.py (python-tuf): version 2 rotates the timestamp key.
+    const V1: &[u8] = include_bytes!("../../tests/data/tuf/roots/1.root.json");
+    const V2: &[u8] = include_bytes!("../../tests/data/tuf/roots/2.root.json");
+
+    fn root(bytes: &[u8]) -> Signed<Root> {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_check_starts_from_the_newest_persisted_root_of_the_same_shipped_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dir.path();
+        let start = start_root(ds, V1);
+        assert_eq!((start.version, start.bytes.as_slice()), (1, V1));
+        assert_eq!(start.keys, RoleKeys::of(&root(V1)));
+
+        persist_root(ds, V1, &root(V2));
+        let start = start_root(ds, V1);
+        assert_eq!(start.version, 2);
+        assert_eq!(start.keys, RoleKeys::of(&root(V2)));
+        assert_ne!(start.keys.timestamp, RoleKeys::of(&root(V1)).timestamp);
+        assert_eq!(start.keys.snapshot, RoleKeys::of(&root(V1)).snapshot);
+
+        // Another shipped root (another repository): its own chain, not this one's.
+        assert_eq!(start_root(ds, V2).version, 2);
+        let other = br#"{"not": "this repository"}"#;
+        assert_eq!(start_root(ds, other).bytes, other);
+
+        // A damaged persisted root is not used.
+        std::fs::write(path(ds, V1), &V2[..100]).unwrap();
+        assert_eq!(start_root(ds, V1).version, 1);
+    }
+
+    #[test]
+    fn clearing_the_datastore_keeps_the_root_and_the_verified_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dir.path();
+        persist_root(ds, V1, &root(V2));
+        std::fs::create_dir(ds.join("versioned")).unwrap();
+        std::fs::write(ds.join("versioned/2.targets.json"), b"{}").unwrap();
+        for f in ["root.json", "timestamp.json", "latest_known_time.json"] {
+            std::fs::write(ds.join(f), b"x").unwrap();
+        }
+        clear_tough_files(ds);
+        let mut left: Vec<String> = std::fs::read_dir(ds)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(
+            left[0].starts_with(PREFIX) && left[1] == "versioned",
+            "{left:?}"
+        );
+        assert_eq!(start_root(ds, V1).version, 2);
+    }
+}
