@@ -22,6 +22,9 @@ use url::Url;
 use super::client::{BundleTarget, DeviceTarget, RefusedTarget, Source};
 use super::schema::{BUNDLE_PREFIX, BundleMeta, CUSTOM_KEY, DEVICE_PREFIX, DeviceMeta};
 
+/// Longest refusal reason kept (they quote signed JSON).
+const MAX_REASON: usize = 300;
+
 /// Longest target name accepted (names are paths; ours are far shorter).
 pub const MAX_NAME: usize = 1024;
 
@@ -81,7 +84,8 @@ impl Reduced {
         let refuse = |out: &mut Reduced, reason: String| {
             out.refused.push(RefusedTarget {
                 name: name.clone(),
-                reason,
+                // Parse errors quote the offending JSON (an unknown field's name, a value).
+                reason: escape_long(&reason, MAX_REASON),
             });
         };
         if name.starts_with(BUNDLE_PREFIX) {
@@ -202,6 +206,90 @@ pub fn legacy_target_url(base: &Url, name: &str, sha256: &[u8; 32]) -> Option<Ur
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::client::DEFAULT_MAX_METADATA_BYTES;
+    use serde_json::json;
+
+    const SHA: &str = "abababababababababababababababababababababababababababababababab";
+
+    fn bundle(level: &str) -> serde_json::Value {
+        json!({"length": 1, "hashes": {"sha256": SHA}, "custom": {"ssu": {
+            "kind": "security", "version": "0.9", "base_version": "1.0",
+            "security_patch_level": level, "compatible": "ssu-sandbox",
+            "released": "2026-11-20T00:00:00Z", "requires_reboot": true,
+            "expected_downtime_s": 1,
+            "cves": [{"id": "CVE-2026-1", "severity": "high", "summary": "x"}]}}})
+    }
+
+    fn targets(list: serde_json::Value, roles: serde_json::Value) -> Signed<Targets> {
+        serde_json::from_value(json!({"signatures": [], "signed": {
+            "_type": "targets", "spec_version": "1.0.31", "version": 1,
+            "expires": "2030-01-01T00:00:00Z", "targets": list,
+            "delegations": {"keys": {}, "roles": roles}}}))
+        .unwrap()
+    }
+
+    fn role(name: &str, paths: &[&str], terminating: bool) -> serde_json::Value {
+        json!({"name": name, "keyids": [], "threshold": 1, "paths": paths,
+               "terminating": terminating})
+    }
+
+    fn source() -> Source {
+        Source {
+            name: "manufacturer".into(),
+            metadata_url: Url::parse("https://u.example/metadata/").unwrap(),
+            targets_url: Url::parse("https://u.example/targets/").unwrap(),
+            root: "/nonexistent".into(),
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+        }
+    }
+
+    /// Top level lists NAME at 2026-03-01; `models` (devices/*) lists it at 2026-12-01;
+    /// behind the terminating `stop` (bundles/*), `late` lists another bundle.
+    #[test]
+    fn each_name_gets_the_entry_of_the_role_tuf_trusts_for_it() {
+        let name = "bundles/ssu-sandbox/0.9.raucb";
+        let mut top = targets(
+            json!({ name: bundle("2026-03-01") }),
+            json!([
+                role("models", &["devices/*"], false),
+                role("stop", &["bundles/*"], true),
+                role("late", &["bundles/*"], false)
+            ]),
+        );
+        let lists = [
+            json!({ name: bundle("2026-12-01") }),
+            json!({}),
+            json!({ "bundles/ssu-sandbox/0.9.2.raucb": bundle("2026-12-03") }),
+        ];
+        let roles = &mut top.signed.delegations.as_mut().unwrap().roles;
+        for (r, list) in roles.iter_mut().zip(lists) {
+            r.targets = Some(targets(list, json!([])));
+        }
+        let out = reduce(&top, &source(), true);
+        assert_eq!(out.bundles.len(), 1, "{:?}", out.bundles);
+        assert_eq!(out.bundles[0].name, name);
+        assert_eq!(
+            out.bundles[0].meta.security_patch_level.to_string(),
+            "2026-03-01"
+        );
+        assert!(out.refused.is_empty(), "{:?}", out.refused);
+    }
+
+    #[test]
+    fn refusals_quote_hostile_json_escaped() {
+        let mut b = bundle("2026-03-01");
+        b["custom"]["ssu"]["\u{1b}]0;x\u{7}"] = json!(1);
+        let top = targets(
+            json!({ "bundles/ssu-sandbox/1.raucb": b, "bundles/a\u{0}b": bundle("2026-03-01") }),
+            json!([]),
+        );
+        let out = reduce(&top, &source(), true);
+        assert_eq!(out.refused.len(), 2, "{:?}", out.refused);
+        for r in &out.refused {
+            assert!(!r.name.chars().any(char::is_control), "{r:?}");
+            assert!(!r.reason.chars().any(char::is_control), "{r:?}");
+        }
+    }
 
     #[test]
     fn target_urls_follow_the_spec_layout_and_stay_below_the_base() {
