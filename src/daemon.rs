@@ -206,6 +206,7 @@ fn adapters(
             metadata_url: join_dir(url, "metadata/"),
             targets_url: join_dir(url, "targets/"),
             root: root.to_owned(),
+            max_metadata_bytes: config.check.max_metadata_bytes,
         }),
         client: client.clone(),
         datastore: config.agent.state_dir.join(datastore),

@@ -251,6 +251,12 @@ fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
     if check.overdue_after.0 < SignedDuration::from_hours(24) {
         return err("check.overdue_after", "must be at least 1d".to_owned());
     }
+    if !(64 * 1024..=256 * 1024 * 1024).contains(&check.max_metadata_bytes) {
+        return err(
+            "check.max_metadata_bytes",
+            "must be between 65536 and 268435456".to_owned(),
+        );
+    }
     if let Err((key, reason)) = operator::validate(&c.operators) {
         // Profiles are one array: whichever file set it holds the offending entry.
         let path = provenance.get("operator").cloned().unwrap_or_default();

@@ -286,6 +286,9 @@ pub struct CheckConfig {
     /// Updates fixing a CVE at least this severe do not wait for the model's rollout wave
     /// (SEC-0021); unset: every update waits for it.
     pub wave_skip_severity: Option<crate::metadata::schema::Severity>,
+    /// The most metadata bytes one check reads from one update server, whatever its signed
+    /// metadata declares (a hostile repository must not exhaust memory or a data plan).
+    pub max_metadata_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -305,6 +308,7 @@ impl Default for CheckConfig {
             jitter: Dur(SignedDuration::from_hours(1)),
             overdue_after: Dur(SignedDuration::from_hours(90 * 24)),
             wave_skip_severity: None,
+            max_metadata_bytes: crate::metadata::client::DEFAULT_MAX_METADATA_BYTES,
         }
     }
 }

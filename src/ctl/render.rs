@@ -2,6 +2,11 @@
 //!
 //! Input is the JSON form of what the agent serves (`GetStatus`, `GetHistory`), so these
 //! functions are pure and tested with literal values. Times are shown in the given time zone.
+//!
+//! Strings in that JSON may come from signed-but-hostile metadata (target names, reasons
+//! that quote them) or from a history written by an older agent; a terminal must never see
+//! their control characters raw (ESC sequences rewrite the screen or the window title). So
+//! every entry point escapes them first ([`printable`]), whatever the agent already checked.
 
 use std::fmt::Write;
 
@@ -13,6 +18,30 @@ use crate::config::parse_date;
 
 fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// `v` with every control character in its strings (keys too) escaped as `\u{1b}`.
+pub fn printable(v: &Value) -> Value {
+    fn text(s: &str) -> String {
+        if !s.chars().any(char::is_control) {
+            return s.to_owned();
+        }
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    }
+    match v {
+        Value::String(s) => Value::String(text(s)),
+        Value::Array(a) => Value::Array(a.iter().map(printable).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (text(k), printable(v))).collect()),
+        other => other.clone(),
+    }
 }
 
 fn u64_at(v: &Value, key: &str) -> u64 {
@@ -69,6 +98,8 @@ fn staleness_text(s: &str) -> &'static str {
 /// The `ssuctl status` screen. `history` (newest first) supplies what the installed release
 /// fixed.
 pub fn status(st: &Value, history: &[Value], tz: &TimeZone) -> String {
+    let st = &printable(st);
+    let history: &[Value] = &history.iter().map(printable).collect::<Vec<_>>();
     let mut out = String::new();
     let mut line = |label: &str, value: &str| {
         let _ = writeln!(out, "{:<22}{}", format!("{label}:"), value);
@@ -359,6 +390,7 @@ fn components(st: &Value) -> String {
 
 /// What `ssuctl check` prints after the check ran.
 pub fn check(st: &Value, tz: &TimeZone) -> String {
+    let st = &printable(st);
     let when = long_time(u64_at(st, "LastCheck"), tz).unwrap_or_else(|| "never".to_owned());
     let result = or_unknown(str_at(st, "LastCheckResult"));
     format!(
@@ -372,6 +404,7 @@ pub fn history(entries: &[Value], tz: &TimeZone) -> String {
     if entries.is_empty() {
         return "No updates recorded yet.\n".to_owned();
     }
+    let entries: &[Value] = &entries.iter().map(printable).collect::<Vec<_>>();
     let mut out = String::new();
     for e in entries {
         let when = long_time(u64_at(e, "at"), tz).unwrap_or_else(|| "unknown time".to_owned());
@@ -497,6 +530,26 @@ mod tests {
         );
         assert!(!text.contains("Update source"), "{text}");
         assert!(!text.contains("Subscription:"), "{text}");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let evil = "bundles/x/\u{1b}]0;owned\u{7}\u{1b}[2J\0\u{9b}.raucb";
+        let st = json!({"LastError": format!("refused {evil}"), "LastCheckResult": evil,
+                        "Available": {"kind": "security", "version": evil}});
+        let entry = json!({"at": 1, "kind": "event", "action": "refused", "version": evil,
+                           "detail": evil});
+        for text in [
+            status(&st, std::slice::from_ref(&entry), &TimeZone::UTC),
+            check(&st, &TimeZone::UTC),
+            history(&[entry], &TimeZone::UTC),
+        ] {
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{text:?}"
+            );
+            assert!(text.contains("\\u{1b}"), "{text}");
+        }
     }
 
     #[test]

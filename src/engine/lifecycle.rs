@@ -167,7 +167,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             }
             self.status.state = UpdateState::Checking;
         }
-        let floor = self.floor;
+        let floor = self.floor.clone();
         self.checking = true;
         self.spawn_check(floor, probe);
     }
@@ -213,7 +213,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
 
     fn on_verified(&mut self, now: Timestamp, v: Verified) {
         self.checks.consecutive_failures = 0;
-        self.floor = self.floor.max(&v.versions);
+        // The source refused anything below the floor, except roles whose keys rotated
+        // (TUF's fast-forward recovery), so what verified is the new floor.
+        self.floor = v.versions.clone();
         let latest = self.latest_known_time().map_or(now, |t| t.max(now));
         let floor_json = serde_json::to_string(&self.floor).unwrap_or_default();
         let saved = self

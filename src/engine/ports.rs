@@ -59,17 +59,29 @@ impl BundleFetcher for crate::download::Downloader {
         t: &BundleTarget,
         mut progress: Box<dyn FnMut(u64, u64) + Send>,
     ) -> Result<PathBuf, FetchFailure> {
-        let target = crate::download::Target {
+        let mut target = crate::download::Target {
             url: t.url.clone(),
             length: t.length,
             sha256: t.sha256,
         };
-        crate::download::Downloader::fetch(self, &target, &mut |p| progress(p.done, p.total))
-            .await
-            .map_err(|e| FetchFailure {
-                retryable: e.is_retryable(),
-                message: e.to_string(),
+        let mut result =
+            crate::download::Downloader::fetch(self, &target, &mut |p| progress(p.done, p.total))
+                .await;
+        if let (Err(crate::download::DownloadError::NotFound { .. }), Some(legacy)) =
+            (&result, &t.legacy_url)
+        {
+            // A repository published before ssu-repo followed the TUF layout.
+            tracing::info!(url = %legacy, "not at the TUF layout; trying tough's layout");
+            target.url = legacy.clone();
+            result = crate::download::Downloader::fetch(self, &target, &mut |p| {
+                progress(p.done, p.total)
             })
+            .await;
+        }
+        result.map_err(|e| FetchFailure {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        })
     }
 
     fn cleanup(&self, keep: Option<&BundleTarget>) {

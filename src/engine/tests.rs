@@ -191,6 +191,7 @@ fn bundle(version: &str, base: &str, level: jiff::civil::Date) -> BundleTarget {
         length: 4096,
         sha256: [7; 32],
         url: "https://updates.example.com/targets/x".parse().unwrap(),
+        legacy_url: None,
         meta: sample_security_bundle(version, base, level),
     }
 }
@@ -203,6 +204,7 @@ fn verified(bundles: Vec<BundleTarget>) -> Verified {
             timestamp: 2,
             snapshot: 2,
             targets: 2,
+            ..RoleVersions::default()
         },
         expires: "2027-01-01T00:00:00Z".parse().unwrap(),
         bundles,

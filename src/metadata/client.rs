@@ -1,15 +1,19 @@
 //! Fetching and verifying one update source's TUF repository.
 //!
 //! tough does the TUF client workflow (root rotation, signatures, thresholds, expiry,
-//! version rollback against its datastore, size limits). Two things it does not do for us,
-//! which this module adds:
+//! version rollback against its datastore, the delegation search). What this module adds:
 //! - tough's datastore writes files in place without fsync, so after a power cut it may be
 //!   empty or truncated. The agent therefore keeps its own record of the highest verified
-//!   version of each role in the store ([`RoleVersions`], the "floor"); a repository that
-//!   verifies but is older than the floor is refused as a rollback, and a broken datastore
-//!   is simply wiped and re-synced from the shipped root without losing that protection.
-//! - Targets are turned into typed FS.25 records ([`schema`]); a target whose `custom.ssu`
-//!   does not parse is refused on its own (with the reason) and never offered.
+//!   version of each role in the store ([`RoleVersions`], the "floor", see [`super::floor`]);
+//!   a repository that verifies but is older than the floor is refused as a rollback.
+//! - The trusted root is persisted here (fsync'd, [`super::trust`]) and the next check
+//!   starts from it, not from the shipped `1.root.json`: tough only ever starts from the
+//!   root it is handed, and walking the whole chain on every check costs a request per root
+//!   version and ends at tough's cap on root updates.
+//! - Byte bounds that hold against signed-but-hostile metadata ([`super::transport`]).
+//! - Targets are resolved through TUF's delegation search and turned into typed FS.25
+//!   records ([`super::targets`]); a target whose name or `custom.ssu` is unacceptable is
+//!   refused on its own (with the reason) and never offered.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,8 +23,14 @@ use serde::{Deserialize, Serialize};
 use tough::{ExpirationEnforcement, Limits, RepositoryLoader};
 use url::Url;
 
-use super::schema::{self, BUNDLE_PREFIX, BundleMeta, CUSTOM_KEY, DEVICE_PREFIX, DeviceMeta};
-use super::transport::HttpTransport;
+pub use super::floor::{RoleKeys, RoleVersions};
+use super::schema::{BundleMeta, DeviceMeta};
+use super::transport::{HttpTransport, TooLarge};
+use super::{targets, trust};
+
+/// Default for [`Source::max_metadata_bytes`]: a check of our repositories reads a few KiB;
+/// root rotations and a 4 MiB targets file fit well below this.
+pub const DEFAULT_MAX_METADATA_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Where one source's repository lives and what the device trusts it with.
 #[derive(Debug, Clone)]
@@ -33,39 +43,9 @@ pub struct Source {
     pub targets_url: Url,
     /// The shipped root of trust (`1.root.json` of that repository).
     pub root: PathBuf,
-}
-
-/// The highest verified version of each top-level role.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoleVersions {
-    pub root: u64,
-    pub timestamp: u64,
-    pub snapshot: u64,
-    pub targets: u64,
-}
-
-impl RoleVersions {
-    /// The first role whose version is below `floor`'s, if any.
-    pub fn below(&self, floor: &RoleVersions) -> Option<(&'static str, u64, u64)> {
-        [
-            ("root", self.root, floor.root),
-            ("timestamp", self.timestamp, floor.timestamp),
-            ("snapshot", self.snapshot, floor.snapshot),
-            ("targets", self.targets, floor.targets),
-        ]
-        .into_iter()
-        .find(|(_, have, min)| have < min)
-    }
-
-    /// The role-wise maximum.
-    pub fn max(&self, other: &RoleVersions) -> RoleVersions {
-        RoleVersions {
-            root: self.root.max(other.root),
-            timestamp: self.timestamp.max(other.timestamp),
-            snapshot: self.snapshot.max(other.snapshot),
-            targets: self.targets.max(other.targets),
-        }
-    }
+    /// The most metadata bytes one check reads from the network, whatever the signed
+    /// metadata declares.
+    pub max_metadata_bytes: u64,
 }
 
 /// A bundle target that verified and parsed.
@@ -75,8 +55,12 @@ pub struct BundleTarget {
     pub length: u64,
     #[serde(with = "hex_sha")]
     pub sha256: [u8; 32],
-    /// Where to download it from.
+    /// Where to download it from (the TUF specification's layout).
     pub url: Url,
+    /// Where tough's layout has it (`<sha256>.<whole name>`), which repositories published
+    /// by older `ssu-repo` versions have only: tried when `url` is not found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_url: Option<Url>,
     pub meta: BundleMeta,
 }
 
@@ -150,7 +134,8 @@ impl MetadataError {
     }
 }
 
-/// Size limits for metadata files. Ours are small; these bound a hostile server.
+/// Size limits for metadata files whose length is not declared. Ours are small; these bound
+/// a hostile server (the transport applies them to declared lengths too).
 fn limits() -> Limits {
     Limits {
         max_root_size: 64 * 1024,
@@ -161,20 +146,22 @@ fn limits() -> Limits {
     }
 }
 
-/// Loads and verifies `source`'s repository, refusing versions below `floor`.
+/// Loads and verifies `source`'s repository, refusing versions below `floor` (as far as
+/// key rotations leave it standing, see [`RoleVersions::released_by`]).
 ///
 /// `datastore` is tough's cache for this source (under the state directory, so freeze and
-/// rollback protection survive reboots). If loading fails with the datastore present, the
-/// datastore is wiped and loading is tried once more from the shipped root: a datastore left
-/// truncated by a power cut must not lock the device out of updates; `floor` still guards
-/// against rollback.
+/// rollback protection survive reboots). If loading fails because of the datastore itself
+/// (unreadable, or a clock that stepped back behind its latest known time), tough's files are
+/// removed and loading is tried once more: that state must not lock the device out; `floor`
+/// still guards against rollback. Any other failure is the repository's, and the cache of
+/// verified metadata and the persisted root stay as they are.
 pub async fn fetch(
     source: &Source,
     client: &reqwest::Client,
     datastore: &Path,
     floor: &RoleVersions,
 ) -> Result<Verified, MetadataError> {
-    let root = std::fs::read(&source.root).map_err(|e| MetadataError::Root {
+    let shipped = std::fs::read(&source.root).map_err(|e| MetadataError::Root {
         path: source.root.clone(),
         source: e,
     })?;
@@ -186,20 +173,21 @@ pub async fn fetch(
         ),
         retryable: false,
     })?;
+    let start = trust::start_root(datastore, &shipped);
     // Verified versioned metadata, so unchanged snapshot and targets are not fetched again.
     let transport = HttpTransport::new(client.clone(), Duration::from_secs(60))
-        .with_cache(datastore.join("versioned"));
-    let repo = match load(source, &root, &transport, datastore).await {
+        .with_cache(datastore.join("versioned"))
+        .with_budget(source.max_metadata_bytes);
+    let repo = match load(source, &start.bytes, &transport, datastore).await {
         Ok(repo) => repo,
-        Err(first) if datastore.exists() && !is_network(&first) => {
+        Err(first) if is_datastore(&first) => {
             tracing::warn!(
                 source = %source.name,
                 error = %first,
-                "metadata cache unusable; re-syncing from the shipped root"
+                "metadata datastore unusable; clearing it and loading again"
             );
-            let _ = std::fs::remove_dir_all(datastore);
-            let _ = crate::fsutil::create_private_dir(datastore);
-            load(source, &root, &transport, datastore)
+            trust::clear_tough_files(datastore);
+            load(source, &start.bytes, &transport, datastore)
                 .await
                 .map_err(|e| verify_error(source, &e))?
         }
@@ -207,20 +195,33 @@ pub async fn fetch(
     };
 
     transport.keep_fetched();
+    check_spec_versions(source, &repo)?;
 
+    let keys = RoleKeys::of(repo.root());
     let versions = RoleVersions {
         root: repo.root().signed.version.get(),
         timestamp: repo.timestamp().signed.version.get(),
         snapshot: repo.snapshot().signed.version.get(),
         targets: repo.targets().signed.version.get(),
+        keys: keys.clone(),
     };
-    if let Some((role, have, floor)) = versions.below(floor) {
+    let standing = floor.released_by(&start.keys, &keys);
+    if standing != *floor {
+        tracing::info!(
+            source = %source.name,
+            "timestamp or snapshot keys rotated: their version floors start again (TUF 5.3.11)"
+        );
+    }
+    if let Some((role, have, floor)) = versions.below(&standing) {
         return Err(MetadataError::Rollback {
             source_name: source.name.clone(),
             role,
             have,
             floor,
         });
+    }
+    if versions.root > start.version {
+        trust::persist_root(datastore, &shipped, repo.root());
     }
     let expires = [
         repo.root().signed.expires,
@@ -233,55 +234,15 @@ pub async fn fetch(
     .unwrap_or(Timestamp::MIN);
 
     let consistent = repo.root().signed.consistent_snapshot;
-    let mut out = Verified {
+    let reduced = targets::reduce(repo.targets(), source, consistent);
+    Ok(Verified {
         source: source.name.clone(),
         versions,
         expires,
-        bundles: Vec::new(),
-        devices: Vec::new(),
-        refused: Vec::new(),
-    };
-    for (name, target) in repo.targets().signed.targets_iter() {
-        let name = name.raw().to_owned();
-        let custom = target.custom.get(CUSTOM_KEY);
-        if name.starts_with(BUNDLE_PREFIX) {
-            let parsed = custom
-                .ok_or_else(|| "no custom.ssu".to_owned())
-                .and_then(|c| BundleMeta::from_custom(c).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(meta) => {
-                    let sha256: [u8; 32] = match target.hashes.sha256.as_ref().try_into() {
-                        Ok(s) => s,
-                        Err(_) => {
-                            out.refused.push(RefusedTarget {
-                                name,
-                                reason: "sha256 is not 32 bytes".into(),
-                            });
-                            continue;
-                        }
-                    };
-                    let url = target_url(source, &name, &sha256, consistent)?;
-                    out.bundles.push(BundleTarget {
-                        name,
-                        length: target.length,
-                        sha256,
-                        url,
-                        meta,
-                    });
-                }
-                Err(reason) => out.refused.push(RefusedTarget { name, reason }),
-            }
-        } else if name.starts_with(DEVICE_PREFIX) {
-            match custom
-                .ok_or_else(|| "no custom.ssu".to_owned())
-                .and_then(|c| DeviceMeta::from_custom(c).map_err(|e| e.to_string()))
-            {
-                Ok(meta) => out.devices.push(DeviceTarget { name, meta }),
-                Err(reason) => out.refused.push(RefusedTarget { name, reason }),
-            }
-        }
-    }
-    Ok(out)
+        bundles: reduced.bundles,
+        devices: reduced.devices,
+        refused: reduced.refused,
+    })
 }
 
 async fn load(
@@ -303,53 +264,110 @@ async fn load(
     .await
 }
 
-/// Where tough's layout puts a target: `<targets>/<sha256>.<name>` with consistent
-/// snapshots, `<targets>/<name>` without. The result must stay below the base URL.
-fn target_url(
-    source: &Source,
-    name: &str,
-    sha256: &[u8; 32],
-    consistent: bool,
-) -> Result<Url, MetadataError> {
-    let file = if consistent {
-        format!("{}.{name}", hex::encode(sha256))
-    } else {
-        name.to_owned()
-    };
-    let bad = || MetadataError::TargetUrl {
-        source_name: source.name.clone(),
-        name: name.to_owned(),
-    };
-    let base = if source.targets_url.as_str().ends_with('/') {
-        source.targets_url.clone()
-    } else {
-        Url::parse(&format!("{}/", source.targets_url)).map_err(|_| bad())?
-    };
-    let url = base.join(&file).map_err(|_| bad())?;
-    if url.as_str().starts_with(base.as_str()) && !file.split('/').any(|s| s == ".." || s == ".") {
-        Ok(url)
-    } else {
-        Err(bad())
+/// TUF metadata states the specification version it follows; a client must not interpret
+/// metadata of another major version (spec 4.2, "spec_version").
+fn check_spec_versions(source: &Source, repo: &tough::Repository) -> Result<(), MetadataError> {
+    let mut all = vec![
+        ("root", repo.root().signed.spec_version.as_str()),
+        ("timestamp", repo.timestamp().signed.spec_version.as_str()),
+        ("snapshot", repo.snapshot().signed.spec_version.as_str()),
+        ("targets", repo.targets().signed.spec_version.as_str()),
+    ];
+    let mut stack = vec![&repo.targets().signed];
+    while let Some(t) = stack.pop() {
+        for role in t.delegations.iter().flat_map(|d| &d.roles) {
+            if let Some(signed) = &role.targets {
+                all.push((role.name.as_str(), signed.signed.spec_version.as_str()));
+                stack.push(&signed.signed);
+            }
+        }
+    }
+    match all.into_iter().find(|(_, v)| !supported_spec_version(v)) {
+        None => Ok(()),
+        Some((role, v)) => Err(MetadataError::Verify {
+            source_name: source.name.clone(),
+            message: format!(
+                "{} metadata follows TUF specification version \"{}\"; this agent reads 1.x",
+                targets::escape(role),
+                targets::escape(v)
+            ),
+            retryable: false,
+        }),
     }
 }
 
-/// Transport failures are worth retrying later; they say nothing about the datastore.
-fn is_network(e: &tough::error::Error) -> bool {
-    matches!(e, tough::error::Error::Transport { .. })
+/// `1.<minor>.<patch>`, numbers only.
+fn supported_spec_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() == 3
+        && parts[0] == "1"
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Failures of tough's datastore rather than of the repository.
+fn is_datastore(e: &tough::error::Error) -> bool {
+    use tough::error::Error as E;
+    matches!(
+        e,
+        E::DatastoreInit { .. }
+            | E::DatastoreCreate { .. }
+            | E::DatastoreOpen { .. }
+            | E::DatastoreRemove { .. }
+            | E::DatastoreSerialize { .. }
+            | E::SystemTimeSteppedBackward { .. }
+    )
+}
+
+/// Transport failures are worth retrying later, unless what failed was the bytes: a hash or
+/// length that does not match signed metadata, or more bytes than the agent accepts, say
+/// the repository is bad, and "up to date" must not be claimed on their account.
+fn is_network(e: &tough::error::Error) -> bool {
+    if !matches!(e, tough::error::Error::Transport { .. }) {
+        return false;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<TooLarge>() {
+            return false;
+        }
+        if let Some(inner) = c.downcast_ref::<tough::error::Error>()
+            && matches!(
+                inner,
+                tough::error::Error::HashMismatch { .. }
+                    | tough::error::Error::MaxSizeExceeded { .. }
+            )
+        {
+            return false;
+        }
+        cause = c.source();
+    }
+    true
+}
+
+/// Longest failure message kept (it goes to D-Bus, the store and the journal).
+const MAX_MESSAGE: usize = 600;
+
 fn verify_error(source: &Source, e: &tough::error::Error) -> MetadataError {
-    // tough's messages name the role and the check that failed; keep the whole chain.
+    // tough's messages name the role and the check that failed; keep the whole chain, but in
+    // words: a few of tough's messages embed Rust debug dumps.
     let mut message = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
         let text = c.to_string();
-        if !message.contains(&text) {
+        if let Some(tough::schema::Error::DuplicateKeyId { .. }) =
+            c.downcast_ref::<tough::schema::Error>()
+        {
+            // Its text is the key id's Rust debug dump, also repeated by the levels above.
+            message = message.replace(&text, "the same key signed more than once");
+        } else if !message.contains(&text) {
             message.push_str(": ");
             message.push_str(&text);
         }
         cause = c.source();
     }
+    let message = targets::escape_long(&message, MAX_MESSAGE);
     MetadataError::Verify {
         source_name: source.name.clone(),
         message,
@@ -373,7 +391,7 @@ mod hex_sha {
 }
 
 /// Re-exported for callers that only need the schema error type.
-pub use schema::SchemaError;
+pub use super::schema::SchemaError;
 
 #[cfg(test)]
 mod tests {
@@ -385,52 +403,20 @@ mod tests {
             metadata_url: Url::parse("https://updates.example.com/metadata/").unwrap(),
             targets_url: Url::parse(targets).unwrap(),
             root: PathBuf::from("/nonexistent"),
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
         }
     }
 
     #[test]
-    fn target_urls_follow_toughs_layout_and_stay_below_the_base() {
-        let sha = [0xab; 32];
-        let s = source("https://updates.example.com/targets");
-        let u = target_url(&s, "bundles/gw/1.0.1.raucb", &sha, true).unwrap();
-        assert_eq!(
-            u.as_str(),
-            format!(
-                "https://updates.example.com/targets/{}.bundles/gw/1.0.1.raucb",
-                "ab".repeat(32)
-            )
-        );
-        let u = target_url(&s, "bundles/gw/1.0.1.raucb", &sha, false).unwrap();
-        assert_eq!(
-            u.as_str(),
-            "https://updates.example.com/targets/bundles/gw/1.0.1.raucb"
-        );
-        for hostile in [
-            "bundles/../../etc/passwd",
-            "/etc/passwd",
-            "bundles/./x",
-            "https://evil.example.com/x",
-            "//evil.example.com/x",
+    fn spec_versions_of_another_major_are_refused() {
+        for ok in ["1.0.0", "1.0.31", "1.10.2"] {
+            assert!(supported_spec_version(ok), "{ok}");
+        }
+        for bad in [
+            "2.0.0", "banana", "1.0", "", "1.0.0.0", "0.9.0", "1..0", "1.0.x",
         ] {
-            assert!(target_url(&s, hostile, &sha, false).is_err(), "{hostile}");
+            assert!(!supported_spec_version(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn floor_comparison_names_the_role() {
-        let floor = RoleVersions {
-            root: 1,
-            timestamp: 5,
-            snapshot: 3,
-            targets: 3,
-        };
-        let older = RoleVersions {
-            timestamp: 4,
-            ..floor
-        };
-        assert_eq!(older.below(&floor), Some(("timestamp", 4, 5)));
-        assert_eq!(floor.below(&floor), None);
-        assert_eq!(older.max(&floor), floor);
     }
 
     #[tokio::test]

@@ -3,8 +3,13 @@
 //! connection pool, and "not found" is told apart from other failures — tough relies on that
 //! when it probes for the next `root.json`.
 //!
-//! Sizes are bounded by tough (it stops reading a stream past its limit); time is bounded
-//! here, per request.
+//! Time is bounded here, per request, and so are sizes: tough stops reading at the length
+//! that signed metadata declares (the timestamp declares the snapshot's, the snapshot the
+//! targets'), but a repository whose keys signed a 400 MB snapshot length would have it
+//! read that much. So the transport enforces its own bounds whatever is declared: a
+//! maximum per metadata file ([`max_file_size`]) and a byte budget for the whole check
+//! ([`HttpTransport::with_budget`]), and reports overruns as [`TooLarge`], which says the
+//! repository is bad rather than the network.
 //!
 //! With consistent snapshots, `N.snapshot.json` and `N.targets.json` never change once
 //! published, yet tough fetches them on every load. The transport can therefore keep the
@@ -15,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +31,32 @@ use url::Url;
 
 /// Largest versioned metadata file the cache keeps (tough's own limit for targets.json).
 const MAX_CACHED: usize = 4 * 1024 * 1024;
+
+/// A metadata file larger than the agent accepts, whatever signed metadata declared.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{file}: more metadata than the agent accepts ({limit} bytes {what}); the repository is \
+     refused"
+)]
+pub struct TooLarge {
+    pub file: String,
+    pub limit: u64,
+    pub what: &'static str,
+}
+
+/// The most bytes one metadata file may have, by its name: the same bounds tough applies
+/// when no length is declared (see `client::limits`), now also when one is.
+pub fn max_file_size(name: &str) -> u64 {
+    if name == "timestamp.json" {
+        16 * 1024
+    } else if name.ends_with(".root.json") || name == "root.json" {
+        64 * 1024
+    } else if name.ends_with("snapshot.json") {
+        256 * 1024
+    } else {
+        4 * 1024 * 1024
+    }
+}
 
 /// Fetches metadata over HTTP(S), and `file://` for local repositories (tests, USB sticks).
 #[derive(Debug, Clone)]
@@ -37,6 +69,9 @@ pub struct HttpTransport {
     /// Versioned metadata fetched from the network during this load, by file name; kept in
     /// the cache only once the whole load verified ([`HttpTransport::keep_fetched`]).
     fetched: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    /// Bytes the current check may still read from the network, and the whole budget.
+    budget: Arc<AtomicU64>,
+    budget_total: u64,
 }
 
 impl HttpTransport {
@@ -46,7 +81,17 @@ impl HttpTransport {
             timeout,
             cache: None,
             fetched: Arc::default(),
+            budget: Arc::new(AtomicU64::new(u64::MAX)),
+            budget_total: u64::MAX,
         }
+    }
+
+    /// Reads at most `bytes` of metadata from the network, over all files of this
+    /// transport's lifetime (one check, with its retry).
+    pub fn with_budget(mut self, bytes: u64) -> HttpTransport {
+        self.budget = Arc::new(AtomicU64::new(bytes));
+        self.budget_total = bytes;
+        self
     }
 
     /// Serves versioned snapshot and targets metadata from `dir` when present.
@@ -133,6 +178,20 @@ impl Transport for HttpTransport {
         let other = |e: reqwest::Error, url: &Url| {
             TransportError::new_with_cause(TransportErrorKind::Other, url, e)
         };
+        let too_large = |limit: u64, what: &'static str, url: &Url| {
+            TransportError::new_with_cause(
+                TransportErrorKind::Other,
+                url,
+                TooLarge {
+                    file: name.clone(),
+                    limit,
+                    what,
+                },
+            )
+        };
+        if self.budget.load(Ordering::Relaxed) == 0 {
+            return Err(too_large(self.budget_total, "per check", &url));
+        }
         let response = self
             .client
             .get(url.clone())
@@ -158,7 +217,44 @@ impl Transport for HttpTransport {
             all.insert(name.clone(), Vec::new());
             self.fetched.clone()
         });
+        let file_limit = max_file_size(&name);
+        if response.content_length().is_some_and(|n| n > file_limit) {
+            return Err(too_large(file_limit, "per file", &url));
+        }
+        let budget = self.budget.clone();
+        let budget_total = self.budget_total;
+        let mut read = 0u64;
+        let mut failed = false;
         let stream = response.bytes_stream().map(move |chunk| {
+            if failed {
+                return Err(TransportError::new(TransportErrorKind::Other, &url));
+            }
+            if let Ok(bytes) = &chunk {
+                let n = bytes.len() as u64;
+                read += n;
+                let left = budget.load(Ordering::Relaxed);
+                let over = if read > file_limit {
+                    Some((file_limit, "per file"))
+                } else if n > left {
+                    Some((budget_total, "per check"))
+                } else {
+                    None
+                };
+                budget.store(left.saturating_sub(n), Ordering::Relaxed);
+                if let Some((limit, what)) = over {
+                    // The stream ends here: nothing more is read from this response.
+                    failed = true;
+                    return Err(TransportError::new_with_cause(
+                        TransportErrorKind::Other,
+                        &url,
+                        TooLarge {
+                            file: name.clone(),
+                            limit,
+                            what,
+                        },
+                    ));
+                }
+            }
             if let (Some(fetched), Ok(bytes)) = (&fetched, &chunk) {
                 let mut all = fetched.lock().unwrap_or_else(|e| e.into_inner());
                 let buf = all.entry(name.clone()).or_default();

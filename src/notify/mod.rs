@@ -165,6 +165,7 @@ mod tests {
                 length: 4096,
                 sha256: [0; 32],
                 url: "https://example.com/x".parse().unwrap(),
+                legacy_url: None,
                 meta,
             },
             source: "manufacturer".into(),

@@ -5,7 +5,9 @@
 //! DIR/repo.toml                  role, name, expiries
 //! DIR/keys/<role>.pk8            signing keys (dir 0700, files 0600)
 //! DIR/public/metadata/           N.root.json, N.targets.json, N.snapshot.json, timestamp.json
-//! DIR/public/targets/            <sha256>.<target name>, e.g. <sha256>.bundles/c/1.0.1.raucb
+//! DIR/public/targets/            <dir>/<sha256>.<base name>, e.g. bundles/c/<sha256>.1.0.1.raucb
+//!                                (the TUF specification's layout), and hard links at tough's
+//!                                <sha256>.<target name>, e.g. <sha256>.bundles/c/1.0.1.raucb
 //! ```
 //!
 //! Every file is written under a temporary name in its final directory and renamed into place;
@@ -51,11 +53,76 @@ impl Layout {
     }
 }
 
-/// The file a client fetches for `name` under consistent snapshots: tough prefixes the whole
-/// target name with the hex SHA-256 (`<sha>.bundles/c/1.0.raucb`), not just the last path
-/// component as the TUF spec describes.
+/// The file tough's client fetches for `name` under consistent snapshots: tough prefixes the
+/// whole target name with the hex SHA-256 (`<sha>.bundles/c/1.0.raucb`), not just the last
+/// path component as the TUF specification describes. `ssu-repo verify` reads this one, and
+/// so do agents released before the agent followed the specification; [`link_spec_layout`]
+/// puts each file at the specification's place too.
 pub fn target_file(targets_dir: &Path, name: &str, target: &Target) -> PathBuf {
     targets_dir.join(format!("{}.{name}", hex::encode(&target.hashes.sha256)))
+}
+
+/// Hard-links every target file stored at tough's layout (`<sha>.<dir>/<base>`) to the TUF
+/// specification's (`<dir>/<sha>.<base>`), where devices and other TUF clients fetch it.
+/// Idempotent; run before each metadata publish, so it also brings repositories published
+/// before this layout up to date.
+pub fn link_spec_layout(targets_dir: &Path) -> Result<usize, RepoError> {
+    let mut linked = 0;
+    let Ok(entries) = fs::read_dir(targets_dir) else {
+        return Ok(0);
+    };
+    for e in entries.flatten() {
+        let top = e.file_name().to_string_lossy().into_owned();
+        let Some((sha, first)) = top.split_once('.') else {
+            continue;
+        };
+        let is_sha = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_sha || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for file in files_below(&e.path()) {
+            let Ok(rest) = file.strip_prefix(e.path()) else {
+                continue;
+            };
+            let rel = Path::new(first).join(rest);
+            let (Some(dir), Some(base)) = (rel.parent(), rel.file_name()) else {
+                continue;
+            };
+            let spec = targets_dir
+                .join(dir)
+                .join(format!("{sha}.{}", base.to_string_lossy()));
+            if spec.exists() {
+                continue;
+            }
+            let parent = spec.parent().unwrap_or(targets_dir);
+            fs::create_dir_all(parent).map_err(RepoError::io(parent, "cannot create"))?;
+            let tmp = temp_sibling(&spec);
+            let _ = fs::remove_file(&tmp);
+            fs::hard_link(&file, &tmp)
+                .or_else(|_| fs::copy(&file, &tmp).map(drop))
+                .map_err(RepoError::io(&tmp, "cannot link a target file"))?;
+            fs::rename(&tmp, &spec).map_err(RepoError::io(&spec, "cannot publish"))?;
+            linked += 1;
+        }
+    }
+    Ok(linked)
+}
+
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue; // temporary files of a publish in progress
+        }
+        if t.is_dir() {
+            out.extend(files_below(&e.path()));
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 /// An exclusive lock on the repository (held on `repo.toml`) for the life of the value, so two

@@ -211,6 +211,8 @@ pub async fn write(signed: &SignedRepository, layout: &Layout) -> Result<(), Rep
         .write(staging.path())
         .await
         .map_err(RepoError::tuf("writing metadata"))?;
+    // Every target at the specification's layout before the metadata naming it appears.
+    super::layout::link_spec_layout(&layout.targets)?;
     publish_metadata(&staging, &layout.metadata)?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod control;
 pub mod device;
 pub mod http;
+pub mod pyrepo;
 
 use std::fs;
 use std::path::{Path, PathBuf};
