@@ -222,7 +222,16 @@ impl Floors {
 }
 
 /// Role-wise maximum of two metadata floor objects; fields that are not versions are taken
-/// from `ours` (the newer write).
+/// from `ours` (the newer write) — except where TUF's fast-forward recovery gave a floor up.
+///
+/// A floor knows the keys its timestamp and snapshot versions were verified under
+/// (`keys.timestamp`, `keys.snapshot`; see `metadata::floor`). When the two records name
+/// different keys for a role, they are not comparable: the keys rotated, and TUF releases the
+/// old version (spec 5.3.11). Then the record verified under the newer root (the higher
+/// `root`, which itself only goes up) decides that role — the snapshot decides the targets
+/// version too. A record an attacker wrote with other keys and a higher root version lowers
+/// nothing the device can use: its root floor then refuses every repository until one
+/// really reaches that root version.
 fn merge_versions(ours: &Value, theirs: &Value) -> Value {
     let (Value::Object(a), Value::Object(b)) = (ours, theirs) else {
         return ours.clone();
@@ -238,6 +247,53 @@ fn merge_versions(ours: &Value, theirs: &Value) -> Value {
             }
             _ => {}
         }
+    }
+    let root = |m: &serde_json::Map<String, Value>| m.get("root").and_then(Value::as_u64);
+    let key = |m: &serde_json::Map<String, Value>, role: &str| {
+        m.get("keys")
+            .and_then(|k| k.get(role))
+            .and_then(Value::as_str)
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+    };
+    // Under the same root, keys cannot differ legitimately: keep the maximum then.
+    let newer_root = match root(b).cmp(&root(a)) {
+        std::cmp::Ordering::Greater => Some(b),
+        std::cmp::Ordering::Less => Some(a),
+        std::cmp::Ordering::Equal => None,
+    };
+    let mut keys = a
+        .get("keys")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    for (role, versions) in [
+        ("timestamp", &["timestamp"][..]),
+        ("snapshot", &["snapshot", "targets"][..]),
+    ] {
+        match (key(a, role), key(b, role)) {
+            (Some(ka), Some(kb)) if ka != kb => {
+                let Some(newer_root) = newer_root else {
+                    continue;
+                };
+                for v in versions {
+                    if let Some(n) = newer_root.get(*v) {
+                        out.insert((*v).to_owned(), n.clone());
+                    }
+                }
+                if let (Some(map), Some(f)) = (keys.as_object_mut(), key(newer_root, role)) {
+                    map.insert(role.to_owned(), Value::from(f));
+                }
+            }
+            (None, Some(kb)) => {
+                if let Some(map) = keys.as_object_mut() {
+                    map.insert(role.to_owned(), Value::from(kb));
+                }
+            }
+            _ => {}
+        }
+    }
+    if keys.as_object().is_some_and(|m| !m.is_empty()) {
+        out.insert("keys".to_owned(), keys);
     }
     Value::Object(out)
 }

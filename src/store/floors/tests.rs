@@ -206,3 +206,58 @@ fn restore_writes_floors_the_engine_can_read() {
         2
     );
 }
+
+fn keyed(
+    root: u64,
+    timestamp: u64,
+    snapshot: u64,
+    targets: u64,
+    ts_key: &str,
+    snap_key: &str,
+) -> Value {
+    serde_json::json!({"root": root, "timestamp": timestamp, "snapshot": snapshot,
+        "targets": targets, "keys": {"timestamp": ts_key, "snapshot": snap_key}})
+}
+
+/// TUF's fast-forward recovery (spec 5.3.11) gives a timestamp floor up when root rotates
+/// the timestamp keys: the copy must follow, or a restart would bring back 2^64−1 and lock
+/// the device out after the repository recovered.
+#[test]
+fn a_key_rotation_under_a_newer_root_releases_the_rotated_roles_floor() {
+    let max = u64::MAX;
+    // Fast-forwarded timestamp under root 2's keys (the copy) …
+    let copy = keyed(2, max, 7, 7, "t1", "s1");
+    // … and what verified after root 3 rotated the timestamp key (the database).
+    let rotated = keyed(3, 4, 8, 8, "t2", "s1");
+    assert_eq!(
+        merge_versions(&rotated, &copy),
+        keyed(3, 4, 8, 8, "t2", "s1")
+    );
+    assert_eq!(
+        merge_versions(&copy, &rotated),
+        keyed(3, 4, 8, 8, "t2", "s1")
+    );
+    // A snapshot rotation releases the snapshot and targets versions.
+    let copy = keyed(3, 4, 1000, 1000, "t2", "s1");
+    let rotated = keyed(4, 5, 9, 9, "t2", "s2");
+    assert_eq!(
+        merge_versions(&copy, &rotated),
+        keyed(4, 5, 9, 9, "t2", "s2")
+    );
+    // Same keys: the maximum, whichever root is newer.
+    assert_eq!(
+        merge_versions(
+            &keyed(4, 5, 9, 9, "t2", "s2"),
+            &keyed(3, 6, 1, 1, "t2", "s2")
+        ),
+        keyed(4, 6, 9, 9, "t2", "s2")
+    );
+    // Other keys under the same root version decide nothing: the maximum stays.
+    assert_eq!(
+        merge_versions(
+            &keyed(4, 5, 9, 9, "tX", "s2"),
+            &keyed(4, max, 9, 9, "t2", "s2")
+        ),
+        keyed(4, max, 9, 9, "tX", "s2")
+    );
+}
