@@ -92,5 +92,5 @@ FILES:${PN} += "${datadir}/dbus-1/system.d/org.ssu.Agent1.conf \
 CONFFILES:${PN} = "${sysconfdir}/ssu-agent/agent.toml \
                    ${sysconfdir}/ssu-agent/agent.d/00-image.toml \
                   "
-RDEPENDS:${PN} = "dbus rauc"
+RDEPENDS:${PN} = "dbus rauc ca-certificates"
 RDEPENDS:${PN}-repo = "rauc"
