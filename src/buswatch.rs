@@ -8,6 +8,7 @@
 
 use std::fmt::Display;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -17,9 +18,20 @@ use zbus::fdo::DBusProxy;
 use zbus::names::{BusName, OwnedUniqueName, WellKnownName};
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
+use crate::activation::{self, ActivationError, Started};
+
 /// How long to wait before asking again when the service is on the bus but failed to answer.
 /// Anything it does in between (a signal, a restart) triggers a refresh sooner.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(60);
+
+/// After a failed activation, the next attempt waits this long, doubling up to
+/// [`MAX_ACTIVATION_BACKOFF`]: each failure is a line in the bus's (and systemd's) log, and a
+/// service that is activatable but disabled fails every time.
+const FIRST_ACTIVATION_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_ACTIVATION_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// A start by D-Bus activation in flight.
+type Starting = Pin<Box<dyn Future<Output = Result<Started, ActivationError>> + Send>>;
 
 /// What [`follow`] needs to know about one service.
 pub(crate) trait Service {
@@ -34,6 +46,9 @@ pub(crate) trait Service {
     const BUS_NAME: &'static str;
     /// What to log (with the error) when the watcher cannot subscribe to the service's signals.
     const SUBSCRIBE_FAILED: &'static str;
+    /// Whether the watcher starts the service by D-Bus activation when it is not on the bus
+    /// (see [`activation`]): at start, and again whenever it leaves.
+    const ACTIVATE: bool;
 
     /// The signals worth looking at (each is then checked with [`Service::wants_refresh`]).
     fn signals_rule() -> MatchRule<'static>;
@@ -56,6 +71,9 @@ pub(crate) trait Service {
 ///
 /// - [`Service::unavailable`] while [`Service::BUS_NAME`] has no owner or the service answers
 ///   with errors — one `warn!` per such transition, not per retry;
+/// - with [`Service::ACTIVATE`], a service that is not on the bus (at start, or after it left)
+///   is started by D-Bus activation if the bus can; a failed start is tried again with a
+///   backoff from [`FIRST_ACTIVATION_BACKOFF`] to [`MAX_ACTIVATION_BACKOFF`];
 /// - a fresh [`Service::snapshot`] when the service (re)appears, on each signal it
 ///   [wants](Service::wants_refresh), whenever `refresh` is notified (`notify_one`), and every
 ///   [`RETRY_AFTER_ERROR`] after an error while it is on the bus.
@@ -94,15 +112,26 @@ pub(crate) async fn follow<S: Service>(
         }
     };
 
-    let mut owner: Option<OwnedUniqueName> = dbus
-        .get_name_owner(BusName::from(WellKnownName::from_static_str_unchecked(
+    let mut owner: Option<OwnedUniqueName> = tokio::time::timeout(
+        activation::CALL_TIMEOUT,
+        dbus.get_name_owner(BusName::from(WellKnownName::from_static_str_unchecked(
             bus_name,
-        )))
-        .await
-        .ok();
+        ))),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
     let mut refresh_due = owner.is_some();
+    // A start by activation in flight, and when to try the next one.
+    let mut starting: Option<Starting> = None;
+    let mut activate_at: Option<Instant> = None;
+    let mut backoff = FIRST_ACTIVATION_BACKOFF;
     if owner.is_none() {
-        tracing::info!("{label} ({bus_name}) is not on the bus; waiting for it");
+        if S::ACTIVATE {
+            activate_at = Some(Instant::now());
+        } else {
+            tracing::info!("{label} ({bus_name}) is not on the bus; waiting for it");
+        }
         reporter.report(S::unavailable());
     }
     let mut failing = false;
@@ -145,11 +174,48 @@ pub(crate) async fn follow<S: Service>(
                 if owner.is_some() {
                     tracing::info!("{label} appeared on the bus");
                     refresh_due = true;
+                    activate_at = None;
+                    backoff = FIRST_ACTIVATION_BACKOFF;
                 } else {
                     tracing::info!("{label} left the bus");
                     failing = false;
                     retry_at = None;
                     reporter.report(S::unavailable());
+                    // The agent still needs it: start it again, as its next caller would.
+                    if S::ACTIVATE && activate_at.is_none() {
+                        activate_at = Some(Instant::now());
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(activate_at.unwrap_or_else(Instant::now)),
+                if activate_at.is_some() && starting.is_none() =>
+            {
+                activate_at = None;
+                let dbus = dbus.clone();
+                starting = Some(Box::pin(async move {
+                    activation::ensure_running(&dbus, S::BUS_NAME).await
+                }));
+            }
+            started = async { starting.as_mut().expect("guarded by the condition").await },
+                if starting.is_some() =>
+            {
+                starting = None;
+                match started {
+                    Ok(Started::Activated) => {
+                        // Its NameOwnerChanged (already queued) brings the first snapshot.
+                        tracing::info!("{label} ({bus_name}) was not running; started it by D-Bus activation");
+                    }
+                    Ok(Started::AlreadyRunning) => {}
+                    Ok(Started::Absent) => tracing::info!(
+                        "{label} ({bus_name}) is not on the bus and not activatable; waiting for it"
+                    ),
+                    Err(e) => {
+                        log_activation_failure::<S>(&e, backoff);
+                        if owner.is_none() {
+                            activate_at = Some(Instant::now() + backoff);
+                        }
+                        backoff = (backoff * 2).min(MAX_ACTIVATION_BACKOFF);
+                    }
                 }
             }
             msg = signals.next() => {
@@ -168,6 +234,16 @@ pub(crate) async fn follow<S: Service>(
     }
     tracing::warn!("bus connection closed; no longer watching {label}");
     reporter.report(S::unavailable());
+}
+
+fn log_activation_failure<S: Service>(e: &ActivationError, retry_in: Duration) {
+    tracing::warn!(
+        error = %e,
+        retry_in_s = retry_in.as_secs(),
+        "cannot start {} ({}) by D-Bus activation; reporting it unavailable",
+        S::LABEL,
+        S::BUS_NAME
+    );
 }
 
 /// Whether `msg` comes from someone other than the service's current `owner` (a previous

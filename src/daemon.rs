@@ -45,6 +45,11 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error("cannot set up downloads: {0}")]
     Download(String),
+    /// The bus connection closed, or the bus took the agent's name away: nobody can reach
+    /// the agent any more, so it exits with an error and systemd (`Restart=on-failure`)
+    /// starts it again on a fresh connection.
+    #[error("lost the system bus: {0}; exiting so that the service manager restarts the agent")]
+    BusLost(&'static str),
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -97,6 +102,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(crate::notify::run(conn.clone(), handle.notices()));
     }
     let auth = dbus::auth::Authorizer::new(config.authorization.clone());
+    // Subscribed before the name is taken, so losing it right away is seen too.
+    let name_lost = name_lost_stream(&conn).await.map_err(DaemonError::Bus)?;
     dbus::serve(&conn, handle.clone(), auth).await?;
 
     tracing::info!(name = dbus::BUS_NAME, "serving on the system bus");
@@ -109,11 +116,59 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(watchdog(handle.clone(), period));
     }
 
-    engine.run(shutdown).await;
+    let lost = std::cell::Cell::new(None);
+    engine
+        .run(async {
+            tokio::select! {
+                () = shutdown => {}
+                why = bus_lost(&conn, name_lost) => {
+                    tracing::error!("{why}; stopping");
+                    lost.set(Some(why));
+                }
+            }
+        })
+        .await;
     notify(&[NotifyState::Stopping]);
     // Dropping the connection releases the name; clients see the agent go.
     drop(conn);
-    Ok(())
+    match lost.into_inner() {
+        Some(why) => Err(DaemonError::BusLost(why)),
+        None => Ok(()),
+    }
+}
+
+/// `NameLost` for the agent's name, which the bus sends to the agent alone.
+async fn name_lost_stream(conn: &zbus::Connection) -> zbus::Result<zbus::MessageStream> {
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus")
+        .member("NameLost")
+        .arg(0, dbus::BUS_NAME)
+        .build()?;
+    zbus::MessageStream::for_match_rule(rule, conn, std::num::NonZeroUsize::new(4)).await
+}
+
+/// Completes when the agent can no longer be reached on the bus: the connection closed (the
+/// bus daemon stopped, restarted or dropped the agent) or the bus took its name away. Either
+/// way a process left running would serve nobody and systemd would never restart it.
+async fn bus_lost(conn: &zbus::Connection, mut name_lost: zbus::MessageStream) -> &'static str {
+    use futures_util::StreamExt;
+    loop {
+        tokio::select! {
+            () = conn.closed() => return "the bus connection closed",
+            msg = name_lost.next() => match msg {
+                // The stream ends with the connection.
+                None | Some(Err(_)) => return "the bus connection closed",
+                // zbus cannot check a well-known sender, but only the bus daemon can send
+                // as org.freedesktop.DBus (it stamps every peer's message with its unique name).
+                Some(Ok(m)) if is_name_lost_from_bus(&m) => {
+                    return "the bus took the name org.ssu.Agent1 away";
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
 }
 
 /// The real adapters.
@@ -191,6 +246,16 @@ fn join_dir(base: &url::Url, dir: &str) -> url::Url {
         base.set_path(&path);
     }
     base.join(dir).unwrap_or(base)
+}
+
+fn is_name_lost_from_bus(msg: &zbus::Message) -> bool {
+    msg.header()
+        .sender()
+        .is_some_and(|s| s.as_str() == "org.freedesktop.DBus")
+        && msg
+            .body()
+            .deserialize::<&str>()
+            .is_ok_and(|name| name == dbus::BUS_NAME)
 }
 
 /// A per-device seed for the check jitter: stable across restarts (so the schedule does not

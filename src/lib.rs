@@ -18,6 +18,7 @@
 //! - [`daemon`]: wires the parts together for the `ssu-agent` binary; [`ctl`] renders what
 //!   `ssuctl` prints.
 
+pub mod activation;
 mod buswatch;
 pub mod clock;
 pub mod config;

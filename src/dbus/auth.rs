@@ -23,6 +23,7 @@ use zbus::message::Header;
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
 use super::AgentError;
+use crate::activation::{self, ActivationError, Started};
 use crate::config::AuthorizationConfig;
 
 /// polkit's bus name.
@@ -81,8 +82,21 @@ impl Authorizer {
         let dbus = zbus::fdo::DBusProxy::new(conn)
             .await
             .map_err(|e| AgentError::Internal(format!("cannot ask the bus: {e}")))?;
-        if self.config.polkit && polkit_on_bus(&dbus).await {
-            return self.ask_polkit(conn, header, action).await;
+        // Why polkit did not decide, for the refusal below.
+        let mut no_polkit = "polkit is not installed";
+        if self.config.polkit {
+            match polkit_running(&dbus).await {
+                Ok(true) => return self.ask_polkit(conn, header, action).await,
+                Ok(false) => {}
+                Err(e) => {
+                    // Installed but failing: say so, and let the allowlist decide as without
+                    // polkit (it is the administrator's own list; with none, refused).
+                    tracing::warn!(error = %e, "cannot start polkit; the allowlist decides");
+                    no_polkit = "polkit could not be started";
+                }
+            }
+        } else {
+            no_polkit = "polkit is turned off ([authorization] polkit = false)";
         }
         let uid = dbus
             .get_connection_unix_user(sender.clone().into())
@@ -93,9 +107,9 @@ impl Authorizer {
         let who = Account::lookup(uid, &read_small(&self.passwd), &read_small(&self.group));
         if self.config.allow_users.is_empty() && self.config.allow_groups.is_empty() {
             return Err(AgentError::NotAuthorized(format!(
-                "{} needs authorization, but polkit is not running and no allowlist is \
-                 configured ([authorization] allow_users/allow_groups in agent.toml); ask \
-                 your administrator",
+                "{} needs authorization, but {no_polkit} and no allowlist is configured \
+                 ([authorization] allow_users/allow_groups in agent.toml); ask your \
+                 administrator",
                 action.id()
             )));
         }
@@ -147,10 +161,17 @@ impl Authorizer {
     }
 }
 
-async fn polkit_on_bus(dbus: &zbus::fdo::DBusProxy<'_>) -> bool {
-    match zbus::names::BusName::try_from(POLKIT) {
-        Ok(name) => dbus.name_has_owner(name).await.unwrap_or(false),
-        Err(_) => false,
+/// Whether polkit can decide: it runs, or the bus started it now. polkitd is normally
+/// bus-activated (nothing starts it at boot), so "not on the bus" alone does not mean "no
+/// polkit".
+async fn polkit_running(dbus: &zbus::fdo::DBusProxy<'_>) -> Result<bool, ActivationError> {
+    match activation::ensure_running(dbus, POLKIT).await? {
+        Started::AlreadyRunning => Ok(true),
+        Started::Activated => {
+            tracing::info!("polkit was not running; started it by D-Bus activation");
+            Ok(true)
+        }
+        Started::Absent => Ok(false),
     }
 }
 

@@ -58,6 +58,9 @@ impl Service for ModemManager<'_> {
     const BUS_NAME: &'static str = BUS_NAME;
     const SUBSCRIBE_FAILED: &'static str =
         "cannot subscribe to ModemManager's signals; not watching it";
+    // Its activation file points at its systemd unit (SystemdService=), so on systemd this
+    // starts ModemManager only where the image enabled it; elsewhere the bus runs it.
+    const ACTIVATE: bool = true;
 
     fn signals_rule() -> MatchRule<'static> {
         signals_rule()

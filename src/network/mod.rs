@@ -95,6 +95,10 @@ impl Service for NetworkManager<'_> {
     const BUS_NAME: &'static str = BUS_NAME;
     const SUBSCRIBE_FAILED: &'static str =
         "cannot subscribe to NetworkManager's signals; not watching it";
+    // Not started: it configures the device's network, which is not the agent's to decide
+    // (an image may use another network manager); the agent only reads Metered, and unknown
+    // defers nothing.
+    const ACTIVATE: bool = false;
 
     fn signals_rule() -> MatchRule<'static> {
         MatchRule::builder()

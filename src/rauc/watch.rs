@@ -59,6 +59,9 @@ impl Service for Rauc {
     const LABEL: &'static str = "RAUC";
     const BUS_NAME: &'static str = BUS_NAME;
     const SUBSCRIBE_FAILED: &'static str = "cannot subscribe to RAUC's signals; not watching RAUC";
+    // Debian's and meta-rauc's rauc.service are D-Bus activated (Type=dbus) and nothing else
+    // starts them: without this a freshly booted slot is never confirmed.
+    const ACTIVATE: bool = true;
 
     fn signals_rule() -> MatchRule<'static> {
         rauc_signals_rule()

@@ -27,6 +27,9 @@ pub struct Options {
     pub rauc: bool,
     /// A dbusmock NetworkManager (Metered = 2, no); off by default.
     pub network: bool,
+    /// RAUC and polkit (dbusmock's polkitd) bus-activatable, not started (`up --activate`,
+    /// as on Debian); off by default. Implies no RAUC at start.
+    pub activate: bool,
     /// Written to DIR/etc/agent.toml before `up`; "@DIR@" becomes the sandbox dir.
     pub agent_toml: Option<String>,
 }
@@ -38,6 +41,7 @@ impl Default for Options {
             modem: true,
             rauc: true,
             network: false,
+            activate: false,
             agent_toml: None,
         }
     }
@@ -129,6 +133,9 @@ impl Sandbox {
         }
         if opts.network {
             args.push("--network");
+        }
+        if opts.activate {
+            args.push("--activate");
         }
         sandbox.script(&args);
         sandbox
@@ -267,7 +274,7 @@ impl Sandbox {
         self.script(&["reboot"]);
     }
 
-    /// The pid of a running part ("bus", "rauc", "modem", "agent").
+    /// The pid of a running part ("bus", "rauc", "polkit", "modem", "agent").
     pub fn pid(&self, part: &str) -> Option<u32> {
         let text = fs::read_to_string(self.dir().join(format!("pids/{part}.pid"))).ok()?;
         text.trim().parse().ok()
@@ -275,7 +282,7 @@ impl Sandbox {
 
     /// Every pid recorded under DIR/pids.
     pub fn pids(&self) -> Vec<u32> {
-        ["bus", "rauc", "modem", "network", "agent"]
+        ["bus", "rauc", "polkit", "modem", "network", "agent"]
             .iter()
             .filter_map(|p| self.pid(p))
             .collect()

@@ -92,5 +92,9 @@ FILES:${PN} += "${datadir}/dbus-1/system.d/org.ssu.Agent1.conf \
 CONFFILES:${PN} = "${sysconfdir}/ssu-agent/agent.toml \
                    ${sysconfdir}/ssu-agent/agent.d/00-image.toml \
                   "
-RDEPENDS:${PN} = "dbus rauc ca-certificates"
+# rauc-service ships rauc.service and RAUC's D-Bus activation file: the unit's Wants= and the
+# agent's activation need them. polkit and ModemManager stay the image's choice (the agent
+# starts them by D-Bus activation when the image has them).
+# ca-certificates: the HTTP client loads the system trust roots at start.
+RDEPENDS:${PN} = "dbus rauc rauc-service ca-certificates"
 RDEPENDS:${PN}-repo = "rauc"
