@@ -52,7 +52,7 @@ fn activated(d: &Booted, name: &str) -> bool {
 }
 
 #[test]
-fn the_shipped_unit_runs_the_agent_which_activates_rauc_and_polkit() {
+fn the_shipped_unit_runs_the_agent_with_rauc_and_polkit_started_on_demand() {
     let d = Booted::up(&[]);
     wait_agent_running(&d);
 
@@ -76,13 +76,13 @@ fn the_shipped_unit_runs_the_agent_which_activates_rauc_and_polkit() {
         "{verify:?}"
     );
 
-    // Nobody started RAUC: the agent's request activated it, and it reports the booted slot.
+    // Debian's rauc.service is not enabled (D-Bus activated, no [Install]); it runs only
+    // because the agent's unit wants it or the agent activated it. The agent reports the
+    // booted slot RAUC was told about.
+    assert_eq!(d.unit_property("rauc.service", "UnitFileState"), "static");
     let st = wait_boot_slot(&d, "A");
     assert_eq!(st["Compatible"], "ssu-device", "{st:#}");
-    assert!(
-        activated(&d, "de.pengutronix.rauc"),
-        "RAUC was not D-Bus activated"
-    );
+    assert_eq!(d.unit_property("rauc.service", "ActiveState"), "active");
 
     // The real polkitd (activated on the first question) lets root check and refuses
     // `nobody`, saying so.
@@ -92,9 +92,12 @@ fn the_shipped_unit_runs_the_agent_which_activates_rauc_and_polkit() {
         "root's check failed: {out:?}\n{}",
         d.journal_tail(40)
     );
+    // polkit is started by nothing else: the agent's question activated it.
+    assert_eq!(d.unit_property("polkit.service", "UnitFileState"), "static");
     assert!(
         activated(&d, "org.freedesktop.PolicyKit1"),
-        "polkit was not activated"
+        "polkit was not D-Bus activated\n{}",
+        d.journal_tail(40)
     );
     assert_eq!(d.unit_property("polkit.service", "ActiveState"), "active");
     let out = d.exec_as("nobody", &["ssuctl", "check"]);
@@ -251,4 +254,35 @@ fn a_failing_health_check_rolls_back_and_reboots_into_the_old_slot() {
             .contains("health check"),
         "{history:#?}"
     );
+}
+
+#[test]
+fn an_agent_that_loses_the_system_bus_is_restarted_by_systemd() {
+    let d = Booted::up(&[]);
+    wait_agent_running(&d);
+    let first = d.unit_property("ssu-agent.service", "MainPID");
+    // A restarted dbus-daemon closes every connection: the agent must exit non-zero so that
+    // Restart=on-failure brings it back on the new bus (not linger without its name).
+    d.run(&["systemctl", "restart", "dbus.service"]);
+    d.wait_for("systemd to restart the agent", WAIT, || {
+        d.unit_property("ssu-agent.service", "NRestarts") == "1"
+            && d.unit_property("ssu-agent.service", "SubState") == "running"
+    });
+    assert_ne!(d.unit_property("ssu-agent.service", "MainPID"), first);
+    let journal = d.run(&[
+        "journalctl",
+        "--no-pager",
+        "-u",
+        "ssu-agent.service",
+        "-o",
+        "cat",
+    ]);
+    assert!(
+        journal.contains("Main process exited, code=exited, status=1/FAILURE"),
+        "{journal}"
+    );
+    // And it serves again.
+    d.wait_for("the agent to answer on the new bus", WAIT, || {
+        d.try_status().is_some()
+    });
 }
