@@ -44,11 +44,17 @@ fn exposure_in(s: &str) -> Option<f64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-/// Whether dbus-daemon started `name`'s service on demand (its journal says so).
-fn activated(d: &Booted, name: &str) -> bool {
+/// How often dbus-daemon started `name`'s service on the agent's request in this boot
+/// (its journal line names the requesting process).
+fn activations_by_agent(d: &Booted, name: &str) -> usize {
     d.run(&["journalctl", "--no-pager", "-b", "-o", "cat"])
         .lines()
-        .any(|l| l.contains("Activating via systemd") && l.contains(&format!("'{name}'")))
+        .filter(|l| {
+            l.contains("Activating via systemd")
+                && l.contains(&format!("service name='{name}'"))
+                && l.contains("comm=\"/usr/bin/ssu-agent")
+        })
+        .count()
 }
 
 #[test]
@@ -76,13 +82,24 @@ fn the_shipped_unit_runs_the_agent_with_rauc_and_polkit_started_on_demand() {
         "{verify:?}"
     );
 
-    // Debian's rauc.service is not enabled (D-Bus activated, no [Install]); it runs only
-    // because the agent's unit wants it or the agent activated it. The agent reports the
-    // booted slot RAUC was told about.
+    // Debian's rauc.service is not enabled (D-Bus activated, no [Install]). At boot the
+    // agent's unit pulls it in (Wants=, ordered before the agent): no activation needed.
     assert_eq!(d.unit_property("rauc.service", "UnitFileState"), "static");
     let st = wait_boot_slot(&d, "A");
     assert_eq!(st["Compatible"], "ssu-device", "{st:#}");
     assert_eq!(d.unit_property("rauc.service", "ActiveState"), "active");
+    assert_eq!(
+        activations_by_agent(&d, "de.pengutronix.rauc"),
+        0,
+        "RAUC was not started by the unit's Wants= at boot"
+    );
+    // RAUC gone (stopped, crashed): the agent starts it again by D-Bus activation.
+    d.run(&["systemctl", "stop", "rauc.service"]);
+    d.wait_for("the agent to activate RAUC again", WAIT, || {
+        activations_by_agent(&d, "de.pengutronix.rauc") == 1
+            && d.unit_property("rauc.service", "ActiveState") == "active"
+    });
+    wait_boot_slot(&d, "A");
 
     // The real polkitd (activated on the first question) lets root check and refuses
     // `nobody`, saying so.
@@ -94,9 +111,10 @@ fn the_shipped_unit_runs_the_agent_with_rauc_and_polkit_started_on_demand() {
     );
     // polkit is started by nothing else: the agent's question activated it.
     assert_eq!(d.unit_property("polkit.service", "UnitFileState"), "static");
-    assert!(
-        activated(&d, "org.freedesktop.PolicyKit1"),
-        "polkit was not D-Bus activated\n{}",
+    assert_eq!(
+        activations_by_agent(&d, "org.freedesktop.PolicyKit1"),
+        1,
+        "polkit was not D-Bus activated by the agent\n{}",
         d.journal_tail(40)
     );
     assert_eq!(d.unit_property("polkit.service", "ActiveState"), "active");
