@@ -47,6 +47,11 @@ fn a_security_update_from_publish_to_confirmed() {
     assert_ne!(st["PatchAppliedAt"], 0);
     assert_eq!(st["BootSlot"], "B");
     assert_eq!(d.sb.rauc_property("BootSlot"), "B");
+    // The check that found it no longer calls it available.
+    assert_eq!(
+        st["LastCheckResult"],
+        "verified; security update 1.0.1 (patch level 2026-11-01) installed"
+    );
     let history = d.history();
     assert_eq!(history.len(), 1, "{history:#?}");
     assert_eq!(history[0]["action"], "installed");

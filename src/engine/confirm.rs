@@ -41,7 +41,12 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         match p.phase {
             Phase::Downloading => {}
             Phase::Installing => self.settle_interrupted_install(p),
-            Phase::Installed if !rebooted => self.status.state = UpdateState::RebootRequired,
+            Phase::Installed if !rebooted => {
+                self.status.state = UpdateState::RebootRequired;
+                // After a restart nothing else plans the reboot again (the window's, the
+                // user's scheduled one); announced once, like any plan.
+                self.consider_reboot();
+            }
             Phase::Installed | Phase::Confirming => self.confirm(p),
             Phase::RollingBack if rebooted => {
                 if self.save_pending(None) {
@@ -150,6 +155,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                         "update confirmed"
                     );
                     self.status.installed = Some(installed);
+                    self.note_installed_in_last_check(&p.target.meta);
                     self.status.state = UpdateState::Idle;
                     self.status.last_error.clear();
                 }

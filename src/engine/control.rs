@@ -20,6 +20,10 @@ use crate::store::Store;
 
 /// Settings key of the postponement (RFC 3339; absent or empty: none).
 const POSTPONED_KEY: &str = "postponed_until";
+/// Store `state` key of the user's consent to reboot (RFC 3339; absent: none). Kept across a
+/// restart: a reboot the user scheduled for the night must still happen if the agent was
+/// restarted (upgraded, crashed, killed by the watchdog) in between.
+const REBOOT_CONSENT_KEY: &str = "reboot_consent";
 /// Store key of the signed per-model metadata last verified for this device.
 const DEVICE_META_KEY: &str = "device_meta";
 /// Default `[device] support_warning`.
@@ -79,7 +83,9 @@ pub(super) struct ControlState {
 }
 
 impl ControlState {
-    /// Restores what survives a restart: the postponement and the per-model metadata.
+    /// Restores what survives a restart: the postponement, the user's consent to reboot and
+    /// the per-model metadata. (A reboot planned for the maintenance window needs nothing
+    /// stored: it is planned again from the configuration and the pending update.)
     pub(super) fn load(
         store: &Store,
         config: &crate::config::Config,
@@ -97,9 +103,13 @@ impl ControlState {
             .maintenance_window
             .as_deref()
             .and_then(|w| Window::parse(w).ok());
+        let reboot_consent = store
+            .state(REBOOT_CONSENT_KEY)?
+            .and_then(|s| s.parse::<Timestamp>().ok());
         let state = ControlState {
             device_meta,
             window,
+            reboot_consent,
             ..ControlState::default()
         };
         Ok((state, postponed))
@@ -152,16 +162,16 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             Request::Install => self.request_install()?,
             Request::Reboot => {
                 self.require_reboot_pending()?;
-                self.control.reboot_consent = Some(now);
+                self.set_reboot_consent(Some(now))?;
             }
-            Request::ScheduleReboot(0) => self.control.reboot_consent = None,
+            Request::ScheduleReboot(0) => self.set_reboot_consent(None)?,
             Request::ScheduleReboot(at) => {
                 if self.pending.is_none() && self.status.available.is_none() {
                     return Err(EngineError::NothingToInstall(
                         "no update is waiting: nothing to reboot into".into(),
                     ));
                 }
-                self.control.reboot_consent = Some(secs_to_ts(at).max(now));
+                self.set_reboot_consent(Some(secs_to_ts(at).max(now)))?;
             }
             Request::Release(id) => {
                 if let Some(reason) = self.control.inhibitors.remove(&id) {
@@ -171,6 +181,16 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             }
         }
         self.reconsider();
+        Ok(())
+    }
+
+    /// Records the user's consent to reboot (or its withdrawal) in the store, then in memory.
+    fn set_reboot_consent(&mut self, at: Option<Timestamp>) -> Result<(), EngineError> {
+        if self.control.reboot_consent != at {
+            let value = at.map(|t| t.to_string());
+            self.store.set_state(REBOOT_CONSENT_KEY, value.as_deref())?;
+        }
+        self.control.reboot_consent = at;
         Ok(())
     }
 
@@ -343,7 +363,11 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             }
         }
         if gate == RebootGate::Go {
-            self.control.reboot_consent = None;
+            // Used up by this reboot: it must not reboot the next boot again.
+            if let Err(e) = self.set_reboot_consent(None) {
+                tracing::warn!(error = %e, "cannot clear the used reboot consent");
+                self.control.reboot_consent = None;
+            }
             self.reboot();
         }
     }

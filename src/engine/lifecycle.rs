@@ -13,10 +13,10 @@ use super::{
     ROLLED_BACK_KEY,
 };
 use crate::metadata::client::{MetadataError, Verified};
+use crate::metadata::schema::BundleMeta;
 use crate::policy::select::{Candidate, DeviceFacts, select};
 use crate::rauc::Rauc;
 use crate::status::{CheckRecord, Offer, UpdateState};
-use crate::store::NewHistoryEntry;
 
 /// A clock this far behind the latest known time is not trusted for expiry checks.
 const CLOCK_TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
@@ -346,15 +346,29 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let Some(target) = v.bundles.iter().find(|b| b.name == name).cloned() else {
             return "verified; no newer security update".to_owned();
         };
-        let message = format!(
-            "verified; security update {} (patch level {}) available",
-            target.meta.version, target.meta.security_patch_level
-        );
+        let message = offer_message(&target.meta, "available");
         if self.pending.is_none() && !self.busy {
             // Which server it comes from, and whether the link allows it now.
             self.route(now, target);
         }
         message
+    }
+
+    /// A check said `meta` was available and it is now installed: the check's result says
+    /// so, in the status and in the store, rather than sending the user looking for an update
+    /// that is already there. Any other result (a later check's) is left as it is.
+    pub(super) fn note_installed_in_last_check(&mut self, meta: &BundleMeta) {
+        let Some(check) = &mut self.status.last_check else {
+            return;
+        };
+        if check.message != offer_message(meta, "available") {
+            return;
+        }
+        check.message = offer_message(meta, "installed");
+        let record = check.clone();
+        if let Err(e) = self.store.set_last_check(&record) {
+            self.store_failed("cannot record the check", e);
+        }
     }
 
     /// Targets (by SHA-256) that were installed and rolled back on this device: never
@@ -366,33 +380,6 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .flatten()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default()
-    }
-
-    /// Records a refused target in the history, once per target per run.
-    fn record_refusal(
-        &mut self,
-        now: Timestamp,
-        name: &str,
-        meta: Option<&crate::metadata::schema::BundleMeta>,
-        reason: &str,
-    ) {
-        tracing::warn!(target = name, "refused: {reason}");
-        self.status.last_error = format!("refused {name}: {reason}");
-        if !self.refused_seen.insert(name.to_owned()) {
-            return;
-        }
-        let entry = NewHistoryEntry {
-            at: now,
-            kind: meta.map_or("event", |m| m.kind.as_str()).to_owned(),
-            action: "refused".to_owned(),
-            version: meta.map(|m| m.version.clone()),
-            security_patch_level: meta.map(|m| m.security_patch_level),
-            detail: format!("{name}: {reason}"),
-            cves: meta.map_or_else(Vec::new, |m| m.cves.iter().map(|c| c.id.clone()).collect()),
-        };
-        if let Err(e) = self.store.append_history(&entry) {
-            self.store_failed("cannot record a refused update", e);
-        }
     }
 
     // ---- download -------------------------------------------------------------------
@@ -554,4 +541,13 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.status.last_error = e;
         }
     }
+}
+
+/// A check's result naming one update: "verified; security update 1.0.1 (patch level
+/// 2026-11-01) available" (or `installed`).
+fn offer_message(meta: &BundleMeta, what: &str) -> String {
+    format!(
+        "verified; security update {} (patch level {}) {what}",
+        meta.version, meta.security_patch_level
+    )
 }

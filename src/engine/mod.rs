@@ -19,8 +19,9 @@ mod integrity;
 mod lifecycle;
 pub mod pending;
 pub mod ports;
+mod refusals;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -267,8 +268,8 @@ pub struct Engine<C: Clock, P: Ports> {
     rauc_changed_while_busy: bool,
     /// This process already asked for a reboot (never twice).
     reboot_requested: bool,
-    /// Targets already reported as refused, so a refusal is recorded once, not every check.
-    refused_seen: BTreeSet<String>,
+    /// Refusals already in the history, so each is recorded once, not at every check.
+    refused_seen: refusals::Recorded,
     /// Subscription, operator channel and link cost (see [`cellular`]).
     cellular: cellular::CellularState,
     seed: u64,
@@ -304,6 +305,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .map(|v| v != "false")
             .unwrap_or(true);
         let (control, postponed_until) = control::ControlState::load(&store, &config)?;
+        let refused_seen = refusals::Recorded::load(&store);
         let mut last_error = String::new();
         let pending = match store.state(pending::KEY)? {
             Some(s) => match Pending::from_json(&s) {
@@ -370,7 +372,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             check_waiters: Vec::new(),
             rauc_changed_while_busy: false,
             reboot_requested: false,
-            refused_seen: BTreeSet::new(),
+            refused_seen,
             cellular: Default::default(),
             seed,
             probing: Default::default(),

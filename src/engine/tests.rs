@@ -366,6 +366,18 @@ impl Rig {
     }
 }
 
+/// Stops `rig` (as a crash would: the store is what survives) and starts the engine again
+/// from `setup` on the same store and host. The new engine's clock starts at `START` again.
+async fn restart(mut rig: Rig, mut setup: Setup) -> Rig {
+    rig.stop().await;
+    setup.db = Some(rig.db.clone());
+    setup.system = Some(rig.system.clone());
+    let mut rig2 = start(setup);
+    // The database lives in the first rig's temporary directory.
+    rig2._dir = rig._dir.take();
+    rig2
+}
+
 fn uuid_like() -> u64 {
     static N: AtomicUsize = AtomicUsize::new(2);
     N.fetch_add(1, Ordering::SeqCst) as u64

@@ -335,3 +335,85 @@ async fn a_configured_severity_skips_the_wave() {
     wait_state(&rig, UpdateState::RebootRequired).await;
     assert_eq!(rig.installs(), 1);
 }
+
+// ---- what survives a restart ----------------------------------------------------------------
+
+/// The sample update (see `with_update`) under `config`.
+fn update_with(config: Config) -> Setup {
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.config = config;
+    setup
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_users_scheduled_reboot_survives_a_restart() {
+    let rig = start_with_update_no_auto_reboot().await;
+    let at = START.parse::<Timestamp>().unwrap() + SignedDuration::from_hours(5);
+    rig.handle
+        .control(Request::ScheduleReboot(at.as_second() as u64))
+        .await
+        .unwrap();
+    let rig = restart(rig, update_with(config())).await;
+    let mut notices = rig.handle.notices();
+    // Announced again with the time the user gave, and kept.
+    let plan = tokio::time::timeout(Duration::from_secs(60), next_plan(&mut notices))
+        .await
+        .expect("the scheduled reboot is announced again after the restart");
+    assert_eq!(plan.at, Some(at));
+    assert_eq!(plan.waiting_for, ["scheduled"]);
+    tokio::time::sleep(Duration::from_secs(4 * 3600)).await;
+    assert_eq!(reboots(&rig), 0);
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    assert_eq!(reboots(&rig), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reboot_planned_for_the_maintenance_window_survives_a_restart() {
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.config.install.auto_reboot = true;
+    setup.config.install.maintenance_window = Some("02:00-04:00".into());
+    let config = setup.config.clone();
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    let rig = restart(rig, update_with(config)).await;
+    let mut notices = rig.handle.notices();
+    let plan = tokio::time::timeout(Duration::from_secs(60), next_plan(&mut notices))
+        .await
+        .expect("the window's reboot is announced again after the restart");
+    let opening: Timestamp = "2026-11-28T02:00:00Z".parse().unwrap();
+    assert_eq!(plan.at, Some(opening));
+    assert_eq!(plan.waiting_for, ["maintenance-window"]);
+    tokio::time::sleep(Duration::from_secs(15 * 3600)).await;
+    assert_eq!(reboots(&rig), 0);
+    tokio::time::sleep(Duration::from_secs(3600 + 60)).await;
+    assert_eq!(reboots(&rig), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn withdrawn_or_used_consent_does_not_come_back_after_a_restart() {
+    // Withdrawn (ScheduleReboot(0)): after a restart nothing reboots.
+    let rig = start_with_update_no_auto_reboot().await;
+    let at = START.parse::<Timestamp>().unwrap() + SignedDuration::from_hours(1);
+    for secs in [at.as_second() as u64, 0] {
+        rig.handle
+            .control(Request::ScheduleReboot(secs))
+            .await
+            .unwrap();
+    }
+    let rig = restart(rig, update_with(config())).await;
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    assert_eq!(reboots(&rig), 0);
+
+    // Used: the reboot it allowed happened (here the host did not go down); a restart does
+    // not reboot again on the same consent.
+    let rig = start_with_update_no_auto_reboot().await;
+    rig.handle
+        .control(Request::ScheduleReboot(1))
+        .await
+        .unwrap();
+    assert_eq!(reboots(&rig), 1);
+    let rig = restart(rig, update_with(config())).await;
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    assert_eq!(reboots(&rig), 1);
+}

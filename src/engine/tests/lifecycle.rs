@@ -209,6 +209,39 @@ async fn refused_targets_are_recorded_once_and_never_downloaded() {
     assert!(h.iter().any(|e| e.detail.contains("rollback refused")));
 }
 
+/// A repository that still lists two bundles older than the installed patch level (the
+/// factory image and an earlier fix, as a server keeps them).
+fn with_old_bundles() -> Setup {
+    let setup = Setup::default();
+    *setup.metadata.fallback.lock().unwrap() = Some(verified(vec![
+        bundle("0.9.0", "1.0", date(2026, 1, 1)),
+        bundle("0.9.5", "1.0", date(2026, 5, 1)),
+    ]));
+    setup
+}
+
+#[tokio::test(start_paused = true)]
+async fn old_bundles_are_recorded_as_refused_once_not_at_every_check_or_restart() {
+    let mut rig = start(with_old_bundles());
+    for _ in 0..3 {
+        rig.handle.check_now().await.unwrap();
+    }
+    let h = rig.history();
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert!(h.iter().all(|e| e.detail.contains("rollback refused")));
+    // Each restart (a reboot, an upgrade of the agent) and check after it adds nothing.
+    for _ in 0..2 {
+        rig = restart(rig, with_old_bundles()).await;
+        rig.handle.check_now().await.unwrap();
+        rig.handle.check_now().await.unwrap();
+    }
+    let h = rig.history();
+    assert_eq!(h.len(), 2, "{h:#?}");
+    // The last check still says what it refused.
+    let st = rig.handle.status();
+    assert!(st.last_check.unwrap().message.contains("refused"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn metadata_verified_while_rauc_is_away_is_judged_when_rauc_returns() {
     let mut setup = with_update(date(2026, 11, 1));
@@ -398,4 +431,38 @@ async fn restart_during_download_resumes_it() {
     })
     .await;
     assert_eq!(second.fetcher.fetched.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_check_stops_saying_available_once_that_update_is_installed() {
+    let rig = start(with_update(date(2026, 11, 1)));
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "installed", |s| {
+        s.state == UpdateState::RebootRequired
+    })
+    .await;
+    let said = st.last_check.unwrap().message;
+    assert!(
+        said.contains("1.0.1") && said.contains("available"),
+        "{said}"
+    );
+
+    // The reboot: a new boot, the agent starting again in slot B.
+    *rig.system.boot_id.lock().unwrap() = "boot-after-update".into();
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.rauc = rauc_view("B", "1.0.1");
+    let rig = restart(rig, setup).await;
+    let st = wait_for(&rig.handle, "confirmed", |s| {
+        s.installed.as_ref().is_some_and(|i| i.version == "1.0.1")
+    })
+    .await;
+    let says = st.last_check.unwrap().message;
+    assert!(!says.contains("available"), "{says}");
+    assert_eq!(
+        says,
+        "verified; security update 1.0.1 (patch level 2026-11-01) installed"
+    );
+    // Also as the store keeps it, for the next start.
+    let stored = Store::open(&rig.db).unwrap().last_check().unwrap().unwrap();
+    assert_eq!(stored.message, says);
 }
