@@ -96,5 +96,5 @@ CONFFILES:${PN} = "${sysconfdir}/ssu-agent/agent.toml \
 # agent's activation need them. polkit and ModemManager stay the image's choice (the agent
 # starts them by D-Bus activation when the image has them).
 # ca-certificates: the HTTP client loads the system trust roots at start.
-RDEPENDS:${PN} = "dbus rauc rauc-service ca-certificates"
+RDEPENDS:${PN} = "ca-certificates dbus rauc rauc-service"
 RDEPENDS:${PN}-repo = "rauc"
