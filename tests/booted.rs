@@ -156,10 +156,14 @@ fn the_shipped_unit_runs_the_agent_with_rauc_and_polkit_started_on_demand() {
         .filter(|e: &serde_json::Value| e["SYSLOG_IDENTIFIER"] == "ssu-agent")
         .collect();
     assert!(!entries.is_empty(), "no agent entries in:\n{json}");
+    // An event's own fields (tracing-journald's F_ prefix) next to the source location.
     assert!(
         entries
             .iter()
-            .any(|e| e["TARGET"].is_string() && e["CODE_FILE"].is_string()),
+            .any(|e| e["MESSAGE"] == "serving on the system bus"
+                && e["F_NAME"] == "org.ssu.Agent1"
+                && e["TARGET"] == "ssu_agent::daemon"
+                && e["CODE_FILE"].is_string()),
         "no structured fields in the agent's entries:\n{json}"
     );
 }
