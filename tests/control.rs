@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::control::{Holder, Mock, call, err_text, error_name};
+use common::control::{Holder, Mock, call, call_with_pid, err_text, error_name};
 use common::{Sandbox, busctl_value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -162,6 +162,40 @@ fn polkit_decides_every_mutating_method_for_the_caller() {
     polkit.set_allowed(&["org.ssu.agent.configure"]);
     let out = call(&sb, Some(NOBODY), "Postpone", &["60"]);
     assert!(out.status.success(), "{}", err_text(&out));
+}
+
+/// Whether the agent logged `what` naming the caller: uid, pid, process and bus name.
+fn logged_with_caller(sb: &Sandbox, what: &str, uid: u32, pid: u32) -> bool {
+    sb.agent_log().lines().any(|l| {
+        l.contains(what)
+            && l.contains(&format!("uid={uid}"))
+            && l.contains(&format!("pid={pid}"))
+            && l.contains("process=\"gdbus\"")
+            && l.contains("sender=:")
+            && l.contains("org.ssu.agent.check")
+    })
+}
+
+#[test]
+fn a_refusal_is_logged_with_who_asked() {
+    let sb = Sandbox::up();
+    open_bus_to_everyone(&sb);
+    let polkit = Polkit::start(&sb);
+    polkit.set_allowed(&[]);
+    // setpriv execs gdbus: the pid is the caller's.
+    let (pid, out) = call_with_pid(&sb, Some(NOBODY), "CheckNow", &[]);
+    assert_eq!(error_name(&out), "org.ssu.Agent1.Error.NotAuthorized");
+    sb.wait_for("polkit's refusal in the log", WAIT, || {
+        logged_with_caller(&sb, "refused by polkit", NOBODY, pid)
+    });
+
+    // Without polkit, the allowlist's refusal names the caller the same way.
+    drop(polkit);
+    let (pid, out) = call_with_pid(&sb, Some(NOBODY), "CheckNow", &[]);
+    assert_eq!(error_name(&out), "org.ssu.Agent1.Error.NotAuthorized");
+    sb.wait_for("the allowlist's refusal in the log", WAIT, || {
+        logged_with_caller(&sb, "refused: not in the allowlist", NOBODY, pid)
+    });
 }
 
 #[test]

@@ -117,7 +117,15 @@ impl Authorizer {
             tracing::info!(uid, action = action.id(), "allowed by the allowlist");
             Ok(())
         } else {
-            tracing::warn!(uid, action = action.id(), "refused: not in the allowlist");
+            let caller = Caller::ask(&dbus, &sender).await;
+            tracing::warn!(
+                uid,
+                pid = caller.pid,
+                process = caller.process.as_deref(),
+                sender = %sender,
+                action = action.id(),
+                "refused: not in the allowlist"
+            );
             Err(AgentError::NotAuthorized(format!(
                 "user {} may not do {}: not in [authorization] allow_users/allow_groups; run \
                  as an allowed user or ask your administrator",
@@ -152,7 +160,19 @@ impl Authorizer {
         if result.is_authorized {
             Ok(())
         } else {
-            tracing::warn!(action = action.id(), "refused by polkit");
+            // Who was refused, for the administrator reading the log.
+            let caller = match (header.sender(), zbus::fdo::DBusProxy::new(conn).await) {
+                (Some(sender), Ok(dbus)) => Caller::ask(&dbus, &sender.to_owned()).await,
+                _ => Caller::default(),
+            };
+            tracing::warn!(
+                uid = caller.uid,
+                pid = caller.pid,
+                process = caller.process.as_deref(),
+                sender = %header.sender().map(|s| s.as_str()).unwrap_or(""),
+                action = action.id(),
+                "refused by polkit"
+            );
             Err(AgentError::NotAuthorized(format!(
                 "polkit refused {}; run as root or ask your administrator for the permission",
                 action.id()
@@ -172,6 +192,40 @@ async fn polkit_running(dbus: &zbus::fdo::DBusProxy<'_>) -> Result<bool, Activat
             Ok(true)
         }
         Started::Absent => Ok(false),
+    }
+}
+
+/// A caller as the bus knows it, for log lines: its uid and pid (the bus's
+/// `GetConnectionCredentials`, attested by the kernel) and, when `/proc` shows it, the
+/// process's name. Under the shipped unit (`ProtectProc=invisible`) other processes are
+/// hidden, so the name is often missing; the pid is always there.
+#[derive(Debug, Default)]
+struct Caller {
+    uid: Option<u32>,
+    pid: Option<u32>,
+    process: Option<String>,
+}
+
+impl Caller {
+    async fn ask(dbus: &zbus::fdo::DBusProxy<'_>, sender: &zbus::names::UniqueName<'_>) -> Caller {
+        let asked = tokio::time::timeout(
+            crate::activation::CALL_TIMEOUT,
+            dbus.get_connection_credentials(sender.clone().into()),
+        )
+        .await;
+        let Ok(Ok(creds)) = asked else {
+            return Caller::default();
+        };
+        let pid = creds.process_id();
+        let process = pid.and_then(|p| {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
+            Some(comm.trim_end().to_owned())
+        });
+        Caller {
+            uid: creds.unix_user_id(),
+            pid,
+            process,
+        }
     }
 }
 

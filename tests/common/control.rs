@@ -8,6 +8,11 @@ use super::{Sandbox, venv_python};
 
 /// Calls `org.ssu.Agent1.METHOD ARGS` with gdbus as `uid` (root when `None`).
 pub fn call(sb: &Sandbox, uid: Option<u32>, method: &str, args: &[&str]) -> Output {
+    call_with_pid(sb, uid, method, args).1
+}
+
+/// [`call`], also returning the pid of the calling process (gdbus).
+pub fn call_with_pid(sb: &Sandbox, uid: Option<u32>, method: &str, args: &[&str]) -> (u32, Output) {
     let gdbus_args = [
         "call",
         "--system",
@@ -29,11 +34,16 @@ pub fn call(sb: &Sandbox, uid: Option<u32>, method: &str, args: &[&str]) -> Outp
             c
         }
     };
-    cmd.args(gdbus_args)
+    let child = cmd
+        .args(gdbus_args)
         .arg(method)
         .args(args)
-        .output()
-        .expect("run gdbus")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gdbus");
+    let pid = child.id();
+    (pid, child.wait_with_output().expect("wait for gdbus"))
 }
 
 /// The D-Bus error name of a failed call ("" when it succeeded).
