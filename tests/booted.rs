@@ -1,8 +1,9 @@
 //! The shipped package on a booted Debian 12 (`scripts/device`: systemd as PID 1 in
 //! systemd-nspawn, RAUC on file slots with a custom bootloader, the real polkitd, nginx as
 //! the update server). The unit and the package are the ones the project ships, unmodified;
-//! only agent.d drop-ins vary. Nothing is started by hand: RAUC and polkit come up through
-//! D-Bus activation when the agent asks, as on a device.
+//! only agent.d drop-ins vary. Nothing is started by hand: RAUC comes up through the unit's
+//! `Wants=` and, when it left, through the agent's D-Bus activation; polkit through the
+//! agent's activation — as on a device. docs/device.md describes the device.
 
 mod common;
 
