@@ -49,6 +49,9 @@ pub enum Started {
     Activated,
     /// It is not on the bus and not activatable.
     Absent,
+    /// Activatable, but systemd says its unit is missing or masked: the image installed it
+    /// and turned it off (ModemManager on an image without a modem, say). Not retried.
+    Disabled,
 }
 
 /// Why a service could not be looked at or started.
@@ -109,12 +112,25 @@ pub async fn ensure_running(
         Presence::Absent => Ok(Started::Absent),
         Presence::Activatable => {
             let well_known = WellKnownName::from_static_str_unchecked(name);
-            let reply = with_timeout(
-                "StartServiceByName",
-                START_TIMEOUT,
-                dbus.start_service_by_name(well_known, 0),
-            )
-            .await?;
+            let started =
+                tokio::time::timeout(START_TIMEOUT, dbus.start_service_by_name(well_known, 0))
+                    .await;
+            let reply = match started {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) if is_disabled(&e) => return Ok(Started::Disabled),
+                Ok(Err(e)) => {
+                    return Err(ActivationError::Bus {
+                        call: "StartServiceByName",
+                        error: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(ActivationError::Timeout {
+                        call: "StartServiceByName",
+                        timeout: START_TIMEOUT,
+                    });
+                }
+            };
             Ok(match reply {
                 // Someone else started it between our two questions.
                 StartServiceReply::AlreadyRunning => Started::AlreadyRunning,
@@ -122,6 +138,24 @@ pub async fn ensure_running(
             })
         }
     }
+}
+
+/// Whether a failed start means the service is turned off rather than broken: the bus passes
+/// on systemd's error when the activation file's `SystemdService=` unit is not there (an alias
+/// such as `dbus-org.freedesktop.ModemManager1.service` exists only while the service is
+/// enabled) or is masked.
+fn is_disabled(e: &zbus::fdo::Error) -> bool {
+    match e {
+        zbus::fdo::Error::ZBus(zbus::Error::MethodError(name, _, _)) => is_disabled_name(name),
+        _ => false,
+    }
+}
+
+fn is_disabled_name(name: &str) -> bool {
+    matches!(
+        name,
+        "org.freedesktop.systemd1.NoSuchUnit" | "org.freedesktop.systemd1.UnitMasked"
+    )
 }
 
 async fn with_timeout<T, E: std::fmt::Display>(
@@ -142,6 +176,47 @@ async fn with_timeout<T, E: std::fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_or_masked_unit_means_disabled_anything_else_is_a_failure() {
+        assert!(is_disabled_name("org.freedesktop.systemd1.NoSuchUnit"));
+        assert!(is_disabled_name("org.freedesktop.systemd1.UnitMasked"));
+        for other in [
+            "org.freedesktop.DBus.Error.Spawn.ChildExited",
+            "org.freedesktop.DBus.Error.TimedOut",
+            "org.freedesktop.systemd1.NoSuchUnitX",
+            "",
+        ] {
+            assert!(!is_disabled_name(other), "{other}");
+        }
+    }
+
+    /// The error as zbus hands it to a caller of `StartServiceByName`.
+    fn reply_error(name: &str) -> zbus::fdo::Error {
+        let call = zbus::Message::method_call("/org/freedesktop/DBus", "StartServiceByName")
+            .build(&())
+            .unwrap();
+        let reply = zbus::Message::error(&call.header(), name)
+            .build(&("Unit dbus-org.freedesktop.ModemManager1.service not found.",))
+            .unwrap();
+        zbus::fdo::Error::from(zbus::Error::from(reply))
+    }
+
+    #[test]
+    fn systemds_refusal_to_start_a_turned_off_unit_is_recognised() {
+        assert!(is_disabled(&reply_error(
+            "org.freedesktop.systemd1.NoSuchUnit"
+        )));
+        assert!(is_disabled(&reply_error(
+            "org.freedesktop.systemd1.UnitMasked"
+        )));
+        assert!(!is_disabled(&reply_error(
+            "org.freedesktop.DBus.Error.Spawn.ChildExited"
+        )));
+        assert!(!is_disabled(&reply_error(
+            "org.freedesktop.DBus.Error.TimedOut"
+        )));
+    }
 
     #[test]
     fn running_activatable_or_absent() {

@@ -209,6 +209,10 @@ pub(crate) async fn follow<S: Service>(
                     Ok(Started::Absent) => tracing::info!(
                         "{label} ({bus_name}) is not on the bus and not activatable; waiting for it"
                     ),
+                    Ok(Started::Disabled) => tracing::info!(
+                        "{label} ({bus_name}) is activatable but its systemd unit is missing or \
+                         masked (turned off); waiting for it"
+                    ),
                     Err(e) => {
                         log_activation_failure::<S>(&e, backoff);
                         if owner.is_none() {

@@ -191,7 +191,7 @@ async fn polkit_running(dbus: &zbus::fdo::DBusProxy<'_>) -> Result<bool, Activat
             tracing::info!("polkit was not running; started it by D-Bus activation");
             Ok(true)
         }
-        Started::Absent => Ok(false),
+        Started::Absent | Started::Disabled => Ok(false),
     }
 }
 
