@@ -5,6 +5,7 @@
 //! Set `SSU_KEEP_SANDBOX=1` to keep the directory (logs, state) after a test.
 #![allow(dead_code)]
 
+pub mod booted;
 pub mod control;
 pub mod device;
 pub mod http;

@@ -95,5 +95,6 @@ CONFFILES:${PN} = "${sysconfdir}/ssu-agent/agent.toml \
 # rauc-service ships rauc.service and RAUC's D-Bus activation file: the unit's Wants= and the
 # agent's activation need them. polkit and ModemManager stay the image's choice (the agent
 # starts them by D-Bus activation when the image has them).
-RDEPENDS:${PN} = "dbus rauc rauc-service"
+# ca-certificates: the HTTP client loads the system trust roots at start.
+RDEPENDS:${PN} = "ca-certificates dbus rauc rauc-service"
 RDEPENDS:${PN}-repo = "rauc"
