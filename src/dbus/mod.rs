@@ -54,14 +54,63 @@ pub enum AgentError {
     Internal(String),
 }
 
-impl From<ReportError> for AgentError {
-    fn from(e: ReportError) -> AgentError {
+/// `GetReport`'s errors: a bad nonce is the bus's standard `InvalidArgs` (the caller passed
+/// a wrong argument, like a wrong signature would be), everything else an [`AgentError`].
+/// zbus names an `AgentError::ZBus` `org.freedesktop.zbus.Error`, hence this wrapper.
+#[derive(Debug)]
+pub enum ReportReply {
+    InvalidArgs(zbus::fdo::Error),
+    Agent(AgentError),
+}
+
+impl From<ReportError> for ReportReply {
+    fn from(e: ReportError) -> ReportReply {
         match e {
             ReportError::Nonce(_) => {
-                AgentError::ZBus(zbus::fdo::Error::InvalidArgs(e.to_string()).into())
+                ReportReply::InvalidArgs(zbus::fdo::Error::InvalidArgs(e.to_string()))
             }
-            ReportError::NoKey(_) => AgentError::Unavailable(e.to_string()),
-            other => AgentError::Internal(other.to_string()),
+            ReportError::NoKey(_) => ReportReply::Agent(AgentError::Unavailable(e.to_string())),
+            other => ReportReply::Agent(AgentError::Internal(other.to_string())),
+        }
+    }
+}
+
+impl From<zbus::Error> for ReportReply {
+    fn from(e: zbus::Error) -> ReportReply {
+        ReportReply::Agent(AgentError::ZBus(e))
+    }
+}
+
+impl std::fmt::Display for ReportReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReportReply::InvalidArgs(e) => e.fmt(f),
+            ReportReply::Agent(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReportReply {}
+
+impl zbus::DBusError for ReportReply {
+    fn name(&self) -> zbus::names::ErrorName<'_> {
+        match self {
+            ReportReply::InvalidArgs(e) => e.name(),
+            ReportReply::Agent(e) => e.name(),
+        }
+    }
+
+    fn description(&self) -> Option<&str> {
+        match self {
+            ReportReply::InvalidArgs(e) => e.description(),
+            ReportReply::Agent(e) => e.description(),
+        }
+    }
+
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<zbus::message::Message> {
+        match self {
+            ReportReply::InvalidArgs(e) => e.create_reply(call),
+            ReportReply::Agent(e) => e.create_reply(call),
         }
     }
 }
@@ -142,18 +191,19 @@ impl Agent1 {
     /// `nonce` (16 to 64 bytes, else InvalidArgs). Needs no authorization: it only says what
     /// `GetStatus` says, signed (docs/report.md).
     #[zbus(out_args("report", "signature", "key_id"))]
-    async fn get_report(&self, nonce: Vec<u8>) -> Result<(String, Vec<u8>, String), AgentError> {
+    async fn get_report(&self, nonce: Vec<u8>) -> Result<(String, Vec<u8>, String), ReportReply> {
         crate::report::check_nonce(&nonce)?;
         let st = self.with(Status::clone);
         let env = self.reporter.report(st, nonce).await?;
-        let signature = hex::decode(&env.signature)
-            .map_err(|e| AgentError::Internal(format!("signature encoding: {e}")))?;
+        let signature = hex::decode(&env.signature).map_err(|e| {
+            ReportReply::Agent(AgentError::Internal(format!("signature encoding: {e}")))
+        })?;
         Ok((env.report, signature, env.key_id))
     }
 
     /// The device identity key's public half and its stable id (reports carry the id).
     #[zbus(out_args("algorithm", "public_key", "key_id"))]
-    async fn get_public_key(&self) -> Result<(String, Vec<u8>, String), AgentError> {
+    async fn get_public_key(&self) -> Result<(String, Vec<u8>, String), ReportReply> {
         let (pk, id) = self.reporter.public_key()?;
         Ok((crate::report::key::ALGORITHM.to_owned(), pk.to_vec(), id))
     }
