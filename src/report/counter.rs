@@ -62,7 +62,7 @@ impl Counter {
     }
 
     /// The next number, persisted (as part of a reservation) before it is returned.
-    pub fn next(&mut self) -> Result<u64, CounterError> {
+    pub fn take(&mut self) -> Result<u64, CounterError> {
         if self.next >= self.reserved {
             let reserve = self.next.checked_add(BLOCK).ok_or_else(|| CounterError {
                 path: self.path.clone(),
@@ -89,23 +89,23 @@ mod tests {
     fn counts_up_and_never_goes_back_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Counter::open(dir.path()).unwrap();
-        let first: Vec<u64> = (0..3).map(|_| c.next().unwrap()).collect();
+        let first: Vec<u64> = (0..3).map(|_| c.take().unwrap()).collect();
         assert_eq!(first, [1, 2, 3]);
         drop(c);
         // A restart (or a power cut right after the last report) resumes above every number
         // handed out.
         let mut c = Counter::open(dir.path()).unwrap();
-        let after = c.next().unwrap();
+        let after = c.take().unwrap();
         assert!(after > 3, "{after}");
         // Past a reservation block too.
         let mut last = after;
         for _ in 0..(2 * BLOCK) {
-            let n = c.next().unwrap();
+            let n = c.take().unwrap();
             assert!(n > last);
             last = n;
         }
         drop(c);
-        assert!(Counter::open(dir.path()).unwrap().next().unwrap() > last);
+        assert!(Counter::open(dir.path()).unwrap().take().unwrap() > last);
     }
 
     #[test]
@@ -113,14 +113,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         let mut c = Counter::open(dir.path()).unwrap();
-        c.next().unwrap();
+        c.take().unwrap();
         // Marked, so a rewrite shows.
         std::fs::write(&path, "1\n").unwrap();
         for _ in 1..BLOCK {
-            c.next().unwrap();
+            c.take().unwrap();
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
-        c.next().unwrap();
+        c.take().unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             format!("{}\n", 1 + 2 * BLOCK)
@@ -135,14 +135,14 @@ mod tests {
         assert!(e.contains("not a number"), "{e}");
         std::fs::write(dir.path().join(FILE_NAME), format!("{}\n", u64::MAX)).unwrap();
         let mut c = Counter::open(dir.path()).unwrap();
-        assert!(c.next().unwrap_err().to_string().contains("exhausted"));
+        assert!(c.take().unwrap_err().to_string().contains("exhausted"));
     }
 
     #[test]
     fn an_unwritable_file_hands_out_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Counter::open(&dir.path().join("missing-dir")).unwrap();
-        assert!(c.next().is_err());
-        assert!(c.next().is_err(), "no number without a reservation on disk");
+        assert!(c.take().is_err());
+        assert!(c.take().is_err(), "no number without a reservation on disk");
     }
 }

@@ -274,12 +274,12 @@ impl Reporter {
     pub async fn report(&self, st: Status, nonce: Vec<u8>) -> Result<Envelope, ReportError> {
         check_nonce(&nonce)?;
         let id = self.identity()?.clone();
-        let signed = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let counter = id
                 .counter
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .next()?;
+                .take()?;
             let boot_id = std::fs::read_to_string(&id.boot_id_file)
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default();
@@ -294,8 +294,7 @@ impl Reporter {
             sign(&*id.signer, &st, &ctx)
         })
         .await
-        .map_err(|e| ReportError::Encode(format!("the signing task failed: {e}")))?;
-        signed
+        .map_err(|e| ReportError::Encode(format!("the signing task failed: {e}")))?
     }
 }
 
