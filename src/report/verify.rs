@@ -219,7 +219,10 @@ pub fn describe(v: &Verified, expect: &Expect) -> String {
         text(&r["installed"]["version"]),
         text(&r["boot"]["booted_slot"]),
         text(&r["staleness"]),
-        text(&r["metadata"]["last_verified_at"]),
+        match &r["metadata"]["last_verified_at"] {
+            Value::Null => "never".to_owned(),
+            other => text(other),
+        },
         text(&r["integrity"]["state"]),
         text(&r["time"]),
         v.counter,
@@ -234,8 +237,33 @@ pub fn describe(v: &Verified, expect: &Expect) -> String {
         (None, None) => "Nonce and counter NOT checked: this may be a replay.\n",
     });
     out.push_str(&format!(
-        "\nWhat this proves: {PROVES}\n\nWhat it cannot prove: {CANNOT_PROVE}\n"
+        "\n{}\n{}",
+        wrap(&format!("What this proves: {PROVES}"), 90),
+        wrap(&format!("What it cannot prove: {CANNOT_PROVE}"), 90)
     ));
+    out
+}
+
+/// `text` broken into lines of at most `width` characters at spaces, each line ending in a
+/// newline.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&line);
+        out.push('\n');
+    }
     out
 }
 
@@ -278,6 +306,16 @@ mod tests {
             assert!(parse_public_key(p.to_str().unwrap()).is_err(), "{bad}");
         }
         assert!(parse_public_key("/nonexistent/key").is_err());
+    }
+
+    #[test]
+    fn wrapping_keeps_every_word_within_the_width() {
+        let w = wrap(PROVES, 40);
+        assert!(w.lines().all(|l| l.chars().count() <= 40), "{w}");
+        assert_eq!(
+            w.split_whitespace().collect::<Vec<_>>(),
+            PROVES.split_whitespace().collect::<Vec<_>>()
+        );
     }
 
     #[test]
