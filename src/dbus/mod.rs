@@ -7,6 +7,7 @@
 //! the contract; a test fails when the served interface and that file differ.
 
 pub mod auth;
+pub mod reply;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,9 +19,10 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedVariant, Variant};
 
 use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Notice, Request};
-use crate::report::{ReportError, Reporter};
+use crate::report::Reporter;
 use crate::status::Status;
 use auth::{Action, Authorizer};
+use reply::ReportReply;
 use zbus::message::Header;
 
 /// Well-known bus name.
@@ -52,67 +54,6 @@ pub enum AgentError {
     Unavailable(String),
     /// An internal failure (e.g. the store); the message says what.
     Internal(String),
-}
-
-/// `GetReport`'s errors: a bad nonce is the bus's standard `InvalidArgs` (the caller passed
-/// a wrong argument, like a wrong signature would be), everything else an [`AgentError`].
-/// zbus names an `AgentError::ZBus` `org.freedesktop.zbus.Error`, hence this wrapper.
-#[derive(Debug)]
-pub enum ReportReply {
-    InvalidArgs(zbus::fdo::Error),
-    Agent(AgentError),
-}
-
-impl From<ReportError> for ReportReply {
-    fn from(e: ReportError) -> ReportReply {
-        match e {
-            ReportError::Nonce(_) => {
-                ReportReply::InvalidArgs(zbus::fdo::Error::InvalidArgs(e.to_string()))
-            }
-            ReportError::NoKey(_) => ReportReply::Agent(AgentError::Unavailable(e.to_string())),
-            other => ReportReply::Agent(AgentError::Internal(other.to_string())),
-        }
-    }
-}
-
-impl From<zbus::Error> for ReportReply {
-    fn from(e: zbus::Error) -> ReportReply {
-        ReportReply::Agent(AgentError::ZBus(e))
-    }
-}
-
-impl std::fmt::Display for ReportReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReportReply::InvalidArgs(e) => e.fmt(f),
-            ReportReply::Agent(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for ReportReply {}
-
-impl zbus::DBusError for ReportReply {
-    fn name(&self) -> zbus::names::ErrorName<'_> {
-        match self {
-            ReportReply::InvalidArgs(e) => e.name(),
-            ReportReply::Agent(e) => e.name(),
-        }
-    }
-
-    fn description(&self) -> Option<&str> {
-        match self {
-            ReportReply::InvalidArgs(e) => e.description(),
-            ReportReply::Agent(e) => e.description(),
-        }
-    }
-
-    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<zbus::message::Message> {
-        match self {
-            ReportReply::InvalidArgs(e) => e.create_reply(call),
-            ReportReply::Agent(e) => e.create_reply(call),
-        }
-    }
 }
 
 impl From<EngineError> for AgentError {
