@@ -109,7 +109,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let auth = dbus::auth::Authorizer::new(config.authorization.clone());
     // Subscribed before the name is taken, so losing it right away is seen too.
     let name_lost = name_lost_stream(&conn).await.map_err(DaemonError::Bus)?;
-    dbus::serve(&conn, handle.clone(), auth).await?;
+    let reporter = Arc::new(crate::report::Reporter::open(&config));
+    dbus::serve(&conn, handle.clone(), auth, reporter).await?;
 
     tracing::info!(name = dbus::BUS_NAME, "serving on the system bus");
     notify(&[

@@ -40,6 +40,7 @@ pub mod policy;
 mod proptests;
 pub mod rauc;
 pub mod repo;
+pub mod report;
 pub mod status;
 pub mod store;
 pub mod text;

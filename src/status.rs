@@ -286,6 +286,18 @@ pub struct Status {
     pub inhibitors: Vec<String>,
     /// The security support period of this model.
     pub support: Support,
+    /// The newest signed metadata verified, and when (signed reports carry it).
+    pub verified: VerifiedMetadata,
+}
+
+/// The highest role versions of the manufacturer's metadata this device verified (its
+/// rollback floor, kept across restarts) and when a check last verified it; a hub judges
+/// freshness by these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct VerifiedMetadata {
+    /// `None` before the first verified check.
+    pub at: Option<Timestamp>,
+    pub versions: crate::metadata::client::RoleVersions,
 }
 
 /// The support period as shown (SEC-0030/0040): from signed per-model metadata, or the

@@ -64,6 +64,8 @@ fn call() -> impl Strategy<Value = Call> {
         "CheckNow",
         "GetStatus",
         "GetHistory",
+        "GetReport",
+        "GetPublicKey",
         "NoSuchMethod",
     ]);
     (member, body()).prop_map(|(member, body)| Call { member, body })

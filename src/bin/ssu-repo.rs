@@ -43,6 +43,32 @@ enum Command {
     },
     /// Write a static HTML security bulletin (OUT_DIR/index.html) from the verified metadata.
     Bulletin(BulletinArgs),
+    /// Check a device's signed patch-status report (`ssuctl report --json`): signature, nonce,
+    /// counter — and say what that proves and what it cannot.
+    VerifyReport(VerifyReportArgs),
+}
+
+#[derive(Args)]
+struct VerifyReportArgs {
+    /// The device's public key: 64 hex digits, or a file holding what `ssuctl report
+    /// --public-key` (or `--json`) prints.
+    #[arg(long, value_name = "PUB")]
+    device_key: String,
+    /// The nonce the hub passed to the device (hex); a report with another nonce is refused.
+    #[arg(long, value_name = "HEX", required_unless_present = "any_nonce")]
+    nonce: Option<String>,
+    /// Accept any nonce (the report may then be a replay).
+    #[arg(long, conflicts_with = "nonce")]
+    any_nonce: bool,
+    /// Refuse a report whose counter is below N.
+    #[arg(long, value_name = "N", conflicts_with = "state")]
+    min_counter: Option<u64>,
+    /// A file remembering the highest counter accepted per device key: a report must be
+    /// above it, and an accepted report raises it (created if missing).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// The report as `ssuctl report --json` wrote it.
+    report: PathBuf,
 }
 
 #[derive(Args)]
@@ -266,6 +292,7 @@ async fn run(command: Command) -> Result<(), String> {
                 return Err(format!("{}: verification found problems", dir.display()));
             }
         }
+        Command::VerifyReport(a) => verify_report(a)?,
         Command::Bulletin(a) => {
             let at = a.generated_at.unwrap_or(now);
             let written = repo::bulletin(&a.dir, &a.out_dir, at)
@@ -275,6 +302,50 @@ async fn run(command: Command) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn verify_report(a: VerifyReportArgs) -> Result<(), String> {
+    use ssu_agent::report::verify;
+    let key = verify::parse_public_key(&a.device_key)?;
+    let nonce = a
+        .nonce
+        .as_deref()
+        .map(|n| hex::decode(n.trim()).map_err(|e| format!("--nonce {n:?}: not hex ({e})")))
+        .transpose()?;
+    // Bounded: a report is a few KiB; a huge file is not one.
+    let bytes = read_bounded(&a.report, 1024 * 1024)?;
+    let mut state = a
+        .state
+        .as_deref()
+        .map(verify::CounterState::load)
+        .transpose()?;
+    let key_id = ssu_agent::report::key::key_id(&key);
+    let expect = verify::Expect {
+        nonce,
+        min_counter: a
+            .min_counter
+            .or_else(|| state.as_ref().map(|s| s.min_counter(&key_id).unwrap_or(0))),
+    };
+    let verified = verify::verify(&bytes, &key, &expect)
+        .map_err(|e| format!("{}: REFUSED: {e}", a.report.display()))?;
+    if let Some(state) = &mut state {
+        state.accept(&verified.key_id, verified.counter)?;
+    }
+    print!("{}", verify::describe(&verified, &expect));
+    Ok(())
+}
+
+fn read_bounded(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("{}: larger than {limit} bytes", path.display()));
+    }
+    Ok(bytes)
 }
 
 fn add_options(a: AddArgs) -> AddOptions {

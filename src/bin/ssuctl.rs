@@ -60,6 +60,16 @@ enum Command {
     },
     /// The vulnerabilities the pending update fixes and the installed ones fixed.
     Cves,
+    /// A patch-status report signed with the device identity key, for a hub to verify
+    /// (`--json` writes what `ssu-repo verify-report` reads).
+    Report {
+        /// The hub's nonce, 16 to 64 bytes in hex [default: 32 random bytes].
+        #[arg(long, value_name = "HEX")]
+        nonce: Option<String>,
+        /// Print the device's public key and key id instead.
+        #[arg(long, conflicts_with = "nonce")]
+        public_key: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -193,6 +203,10 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             let c = cves::collect(&st, &h);
             print_json_or(cli.json, &c, || cves::render(&c, &tz));
         }
+        Command::Report {
+            ref nonce,
+            public_key,
+        } => report(&agent, nonce.as_deref(), public_key, cli.json).await?,
         Command::Completions { .. } => {}
     }
     Ok(())
@@ -327,6 +341,37 @@ async fn install(
     Ok(())
 }
 
+/// `ssuctl report`: a signed report, or the public key to check reports with.
+async fn report(
+    agent: &Agent1Proxy<'_>,
+    nonce: Option<&str>,
+    public_key: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    use ssu_agent::ctl::report as r;
+    if public_key {
+        let (alg, key, id) = agent.get_public_key().await.map_err(call_failure)?;
+        print_json_or(json, &r::public_key_json(&alg, &key, &id), || {
+            r::public_key_line(&alg, &key, &id)
+        });
+        return Ok(());
+    }
+    let nonce = match nonce {
+        Some(hex) => r::parse_nonce(hex).map_err(usage)?,
+        None => r::random_nonce().map_err(|message| Failure { code: 1, message })?,
+    };
+    let (report, signature, key_id) = agent.get_report(&nonce).await.map_err(call_failure)?;
+    let env = r::envelope(report, &signature, key_id);
+    if json {
+        // The report stays a string: its bytes are what was signed.
+        let j = serde_json::to_value(&env).unwrap_or_default();
+        println!("{j:#}");
+    } else {
+        print!("{}", r::render(&env));
+    }
+    Ok(())
+}
+
 /// `GetStatus` as JSON.
 async fn status(agent: &Agent1Proxy<'_>) -> Result<serde_json::Value, Failure> {
     let dict = agent.get_status().await.map_err(call_failure)?;
@@ -351,15 +396,8 @@ fn print_json_or(json: bool, value: &serde_json::Value, text: impl FnOnce() -> S
 fn call_failure(e: zbus::Error) -> Failure {
     let name = match &e {
         zbus::Error::MethodError(name, _, _) => name.as_str().to_owned(),
-        zbus::Error::FDO(fdo) => match fdo.as_ref() {
-            zbus::fdo::Error::ServiceUnknown(_) => {
-                "org.freedesktop.DBus.Error.ServiceUnknown".into()
-            }
-            zbus::fdo::Error::NameHasNoOwner(_) => {
-                "org.freedesktop.DBus.Error.NameHasNoOwner".into()
-            }
-            _ => String::new(),
-        },
+        // Standard errors (ServiceUnknown, InvalidArgs, ...) arrive converted to fdo::Error.
+        zbus::Error::FDO(fdo) => zbus::DBusError::name(fdo.as_ref()).to_string(),
         _ => String::new(),
     };
     if name.ends_with(".ServiceUnknown") || name.ends_with(".NameHasNoOwner") {
@@ -394,6 +432,7 @@ fn hint_for(error_name: &str) -> Option<&'static str> {
         "NothingToInstall" => "ssuctl check looks for updates; ssuctl status shows the state",
         "Busy" => "another operation is running; try again when ssuctl status shows it ended",
         "PolicyRefused" => "the message names the limit; ask for less",
+        "InvalidArgs" => "a report nonce is 16 to 64 bytes: 32 to 128 hex digits",
         "Unavailable" => "the agent is shutting down or misses a part; see journalctl -u ssu-agent",
         _ => return None,
     })

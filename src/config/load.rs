@@ -193,6 +193,11 @@ fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
             "may contain only letters, digits, '.', '_' and '-'".to_owned(),
         );
     }
+    if let Some(k) = &c.device.identity_key
+        && !k.is_absolute()
+    {
+        return err("device.identity_key", "must be an absolute path".to_owned());
+    }
     if let Some(m) = &c.manufacturer {
         if !matches!(m.url.scheme(), "https" | "http" | "file") {
             return err(

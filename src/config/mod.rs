@@ -261,6 +261,9 @@ pub struct DeviceConfig {
     pub replacement_text: Option<String>,
     /// Where the replacement plan is explained (fallback for signed metadata).
     pub replacement_url: Option<url::Url>,
+    /// The device identity key signing patch-status reports, as the integrator provisioned
+    /// it (Ed25519, PKCS#8 DER, mode 0600); unset: a key generated into `state_dir`.
+    pub identity_key: Option<PathBuf>,
 }
 
 impl DeviceConfig {

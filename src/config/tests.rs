@@ -436,3 +436,28 @@ fn hostile_consent_values_are_refused() {
         "invalid",
     );
 }
+
+#[test]
+fn identity_key_is_an_absolute_path() {
+    assert_eq!(one("").unwrap().device.identity_key, None);
+    let c = one("[device]\nidentity_key = \"/etc/ssu-agent/identity.pk8\"\n").unwrap();
+    assert_eq!(
+        c.device.identity_key.as_deref(),
+        Some(Path::new("/etc/ssu-agent/identity.pk8"))
+    );
+    expect_invalid(
+        "[device]\nidentity_key = \"identity.pk8\"\n",
+        "device.identity_key",
+        "absolute",
+    );
+    expect_invalid(
+        "[device]\nidentity_key = 42\n",
+        "device.identity_key",
+        "invalid type",
+    );
+    expect_invalid(
+        "[device]\nidentity_keys = \"/k\"\n",
+        "device.identity_keys",
+        "unknown field",
+    );
+}

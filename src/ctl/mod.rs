@@ -7,6 +7,7 @@
 pub mod cves;
 pub mod install;
 pub mod render;
+pub mod report;
 
 use std::collections::HashMap;
 
@@ -34,6 +35,8 @@ pub trait Agent1 {
     fn install(&self) -> zbus::Result<()>;
     fn reboot(&self) -> zbus::Result<()>;
     fn schedule_reboot(&self, at: u64) -> zbus::Result<()>;
+    fn get_report(&self, nonce: &[u8]) -> zbus::Result<(String, Vec<u8>, String)>;
+    fn get_public_key(&self) -> zbus::Result<(String, Vec<u8>, String)>;
 }
 
 /// Converts a D-Bus value to JSON: integers and strings as themselves, dicts with string keys

@@ -7,9 +7,11 @@
 //! the contract; a test fails when the served interface and that file differ.
 
 pub mod auth;
+pub mod reply;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
@@ -17,8 +19,10 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedVariant, Variant};
 
 use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Notice, Request};
+use crate::report::Reporter;
 use crate::status::Status;
 use auth::{Action, Authorizer};
+use reply::ReportReply;
 use zbus::message::Header;
 
 /// Well-known bus name.
@@ -69,6 +73,8 @@ pub struct Agent1 {
     engine: Handle,
     status: watch::Receiver<Status>,
     auth: Authorizer,
+    /// Signs patch-status reports (`GetReport`).
+    reporter: Arc<Reporter>,
 }
 
 /// Most inhibitors held at once: each holds a file descriptor of this process.
@@ -77,12 +83,13 @@ const MAX_INHIBITORS: usize = 64;
 const MAX_REASON: usize = 200;
 
 impl Agent1 {
-    pub fn new(engine: Handle, auth: Authorizer) -> Agent1 {
+    pub fn new(engine: Handle, auth: Authorizer, reporter: Arc<Reporter>) -> Agent1 {
         let status = engine.subscribe();
         Agent1 {
             engine,
             status,
             auth,
+            reporter,
         }
     }
 
@@ -119,6 +126,27 @@ impl Agent1 {
     async fn get_history(&self) -> Result<Vec<view::Dict>, AgentError> {
         let entries = self.engine.history(HISTORY_LIMIT).await?;
         Ok(entries.iter().map(view::history_entry).collect())
+    }
+
+    /// A patch-status report signed with the device identity key, bound to the caller's
+    /// `nonce` (16 to 64 bytes, else InvalidArgs). Needs no authorization: it only says what
+    /// `GetStatus` says, signed (docs/report.md).
+    #[zbus(out_args("report", "signature", "key_id"))]
+    async fn get_report(&self, nonce: Vec<u8>) -> Result<(String, Vec<u8>, String), ReportReply> {
+        crate::report::check_nonce(&nonce)?;
+        let st = self.with(Status::clone);
+        let env = self.reporter.report(st, nonce).await?;
+        let signature = hex::decode(&env.signature).map_err(|e| {
+            ReportReply::Agent(AgentError::Internal(format!("signature encoding: {e}")))
+        })?;
+        Ok((env.report, signature, env.key_id))
+    }
+
+    /// The device identity key's public half and its stable id (reports carry the id).
+    #[zbus(out_args("algorithm", "public_key", "key_id"))]
+    async fn get_public_key(&self) -> Result<(String, Vec<u8>, String), ReportReply> {
+        let (pk, id) = self.reporter.public_key()?;
+        Ok((crate::report::key::ALGORITHM.to_owned(), pk.to_vec(), id))
     }
 
     /// Check for updates now. Returns when the check has run (not the download or
@@ -409,9 +437,14 @@ pub enum ServeError {
 
 /// Serves the object, then takes the name — in that order, so no call arrives before the
 /// object exists.
-pub async fn serve(conn: &Connection, engine: Handle, auth: Authorizer) -> Result<(), ServeError> {
+pub async fn serve(
+    conn: &Connection,
+    engine: Handle,
+    auth: Authorizer,
+    reporter: Arc<Reporter>,
+) -> Result<(), ServeError> {
     conn.object_server()
-        .at(OBJECT_PATH, Agent1::new(engine, auth))
+        .at(OBJECT_PATH, Agent1::new(engine, auth, reporter))
         .await
         .map_err(ServeError::Object)?;
     match conn

@@ -234,6 +234,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             return;
         }
         self.last_verified = Some(now);
+        self.status.verified = crate::status::VerifiedMetadata {
+            at: Some(now),
+            versions: self.floor,
+        };
         self.status.last_error.clear();
         self.remember_device(&v.devices);
 

@@ -342,6 +342,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             source: Default::default(),
             inhibitors: Vec::new(),
             support: Default::default(),
+            verified: crate::status::VerifiedMetadata {
+                at: last_verified,
+                versions: floor,
+            },
         };
         let (publish, status_rx) = watch::channel(status.clone());
         let (commands_tx, commands) = mpsc::channel(32);
