@@ -293,7 +293,7 @@ pub struct Status {
 /// The highest role versions of the manufacturer's metadata this device verified (its
 /// rollback floor, kept across restarts) and when a check last verified it; a hub judges
 /// freshness by these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct VerifiedMetadata {
     /// `None` before the first verified check.
     pub at: Option<Timestamp>,

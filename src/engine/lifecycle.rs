@@ -236,7 +236,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.last_verified = Some(now);
         self.status.verified = crate::status::VerifiedMetadata {
             at: Some(now),
-            versions: self.floor,
+            versions: self.floor.clone(),
         };
         self.status.last_error.clear();
         self.remember_device(&v.devices);

@@ -299,7 +299,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let last_verified = store
             .state(LAST_VERIFIED_KEY)?
             .and_then(|s| s.parse::<Timestamp>().ok());
-        let floor = store
+        let floor: crate::metadata::client::RoleVersions = store
             .state(FLOOR_KEY)?
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
@@ -344,7 +344,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             support: Default::default(),
             verified: crate::status::VerifiedMetadata {
                 at: last_verified,
-                versions: floor,
+                versions: floor.clone(),
             },
         };
         let (publish, status_rx) = watch::channel(status.clone());

@@ -72,6 +72,7 @@ fn status() -> Status {
                 timestamp: 9,
                 snapshot: 4,
                 targets: 3,
+                keys: Default::default(),
             },
         },
     }
