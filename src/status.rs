@@ -257,6 +257,23 @@ pub struct Offer {
     pub target: BundleTarget,
     /// Which update source lists it (`manufacturer` or an operator).
     pub source: String,
+    /// Why its download waits for a cheaper link, and what taking it now costs; empty when
+    /// it does not wait (a deferred update is announced too: COM-0010, ETSI 5.3-11).
+    pub deferred: String,
+    /// When a deferred download starts anyway (the maximum deferral), if it does.
+    pub deferred_until: Option<Timestamp>,
+}
+
+impl Offer {
+    /// An offer that does not wait for the link.
+    pub fn new(target: BundleTarget, source: String) -> Offer {
+        Offer {
+            target,
+            source,
+            deferred: String::new(),
+            deferred_until: None,
+        }
+    }
 }
 
 /// The whole snapshot the engine publishes.

@@ -106,6 +106,14 @@ pub fn offer(o: &Offer) -> Dict {
     }
     let cves: Vec<Dict> = m.cves.iter().map(cve).collect();
     d.insert("cves".to_owned(), ov(cves));
+    // A deferred update is announced too, with why it waits and what taking it now costs.
+    put_nonempty(&mut d, "deferred", &o.deferred);
+    if let Some(until) = o.deferred_until {
+        d.insert(
+            "deferred_until".to_owned(),
+            OwnedVariant::from(secs(Some(until))),
+        );
+    }
     d
 }
 

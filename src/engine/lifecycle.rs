@@ -27,10 +27,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.pending
             .as_ref()
             .filter(|p| matches!(p.phase, Phase::Installing | Phase::Installed))
-            .map(|p| Offer {
-                target: p.target.clone(),
-                source: p.source.clone(),
-            })
+            .map(|p| Offer::new(p.target.clone(), p.source.clone()))
     }
 
     /// The state a persisted record puts the agent in.
@@ -52,10 +49,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         };
         tracing::info!(target = %p.target.name, phase = ?p.phase, "resuming update");
         match p.phase {
-            Phase::Downloading => self.start_download(Offer {
-                target: p.target,
-                source: p.source,
-            }),
+            Phase::Downloading => self.start_download(Offer::new(p.target, p.source)),
             _ => self.on_rauc_changed(),
         }
     }
@@ -270,8 +264,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     fn settle_state(&mut self) {
         let settled = self.state_for_pending();
         self.status.state = match settled {
-            UpdateState::Idle if self.status.available.is_some() => UpdateState::Available,
+            // A held update may be on offer too (announced while it waits for the link).
             UpdateState::Idle if self.held() => UpdateState::Deferred,
+            UpdateState::Idle if self.status.available.is_some() => UpdateState::Available,
             UpdateState::Idle => self.outcome.unwrap_or(UpdateState::Idle),
             other => other,
         };
@@ -459,12 +454,15 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         };
         self.count_download(&p.source, p.target.length);
         // Verified bytes: now the update may be announced (COM-0010).
-        let offer = Offer {
-            target: p.target.clone(),
-            source: p.source.clone(),
-        };
-        if self.status.available.as_ref() != Some(&offer) {
-            self.status.available = Some(offer.clone());
+        let offer = Offer::new(p.target.clone(), p.source.clone());
+        // Announced once: an update announced while it waited for the link is not new.
+        let announced = self
+            .status
+            .available
+            .as_ref()
+            .is_some_and(|a| a.target == offer.target && a.source == offer.source);
+        self.status.available = Some(offer.clone());
+        if !announced {
             self.notify(Notice::UpdateAvailable(Box::new(offer)));
         }
         if self.may_install_now() {
@@ -490,6 +488,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         if !self.save_pending(Some(p.clone())) {
             return;
         }
+        self.end_postponement();
         tracing::info!(target = %p.target.name, "installing");
         self.status.state = UpdateState::Installing;
         self.status.progress = 0;

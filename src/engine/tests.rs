@@ -50,6 +50,14 @@ fn config() -> Config {
     // The host running the tests is no device: its writable / would read as compromised.
     // The integrity tests below point the probes at fixture trees instead.
     c.integrity.probes.clear();
+    // Exact times in these tests; the per-device spread has its own tests (`spread.rs`).
+    let zero = crate::config::Dur(SignedDuration::ZERO);
+    c.spread = crate::config::SpreadConfig {
+        first_check: zero,
+        wave: zero,
+        approval: zero,
+        window: zero,
+    };
     c
 }
 
@@ -237,6 +245,8 @@ struct Setup {
     operators: Vec<(String, FakeMetadata)>,
     modem: ModemInfo,
     network: NetworkInfo,
+    /// The per-device seed (machine id) that spreads the fleet.
+    seed: u64,
 }
 
 impl Default for Setup {
@@ -253,6 +263,7 @@ impl Default for Setup {
             operators: Vec::new(),
             modem: ModemInfo::default(),
             network: NetworkInfo::default(),
+            seed: 42,
         }
     }
 }
@@ -303,8 +314,15 @@ fn start(setup: Setup) -> Rig {
         modem: modem_rx,
         network: network_rx,
     };
-    let (mut engine, handle) =
-        Engine::new(Arc::new(setup.config), store, clock, ports, inputs, 42).unwrap();
+    let (mut engine, handle) = Engine::new(
+        Arc::new(setup.config),
+        store,
+        clock,
+        ports,
+        inputs,
+        setup.seed,
+    )
+    .unwrap();
     // Maintenance windows are local time: the tests' is UTC, whatever the machine's is.
     engine.set_time_zone(jiff::tz::TimeZone::UTC);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -519,3 +537,5 @@ mod cellular;
 mod integrity;
 // The user's and host's say: `control.rs`.
 mod control;
+// No security fix waits forever; fleets do not move in lockstep: `timely.rs`.
+mod timely;

@@ -9,12 +9,14 @@
 //! - [`consent`]: postponement bounds, install and reboot gates (COM-0040/0050).
 //! - [`support`]: the security support period (SEC-0030/0040).
 //! - [`wave`]: the model's rollout wave (SEC-0021).
+//! - [`spread`]: per-device offsets so a fleet does not move in lockstep.
 
 pub mod consent;
 pub mod linkcost;
 pub mod schedule;
 pub mod select;
 pub mod source;
+pub mod spread;
 pub mod staleness;
 pub mod support;
 pub mod wave;

@@ -30,6 +30,17 @@ async fn happy_path_download_announce_install_reboot_confirm() {
         0,
         "auto_reboot is off"
     );
+    // Told at once when the reboot deadline will reboot it (7 days, no window configured).
+    match notices.try_recv() {
+        Ok(Notice::RebootPending(p)) => {
+            assert_eq!(p.waiting_for, ["deadline"]);
+            assert_eq!(
+                p.at,
+                Some(START.parse::<Timestamp>().unwrap() + SignedDuration::from_hours(7 * 24))
+            );
+        }
+        other => panic!("expected RebootPending, got {other:?}"),
+    }
 
     rig.reboot_into("B", "1.0.1");
     let st = wait_for(&rig.handle, "confirmed", |s| {
