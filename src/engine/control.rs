@@ -230,8 +230,18 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .unwrap_or_default();
         self.store.set_setting(POSTPONED_KEY, &value)?;
         self.control.postponement = p;
-        self.refresh_postponement();
+        self.show_postponement();
         Ok(())
+    }
+
+    fn show_postponement(&mut self) {
+        let now = self.clock.now();
+        let bounds = self.postpone_bounds();
+        self.status.postponed_until = self
+            .control
+            .postponement
+            .map(|p| p.effective_until(&bounds))
+            .filter(|t| *t > now);
     }
 
     /// `PostponedUntil` as it stands; a critical fix that arrived caps the postponement
@@ -249,12 +259,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.control.postponement = Some(capped);
             }
         }
-        let bounds = self.postpone_bounds();
-        self.status.postponed_until = self
-            .control
-            .postponement
-            .map(|p| p.effective_until(&bounds))
-            .filter(|t| *t > now);
+        self.show_postponement();
     }
 
     /// An installation starts: the postponement of this update is over.

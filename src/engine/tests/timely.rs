@@ -206,15 +206,20 @@ async fn repeated_postpones_stop_at_the_bound() {
     rig.handle.control(Request::Postpone(DAY)).await.unwrap();
 }
 
-/// The next RebootPending notice (other notices are skipped).
+/// The next RebootPending notice within 10 (paused) days; other notices are skipped.
 async fn next_plan(notices: &mut broadcast::Receiver<Notice>) -> RebootPlan {
-    loop {
-        match notices.recv().await {
-            Ok(Notice::RebootPending(p)) => return p,
-            Ok(_) => continue,
-            Err(e) => panic!("no RebootPending: {e}"),
+    let wait = async {
+        loop {
+            match notices.recv().await {
+                Ok(Notice::RebootPending(p)) => return p,
+                Ok(_) => continue,
+                Err(e) => panic!("no RebootPending: {e}"),
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(10 * DAY), wait)
+        .await
+        .expect("no RebootPending within 10 days")
 }
 
 #[tokio::test(start_paused = true)]
