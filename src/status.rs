@@ -317,4 +317,7 @@ pub struct Support {
     pub replacement_url: String,
     /// `signed-metadata` or `configuration`; empty when unknown.
     pub origin: String,
+    /// Why this device cannot be updated any more although its end date has not passed
+    /// (SEC-0040); `state` is then `ended`. Empty otherwise.
+    pub cannot_update: String,
 }

@@ -172,6 +172,8 @@ pub fn replacement_info(st: &Status) -> Dict {
     let mut d = Dict::new();
     put_nonempty(&mut d, "text", &st.support.replacement_text);
     put_nonempty(&mut d, "url", &st.support.replacement_url);
+    // SEC-0040: why the device cannot be updated any more (with `SupportState` `ended`).
+    put_nonempty(&mut d, "cannot_update", &st.support.cannot_update);
     d
 }
 

@@ -17,8 +17,7 @@ use crate::policy::consent::{
     self, InstallGate, PostponeBounds, Postponement, RebootGate, RebootInputs, Window,
 };
 use crate::policy::spread::{self, Purpose};
-use crate::policy::support::support_state;
-use crate::status::{Support, UpdateState};
+use crate::status::UpdateState;
 use crate::store::Store;
 
 /// Settings key of the postponement (JSON [`Postponement`]; an RFC 3339 time from an older
@@ -28,9 +27,7 @@ const POSTPONED_KEY: &str = "postponed_until";
 /// `{"target": name, "since": time}` (the reboot deadline counts from it).
 const REBOOT_SINCE_KEY: &str = "reboot_required_since";
 /// Store key of the signed per-model metadata last verified for this device.
-const DEVICE_META_KEY: &str = "device_meta";
-/// Default `[device] support_warning`.
-const DEFAULT_SUPPORT_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(90 * 24);
+pub(super) const DEVICE_META_KEY: &str = "device_meta";
 
 /// A user's or host's request (each one authorized by the D-Bus service first).
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +78,12 @@ pub(super) struct ControlState {
     /// The last plan announced, so each change is announced once.
     announced: Option<RebootPlan>,
     /// Signed per-model metadata for this device (support period, replacement).
-    device_meta: Option<DeviceMeta>,
+    pub(super) device_meta: Option<DeviceMeta>,
     /// The maintenance window, its opening moved by this device's spread.
     window: Option<Window>,
     tz: Option<TimeZone>,
+    /// Why this device cannot be updated any more (SEC-0040, see `support.rs`).
+    pub(super) cannot_update: Option<String>,
     /// The user's postponement, bounded per update.
     postponement: Option<Postponement>,
     /// When the installed update started waiting for a reboot (target name, time).
@@ -136,8 +135,10 @@ impl ControlState {
                     config.spread.window.0,
                 ))
             });
+        let cannot_update = store.state(super::support::CANNOT_UPDATE_KEY)?;
         Ok(ControlState {
             device_meta,
+            cannot_update,
             window,
             postponement,
             reboot_since,
@@ -531,46 +532,5 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     /// This model's rollout wave start from the signed per-model record (SEC-0021).
     pub(super) fn wave_start(&self) -> Option<jiff::Timestamp> {
         self.control.device_meta.as_ref().and_then(|m| m.wave_start)
-    }
-
-    /// The support period from signed metadata, else the configuration.
-    pub(super) fn refresh_support(&mut self) {
-        let d = &self.config.device;
-        let mut s = match &self.control.device_meta {
-            Some(m) => Support {
-                end: Some(m.support_end),
-                replacement_text: m
-                    .replacement
-                    .as_ref()
-                    .map(|r| r.text.clone())
-                    .unwrap_or_default(),
-                replacement_url: m
-                    .replacement
-                    .as_ref()
-                    .and_then(|r| r.url.clone())
-                    .unwrap_or_default(),
-                origin: "signed-metadata".into(),
-                ..Support::default()
-            },
-            None => Support {
-                end: d.support_end.map(|p| p.0),
-                replacement_text: d.replacement_text.clone().unwrap_or_default(),
-                replacement_url: d
-                    .replacement_url
-                    .as_ref()
-                    .map(|u| u.to_string())
-                    .unwrap_or_default(),
-                origin: if d.support_end.is_some() {
-                    "configuration".into()
-                } else {
-                    String::new()
-                },
-                ..Support::default()
-            },
-        };
-        let warning = d.support_warning.map_or(DEFAULT_SUPPORT_WARNING, |w| w.0);
-        let today = self.clock.now().to_zoned(TimeZone::UTC).date();
-        s.state = support_state(today, s.end, warning);
-        self.status.support = s;
     }
 }

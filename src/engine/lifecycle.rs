@@ -227,7 +227,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
         self.last_verified = Some(now);
         self.status.last_error.clear();
+        let listed_before = self.control.device_meta.is_some();
         self.remember_device(&v.devices);
+        self.judge_publishing(&v, listed_before);
 
         for r in &v.refused {
             self.record_refusal(

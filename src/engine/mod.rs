@@ -19,6 +19,7 @@ mod integrity;
 mod lifecycle;
 pub mod pending;
 pub mod ports;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -379,3 +379,78 @@ async fn a_configured_severity_skips_the_wave() {
     wait_state(&rig, UpdateState::RebootRequired).await;
     assert_eq!(rig.installs(), 1);
 }
+
+// ---- SEC-0040: cannot be updated any more ---------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_model_the_manufacturer_stopped_publishing_for_is_shown_like_end_of_life() {
+    use crate::policy::support::SupportState;
+    let setup = Setup::default();
+    let mut listed = verified(vec![]);
+    listed.devices = vec![device(date(2030, 1, 1))];
+    let mut other = device(date(2030, 1, 1));
+    other.meta.hardware_id = "other-gw".into();
+    let mut dropped = verified(vec![]);
+    dropped.devices = vec![other];
+    setup
+        .metadata
+        .results
+        .lock()
+        .unwrap()
+        .extend([Ok(listed), Ok(dropped)]);
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "supported", |s| {
+        s.support.state == SupportState::Supported
+    })
+    .await;
+    assert_eq!(st.support.cannot_update, "");
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "ended", |s| {
+        s.support.state == SupportState::Ended
+    })
+    .await;
+    assert!(
+        st.support.cannot_update.contains("no longer publishes"),
+        "{:?}",
+        st.support
+    );
+    // The replacement plan stays the one last signed for this model.
+    assert_eq!(
+        st.support.replacement_text,
+        "Test Gateway 2 replaces this model"
+    );
+    // Kept across a restart.
+    let db = rig.db.clone();
+    let mut rig = rig;
+    rig.stop().await;
+    let rig = start(Setup {
+        db: Some(db),
+        ..Setup::default()
+    });
+    assert_eq!(rig.handle.status().support.state, SupportState::Ended);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_published_for_an_overdue_device_is_shown_like_end_of_life() {
+    use crate::policy::support::SupportState;
+    let mut setup = Setup::default();
+    // Older than the 90 days of `overdue_after` at START.
+    setup.config.device.security_patch_level = Some(PatchDate(date(2026, 6, 1)));
+    let mut for_other_board = bundle("1.0.1", "1.0", date(2026, 11, 1));
+    for_other_board.meta.compatible = "other-board".into();
+    *setup.metadata.fallback.lock().unwrap() = Some(verified(vec![for_other_board]));
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "ended", |s| {
+        s.support.state == SupportState::Ended
+    })
+    .await;
+    assert!(
+        st.support
+            .cannot_update
+            .contains("no update for this device"),
+        "{:?}",
+        st.support
+    );
+}
