@@ -4,7 +4,7 @@
 //! installs a target twice. See ARCHITECTURE.md, "Update lifecycle". This file covers the
 //! way up to the reboot; what happens after it is in `confirm.rs`.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::pending::{Pending, Phase};
 use super::ports::{BundleFetcher, FetchFailure, MetadataSource, System};
@@ -14,12 +14,10 @@ use super::{
 };
 use crate::metadata::client::{MetadataError, Verified};
 use crate::policy::select::{Candidate, DeviceFacts, select};
+use crate::policy::time::{self, Trusted, Verdict};
 use crate::rauc::Rauc;
 use crate::status::{CheckRecord, Offer, UpdateState};
 use crate::store::NewHistoryEntry;
-
-/// A clock this far behind the latest known time is not trusted for expiry checks.
-const CLOCK_TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
 
 impl<C: Clock, P: Ports> Engine<C, P> {
     /// The update on offer while a persisted record says it is being installed.
@@ -133,16 +131,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.run_probe(probe);
             return;
         }
-        if let Some(latest) = self.latest_known_time()
-            && now < latest - CLOCK_TOLERANCE
+        // Expiry checks mean nothing with a clock in the past: a replayed, long-expired
+        // repository would look fresh. Unless trusted time settles it (`policy::time`) the
+        // check waits for the clock — except that an HTTPS server's `Date` may settle it,
+        // so with an HTTPS source the check runs and is judged when it returns.
+        if let Verdict::Refuse(message) = time::judge(now, self.latest_known_time(), None)
+            && !self.https_source()
         {
-            // Expiry checks mean nothing with a clock in the past: a replayed, long-expired
-            // repository would look fresh. Wait for the clock to be set.
             self.checks.consecutive_failures += 1;
-            let message = format!(
-                "not checked: the system clock ({now}) is behind the latest known time \
-                 ({latest}); waiting for time synchronisation"
-            );
             tracing::warn!("{message}");
             self.record_check(CheckRecord {
                 at: now,
@@ -205,10 +201,69 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
     }
 
+    /// The manufacturer's server is reached over HTTPS (its `Date` is trusted time).
+    fn https_source(&self) -> bool {
+        self.config
+            .manufacturer
+            .as_ref()
+            .is_some_and(|m| m.url.scheme() == "https")
+    }
+
+    /// Which time this verified metadata is judged by (`policy::time`); `Err` with the
+    /// reason when the clock cannot be trusted or the metadata is expired by trusted time.
+    fn judge_time(&self, now: Timestamp, v: &Verified) -> Result<Timestamp, String> {
+        let trusted = v.server_time.map(|at| Trusted {
+            at,
+            source: time::Source::Https,
+        });
+        match time::judge(now, self.latest_known_time(), trusted) {
+            Verdict::Refuse(message) => Err(message),
+            Verdict::Use {
+                now: when,
+                ratchet,
+                recovered,
+            } => {
+                if recovered {
+                    tracing::info!(
+                        %now,
+                        "trusted time confirms the system clock: the latest known time, set \
+                         by a clock that ran ahead, is corrected"
+                    );
+                }
+                // The clock is wrong (1970): tough judged expiry by it, so judge it again.
+                if v.expires < when {
+                    return Err(format!(
+                        "could not verify update metadata: it expired at {} (trusted time is \
+                         {when}): replayed or stale metadata refused",
+                        v.expires
+                    ));
+                }
+                Ok(ratchet)
+            }
+        }
+    }
+
     fn on_verified(&mut self, now: Timestamp, v: Verified) {
+        let latest = match self.judge_time(now, &v) {
+            Ok(ratchet) => ratchet,
+            Err(message) => {
+                self.checks.consecutive_failures += 1;
+                tracing::warn!("{message}");
+                if self.pending.is_none() {
+                    self.status.available = None;
+                }
+                self.status.last_error = message.clone();
+                self.record_check(CheckRecord {
+                    at: now,
+                    verified: false,
+                    message,
+                });
+                self.settle_state();
+                return;
+            }
+        };
         self.checks.consecutive_failures = 0;
         self.floor = self.floor.max(&v.versions);
-        let latest = self.latest_known_time().map_or(now, |t| t.max(now));
         let floor_json = serde_json::to_string(&self.floor).unwrap_or_default();
         let saved = self
             .store

@@ -216,6 +216,7 @@ fn verified(bundles: Vec<BundleTarget>) -> Verified {
         bundles,
         devices: vec![],
         refused: vec![],
+        server_time: None,
     }
 }
 
@@ -247,6 +248,8 @@ struct Setup {
     network: NetworkInfo,
     /// The per-device seed (machine id) that spreads the fleet.
     seed: u64,
+    /// The system clock at the start (default START).
+    clock: Option<Timestamp>,
 }
 
 impl Default for Setup {
@@ -264,6 +267,7 @@ impl Default for Setup {
             modem: ModemInfo::default(),
             network: NetworkInfo::default(),
             seed: 42,
+            clock: None,
         }
     }
 }
@@ -279,7 +283,7 @@ fn start(setup: Setup) -> Rig {
     };
     let store = Store::open(&db).unwrap();
     let clock = TokioClock {
-        base: START.parse().unwrap(),
+        base: setup.clock.unwrap_or_else(|| START.parse().unwrap()),
         start: tokio::time::Instant::now(),
     };
     let rauc = Arc::new(FakeRauc::new(setup.rauc.clone()));

@@ -104,6 +104,9 @@ pub struct Verified {
     pub bundles: Vec<BundleTarget>,
     pub devices: Vec<DeviceTarget>,
     pub refused: Vec<RefusedTarget>,
+    /// The `Date` of the server's HTTPS responses during this load (trusted time once the
+    /// metadata verified; `None` over plain HTTP or files).
+    pub server_time: Option<Timestamp>,
 }
 
 /// Why a source's metadata could not be verified. Every variant means "do not trust
@@ -240,6 +243,7 @@ pub async fn fetch(
         bundles: Vec::new(),
         devices: Vec::new(),
         refused: Vec::new(),
+        server_time: transport.server_date(),
     };
     for (name, target) in repo.targets().signed.targets_iter() {
         let name = name.raw().to_owned();

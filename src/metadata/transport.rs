@@ -37,6 +37,9 @@ pub struct HttpTransport {
     /// Versioned metadata fetched from the network during this load, by file name; kept in
     /// the cache only once the whole load verified ([`HttpTransport::keep_fetched`]).
     fetched: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    /// The `Date` of the latest HTTPS response (authenticated by TLS; it counts as trusted
+    /// time only once the metadata verified, see `policy::time`).
+    date: Arc<Mutex<Option<jiff::Timestamp>>>,
 }
 
 impl HttpTransport {
@@ -46,7 +49,13 @@ impl HttpTransport {
             timeout,
             cache: None,
             fetched: Arc::default(),
+            date: Arc::default(),
         }
+    }
+
+    /// The `Date` of the latest HTTPS response of this load, if any.
+    pub fn server_date(&self) -> Option<jiff::Timestamp> {
+        *self.date.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Serves versioned snapshot and targets metadata from `dir` when present.
@@ -86,6 +95,11 @@ impl HttpTransport {
         tracing::debug!(file = name, "metadata served from the cache");
         Some(bytes)
     }
+}
+
+/// An HTTP `Date` (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`, an RFC 2822 form).
+pub fn parse_http_date(s: &str) -> Option<jiff::Timestamp> {
+    jiff::fmt::rfc2822::parse(s).ok().map(|z| z.timestamp())
 }
 
 /// `N.snapshot.json` or `N.targets.json` with a version N ≥ 1: immutable once published.
@@ -141,6 +155,15 @@ impl Transport for HttpTransport {
             .await
             .map_err(|e| other(e, &url))?;
         let status = response.status();
+        if url.scheme() == "https"
+            && let Some(date) = response
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_http_date)
+        {
+            *self.date.lock().unwrap_or_else(|e| e.into_inner()) = Some(date);
+        }
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
             // S3 and some CDNs answer 403 for a missing object.
             return Err(TransportError::new(TransportErrorKind::FileNotFound, url));
@@ -175,6 +198,17 @@ impl Transport for HttpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_parse_and_garbage_does_not() {
+        assert_eq!(
+            parse_http_date("Mon, 30 Nov 2026 07:30:00 GMT"),
+            Some("2026-11-30T07:30:00Z".parse().unwrap())
+        );
+        for bad in ["", "yesterday", "Mon, 30 Nov 2026 25:00:00 GMT", "\u{0}"] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn only_versioned_snapshot_and_targets_are_cacheable() {

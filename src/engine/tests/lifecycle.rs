@@ -374,7 +374,7 @@ async fn a_clock_behind_the_latest_known_time_blocks_checks() {
         st.last_check
             .unwrap()
             .message
-            .contains("behind the latest known time")
+            .contains("behind the latest time this device has seen")
     );
     assert_eq!(rig.metadata.fetches.load(Ordering::SeqCst), 0);
 }

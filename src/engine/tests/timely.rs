@@ -353,3 +353,111 @@ async fn two_devices_with_different_ids_get_different_bounded_offsets() {
     assert_ne!(a.1, b.1, "wave starts in lockstep");
     assert_ne!(a.2, b.2, "window openings in lockstep");
 }
+
+// ---- time ------------------------------------------------------------------------------
+
+/// A device whose manufacturer server is reached over HTTPS (its `Date` is trusted time),
+/// whose ratchet is at `ratchet` and whose server answers with `Date` = `server`.
+fn https_device(ratchet: &str, server: Timestamp, expires: &str) -> Setup {
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.config.manufacturer = Some(crate::config::SourceConfig {
+        url: "https://updates.example.com/".parse().unwrap(),
+        root: "/etc/ssu/root.json".into(),
+    });
+    let mut v = setup.metadata.fallback.lock().unwrap().take().unwrap();
+    v.server_time = Some(server);
+    v.expires = at(expires);
+    *setup.metadata.fallback.lock().unwrap() = Some(v);
+    let dir = tempfile::tempdir().unwrap().keep();
+    let db = dir.join("agent.db");
+    Store::open(&db)
+        .unwrap()
+        .set_state(LATEST_KNOWN_TIME_KEY, Some(ratchet))
+        .unwrap();
+    setup.db = Some(db);
+    setup
+}
+
+fn ratchet(rig: &Rig) -> Timestamp {
+    Store::open(&rig.db)
+        .unwrap()
+        .state(LATEST_KNOWN_TIME_KEY)
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ratchet_moved_by_a_clock_that_ran_ahead_recovers_when_trusted_time_agrees() {
+    // Three days ahead earlier; the clock (START) is right now and the server agrees.
+    let ahead = "2026-11-30T10:00:00Z";
+    let rig = start(https_device(ahead, at(START), "2027-01-01T00:00:00Z"));
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "verified", |s| {
+        s.last_check.as_ref().is_some_and(|c| c.verified)
+    })
+    .await;
+    assert_eq!(ratchet(&rig), at(START));
+    assert!(st.available.is_some() || st.state != UpdateState::Idle);
+}
+
+#[tokio::test(start_paused = true)]
+async fn until_trusted_time_agrees_the_message_says_what_is_wrong_and_what_fixes_it() {
+    let ahead = "2026-11-30T10:00:00Z";
+    // The server's Date does not agree with the clock either (it is a day off).
+    let server = at(START) - SignedDuration::from_hours(24);
+    let rig = start(https_device(ahead, server, "2027-01-01T00:00:00Z"));
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "checked", |s| s.last_check.is_some()).await;
+    let check = st.last_check.unwrap();
+    assert!(!check.verified);
+    assert!(
+        check.message.contains("behind the latest time"),
+        "{}",
+        check.message
+    );
+    assert!(check.message.contains("resume"), "{}", check.message);
+    assert_eq!(
+        ratchet(&rig),
+        at(ahead),
+        "never moved by a disagreeing source"
+    );
+    assert!(st.available.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_device_whose_clock_starts_in_1970_still_checks_and_refuses_replayed_metadata() {
+    // The ratchet from before the power cut; the clock starts at the epoch.
+    let server = at("2026-11-27T10:00:00Z");
+    let mut setup = https_device("2026-11-20T00:00:00Z", server, "2027-01-01T00:00:00Z");
+    setup.clock = Some(at("1970-01-01T00:00:00Z"));
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "verified", |s| {
+        s.last_check.as_ref().is_some_and(|c| c.verified)
+    })
+    .await;
+    assert!(
+        st.last_check.unwrap().message.contains("1.0.1"),
+        "it found the update"
+    );
+    assert_eq!(ratchet(&rig), server, "the ratchet follows trusted time");
+
+    // Replayed metadata that expired before the trusted time: refused, although the
+    // device's own clock (1970) would call it fresh.
+    let mut setup = https_device("2026-11-20T00:00:00Z", server, "2026-11-25T00:00:00Z");
+    setup.clock = Some(at("1970-01-01T00:00:00Z"));
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "checked", |s| s.last_check.is_some()).await;
+    let check = st.last_check.unwrap();
+    assert!(!check.verified);
+    assert!(
+        check.message.contains("replayed or stale"),
+        "{}",
+        check.message
+    );
+    assert!(st.available.is_none());
+    assert_eq!(rig.installs(), 0);
+}
