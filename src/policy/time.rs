@@ -146,7 +146,8 @@ mod tests {
         };
         // (what, system, ratchet, trusted, Ok((now, ratchet, recovered)) or Err(fragment))
         type Want<'a> = Result<(Timestamp, Timestamp, bool), &'a str>;
-        let cases: [(&str, Timestamp, Option<Timestamp>, Option<Trusted>, Want); 10] = [
+        type Case<'a> = (&'a str, Timestamp, Option<Timestamp>, Option<Trusted>, Want<'a>);
+        let cases: [Case; 10] = [
             (
                 "no ratchet yet",
                 right,
