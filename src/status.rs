@@ -150,6 +150,10 @@ pub struct ModemInfo {
     pub serving_mcc_mnc: String,
     /// `RegistrationState` (MMModem3gppRegistrationState), `None` when unknown.
     pub registration_state: Option<u32>,
+    /// The cellular network's time (`Modem.Time.GetNetworkTime`) minus the system clock when
+    /// it was read, in seconds: trusted time for the clock ratchet (`policy::time`). `None`
+    /// when the modem or network gives none.
+    pub network_time_offset_s: Option<i64>,
 }
 
 /// What NetworkManager says about the default connection's cost.

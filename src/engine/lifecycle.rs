@@ -135,7 +135,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         // repository would look fresh. Unless trusted time settles it (`policy::time`) the
         // check waits for the clock — except that an HTTPS server's `Date` may settle it,
         // so with an HTTPS source the check runs and is judged when it returns.
-        if let Verdict::Refuse(message) = time::judge(now, self.latest_known_time(), None)
+        if let Verdict::Refuse(message) =
+            time::judge(now, self.latest_known_time(), self.network_time(now))
             && !self.https_source()
         {
             self.checks.consecutive_failures += 1;
@@ -211,11 +212,24 @@ impl<C: Clock, P: Ports> Engine<C, P> {
 
     /// Which time this verified metadata is judged by (`policy::time`); `Err` with the
     /// reason when the clock cannot be trusted or the metadata is expired by trusted time.
+    /// The cellular network's time now, from the modem (trusted time).
+    fn network_time(&self, now: Timestamp) -> Option<Trusted> {
+        let offset = self.status.modem.network_time_offset_s?;
+        let at = now
+            .checked_add(jiff::SignedDuration::from_secs(offset))
+            .ok()?;
+        Some(Trusted {
+            at,
+            source: time::Source::Network,
+        })
+    }
+
     fn judge_time(&self, now: Timestamp, v: &Verified) -> Result<Timestamp, String> {
-        let trusted = v.server_time.map(|at| Trusted {
+        // The network's time first: it does not depend on the server being judged.
+        let trusted = self.network_time(now).or(v.server_time.map(|at| Trusted {
             at,
             source: time::Source::Https,
-        });
+        }));
         match time::judge(now, self.latest_known_time(), trusted) {
             Verdict::Refuse(message) => Err(message),
             Verdict::Use {

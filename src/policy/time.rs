@@ -146,7 +146,13 @@ mod tests {
         };
         // (what, system, ratchet, trusted, Ok((now, ratchet, recovered)) or Err(fragment))
         type Want<'a> = Result<(Timestamp, Timestamp, bool), &'a str>;
-        type Case<'a> = (&'a str, Timestamp, Option<Timestamp>, Option<Trusted>, Want<'a>);
+        type Case<'a> = (
+            &'a str,
+            Timestamp,
+            Option<Timestamp>,
+            Option<Trusted>,
+            Want<'a>,
+        );
         let cases: [Case; 10] = [
             (
                 "no ratchet yet",

@@ -461,3 +461,37 @@ async fn a_device_whose_clock_starts_in_1970_still_checks_and_refuses_replayed_m
     assert!(st.available.is_none());
     assert_eq!(rig.installs(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_1970_clock_checks_by_the_cellular_networks_time() {
+    let epoch = at("1970-01-01T00:00:00Z");
+    let network = at("2026-11-27T10:00:00Z");
+    // Plain HTTP (no trusted Date): only the modem can tell the time.
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.clock = Some(epoch);
+    setup.modem.network_time_offset_s = Some(network.duration_since(epoch).as_secs());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agent.db");
+    Store::open(&db)
+        .unwrap()
+        .set_state(LATEST_KNOWN_TIME_KEY, Some("2026-11-20T00:00:00Z"))
+        .unwrap();
+    setup.db = Some(db);
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    wait_for(&rig.handle, "verified", |s| {
+        s.last_check.as_ref().is_some_and(|c| c.verified)
+    })
+    .await;
+    assert_eq!(ratchet(&rig), network);
+    // Without the modem's time the same device does not check at all.
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.clock = Some(epoch);
+    setup.db = Some(rig.db.clone());
+    drop(rig);
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "checked", |s| s.last_check.is_some()).await;
+    assert!(!st.last_check.unwrap().verified);
+    assert_eq!(rig.metadata.fetches.load(Ordering::SeqCst), 0);
+}
