@@ -150,6 +150,10 @@ pub struct ModemInfo {
     pub serving_mcc_mnc: String,
     /// `RegistrationState` (MMModem3gppRegistrationState), `None` when unknown.
     pub registration_state: Option<u32>,
+    /// The cellular network's time (`Modem.Time.GetNetworkTime`) minus the system clock when
+    /// it was read, in seconds: trusted time for the clock ratchet (`policy::time`). `None`
+    /// when the modem or network gives none.
+    pub network_time_offset_s: Option<i64>,
 }
 
 /// What NetworkManager says about the default connection's cost.
@@ -257,6 +261,23 @@ pub struct Offer {
     pub target: BundleTarget,
     /// Which update source lists it (`manufacturer` or an operator).
     pub source: String,
+    /// Why its download waits for a cheaper link, and what taking it now costs; empty when
+    /// it does not wait (a deferred update is announced too: COM-0010, ETSI 5.3-11).
+    pub deferred: String,
+    /// When a deferred download starts anyway (the maximum deferral), if it does.
+    pub deferred_until: Option<Timestamp>,
+}
+
+impl Offer {
+    /// An offer that does not wait for the link.
+    pub fn new(target: BundleTarget, source: String) -> Offer {
+        Offer {
+            target,
+            source,
+            deferred: String::new(),
+            deferred_until: None,
+        }
+    }
 }
 
 /// The whole snapshot the engine publishes.
@@ -312,4 +333,7 @@ pub struct Support {
     pub replacement_url: String,
     /// `signed-metadata` or `configuration`; empty when unknown.
     pub origin: String,
+    /// Why this device cannot be updated any more although its end date has not passed
+    /// (SEC-0040); `state` is then `ended`. Empty otherwise.
+    pub cannot_update: String,
 }

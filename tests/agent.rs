@@ -129,6 +129,10 @@ fn ssuctl_shows_rauc_boot_slot_compatible_and_patch_level() {
     assert_eq!(j["Compatible"], "ssu-sandbox");
     assert_eq!(j["BootSlot"], "A");
     assert_eq!(j["Slots"].as_array().map(Vec::len), Some(2));
+    // ETSI 5.3-1: which slot holds what — the class names the image kind.
+    for slot in j["Slots"].as_array().unwrap() {
+        assert_eq!(slot["class"], "rootfs", "{slot}");
+    }
     assert_eq!(j["Components"]["rauc"], "running");
     assert_eq!(j["Subscription"]["home_mcc_mnc"], "26201");
 

@@ -37,6 +37,7 @@ fn a_security_update_from_publish_to_confirmed() {
     let slot_b = std::fs::read(d.sb.dir().join("slots/rootfs.1.img")).unwrap();
     assert_eq!(&slot_b[..d.image.len()], &d.image[..]);
 
+    let rebooted_at = jiff::Timestamp::now().as_second();
     d.sb.reboot();
     d.sb.wait_for("the update to be confirmed", WAIT, || {
         let st = d.status();
@@ -44,7 +45,12 @@ fn a_security_update_from_publish_to_confirmed() {
     });
     let st = d.status();
     assert_eq!(st["SecurityPatchLevel"], "2026-11-01");
-    assert_ne!(st["PatchAppliedAt"], 0);
+    // COM-0040: the date it was applied on this device — confirmed after the reboot, not the
+    // manufacturer's release time (which was before the check).
+    let applied = st["PatchAppliedAt"].as_i64().unwrap();
+    let released = st["Available"]["released"].as_i64().unwrap_or(0);
+    assert!(applied >= rebooted_at, "{applied} < {rebooted_at}");
+    assert_ne!(applied, released);
     assert_eq!(st["BootSlot"], "B");
     assert_eq!(d.sb.rauc_property("BootSlot"), "B");
     // The check that found it no longer calls it available.
@@ -73,6 +79,12 @@ fn a_security_update_from_publish_to_confirmed() {
 
     let seen = monitor.finish();
     assert!(seen.contains(".UpdateAvailable"), "{seen}");
+    // A UI following PropertiesChanged sees the offer and the new patch level.
+    assert!(seen.contains("'Available': <{"), "{seen}");
+    assert!(
+        seen.contains("'SecurityPatchLevel': <'2026-11-01'>"),
+        "{seen}"
+    );
     assert!(seen.contains("'kind': <'security'>"), "{seen}");
     assert!(
         seen.contains(".InstallFinished") && seen.contains("'outcome': <'installed'>"),

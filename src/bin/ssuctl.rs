@@ -246,6 +246,10 @@ async fn install(
             ));
         }
         let cves = offer["cves"].as_array().map_or(0, Vec::len);
+        // Taking a deferred update now costs the user: say what before asking.
+        if let Some(why) = offer["deferred"].as_str().filter(|s| !s.is_empty()) {
+            println!("Deferred: {why}");
+        }
         print!(
             "Install security update {version} (patch level {}, fixes {cves} CVE{})? \
              It needs a restart afterwards. [y/N] ",

@@ -287,6 +287,38 @@ fn validate_consent(c: &Config, provenance: &Provenance) -> Result<(), ConfigErr
             "must not be longer than install.max_postpone".to_owned(),
         );
     }
+    // ETSI 5.3-8 "timely": an installed fix or a security update may wait, but not for
+    // longer than a monthly release cycle (SEC-0020's "e.g. monthly"), or a device would
+    // skip whole releases. Hence no "never" for either.
+    let month = jiff::SignedDuration::from_hours(30 * 24);
+    for (key, d) in [
+        ("install.reboot_deadline", c.install.reboot_deadline.0),
+        ("link_cost.max_deferral", c.link_cost.max_deferral.0),
+    ] {
+        if d > month {
+            return err(
+                key,
+                "must be at most 30d: a security update may not wait longer than a monthly \
+                 release cycle (FS.25 SEC-0020, ETSI 5.3-8)"
+                    .to_owned(),
+            );
+        }
+    }
+    let day = jiff::SignedDuration::from_hours(24);
+    for (key, d) in [
+        ("spread.first_check", c.spread.first_check.0),
+        ("spread.wave", c.spread.wave.0),
+        ("spread.approval", c.spread.approval.0),
+        ("spread.window", c.spread.window.0),
+    ] {
+        if d > day {
+            return err(
+                key,
+                "must be at most 1d: a spread delays every device of the fleet by up to this"
+                    .to_owned(),
+            );
+        }
+    }
     if let Some(u) = &c.device.replacement_url
         && !matches!(u.scheme(), "https" | "http")
     {

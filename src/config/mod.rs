@@ -48,6 +48,33 @@ pub struct Config {
     pub link_cost: LinkCostConfig,
     pub authorization: AuthorizationConfig,
     pub notify: NotifyConfig,
+    /// `[spread]`: per-device offsets so a fleet does not move in lockstep.
+    pub spread: SpreadConfig,
+}
+
+/// `[spread]`: the most each per-device offset may delay (see [`crate::policy::spread`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpreadConfig {
+    /// The first check after start (added to `[check] boot_delay`).
+    pub first_check: Dur,
+    /// The model's signed rollout wave start.
+    pub wave: Dur,
+    /// The end of an operator's approval grace (may exceed `approval_grace` by this much).
+    pub approval: Dur,
+    /// The maintenance window's opening (at most half the window).
+    pub window: Dur,
+}
+
+impl Default for SpreadConfig {
+    fn default() -> Self {
+        SpreadConfig {
+            first_check: Dur(SignedDuration::from_mins(10)),
+            wave: Dur(SignedDuration::from_hours(6)),
+            approval: Dur(SignedDuration::from_hours(1)),
+            window: Dur(SignedDuration::from_hours(1)),
+        }
+    }
 }
 
 /// `[authorization]`: who may change what the agent does (check, install, configure).
@@ -196,6 +223,9 @@ pub struct InstallConfig {
     pub max_postpone: Dur,
     /// Longest `Postpone` while the waiting update fixes a critical vulnerability.
     pub max_postpone_critical: Dur,
+    /// How long an installed update may wait for a reboot (`reboot-required`); then the
+    /// device reboots in the next maintenance window even without `auto_reboot` or consent.
+    pub reboot_deadline: Dur,
 }
 
 impl Default for DownloadConfig {
@@ -221,6 +251,7 @@ impl Default for InstallConfig {
             maintenance_window: None,
             max_postpone: Dur(SignedDuration::from_hours(7 * 24)),
             max_postpone_critical: Dur(SignedDuration::from_hours(24)),
+            reboot_deadline: Dur(SignedDuration::from_hours(7 * 24)),
         }
     }
 }
@@ -331,6 +362,7 @@ impl Default for Config {
             link_cost: LinkCostConfig::default(),
             authorization: AuthorizationConfig::default(),
             notify: NotifyConfig::default(),
+            spread: SpreadConfig::default(),
         }
     }
 }

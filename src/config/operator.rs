@@ -17,6 +17,11 @@ use crate::metadata::schema::Severity;
 /// TES-0010: an operator may hold a security update back for approval at most this long.
 pub const MAX_APPROVAL_GRACE: SignedDuration = SignedDuration::from_hours(7 * 24);
 
+/// Default `[link_cost] max_deferral`: a week, so that with the postponement and reboot bounds
+/// every monthly security update (SEC-0020) is active before the next one is published
+/// (docs/configuration.md, "Timeliness").
+pub const DEFAULT_MAX_DEFERRAL: SignedDuration = SignedDuration::from_hours(7 * 24);
+
 /// Longest ICCID prefix a profile may name: "89", country code and issuer — the issuer
 /// identification number. Longer prefixes would start naming individual SIMs, and the modem
 /// adapter carries no more than these digits of the ICCID.
@@ -117,6 +122,10 @@ pub struct LinkCostConfig {
     /// Bytes a month the agent may download over a metered or roaming link for updates below
     /// `override_severity`; unset: no budget.
     pub monthly_budget_bytes: Option<u64>,
+    /// Longest a security update waits for a cheaper link (counted from the first time a
+    /// download was deferred for link cost); then it downloads over the costly link anyway,
+    /// within the budget (SEC-0020 "timely", ETSI 5.3-8).
+    pub max_deferral: Dur,
 }
 
 impl Default for LinkCostConfig {
@@ -126,6 +135,7 @@ impl Default for LinkCostConfig {
             defer_when_roaming: true,
             override_severity: Severity::Critical,
             monthly_budget_bytes: None,
+            max_deferral: Dur(DEFAULT_MAX_DEFERRAL),
         }
     }
 }

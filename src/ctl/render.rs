@@ -235,7 +235,13 @@ fn or_unknown(s: &str) -> &str {
 fn support(st: &Value) -> String {
     let end = str_at(st, "SupportEnd");
     let state = or_unknown(str_at(st, "SupportState"));
+    let cannot = st
+        .get("ReplacementInfo")
+        .map_or("", |r| str_at(r, "cannot_update"));
     match state {
+        "ended" if !cannot.is_empty() => {
+            format!("END OF LIFE: this device can no longer be updated: {cannot}")
+        }
         "ended" => format!(
             "END OF LIFE: security updates ended on {}; this device no longer gets security fixes",
             long_date(end)

@@ -106,6 +106,14 @@ pub fn offer(o: &Offer) -> Dict {
     }
     let cves: Vec<Dict> = m.cves.iter().map(cve).collect();
     d.insert("cves".to_owned(), ov(cves));
+    // A deferred update is announced too, with why it waits and what taking it now costs.
+    put_nonempty(&mut d, "deferred", &o.deferred);
+    if let Some(until) = o.deferred_until {
+        d.insert(
+            "deferred_until".to_owned(),
+            OwnedVariant::from(secs(Some(until))),
+        );
+    }
     d
 }
 
@@ -164,6 +172,8 @@ pub fn replacement_info(st: &Status) -> Dict {
     let mut d = Dict::new();
     put_nonempty(&mut d, "text", &st.support.replacement_text);
     put_nonempty(&mut d, "url", &st.support.replacement_url);
+    // SEC-0040: why the device cannot be updated any more (with `SupportState` `ended`).
+    put_nonempty(&mut d, "cannot_update", &st.support.cannot_update);
     d
 }
 

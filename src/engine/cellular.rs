@@ -15,8 +15,9 @@ use super::integrity::ProbeJob;
 use super::ports::MetadataSource;
 use super::{Clock, Engine, Internal, Notice, Ports};
 use crate::metadata::client::{BundleTarget, MetadataError, RoleVersions, Verified};
-use crate::policy::linkcost::{self, Download, Link, LinkDecision};
+use crate::policy::linkcost::{self, Deferral, Download, Link, LinkDecision, Waiting};
 use crate::policy::source::{self, Decision, Observed, OperatorChannel, SourceInputs};
+use crate::policy::spread::{self, Purpose};
 use crate::status::{IntegrityState, Offer, UpdateSource, UpdateState};
 use crate::store::NewHistoryEntry;
 
@@ -26,6 +27,10 @@ pub(super) const SUBSCRIPTION_KEY: &str = "subscription";
 const OPERATOR_UNUSABLE_KEY: &str = "operator_unusable_since";
 /// Store key of bytes downloaded over costly links: `{"month": "YYYY-MM", "bytes": N}`.
 const BUDGET_KEY: &str = "link_budget";
+/// Store key of when a security update was first deferred for link cost (RFC 3339; cleared
+/// when a download starts): the maximum deferral counts from it, across restarts and newer
+/// updates superseding the deferred one.
+const LINK_DEFERRED_KEY: &str = "link_deferred_since";
 /// Source name of the manufacturer's server.
 pub(super) const MANUFACTURER: &str = "manufacturer";
 
@@ -309,7 +314,12 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let inputs = SourceInputs {
             operator: operator.map(|p| OperatorChannel {
                 name: &p.name,
-                approval_grace: p.approval_grace.0,
+                // The fleet does not all fall back to the manufacturer in the same minute.
+                approval_grace: p.approval_grace.0.saturating_add(spread::offset(
+                    self.seed,
+                    Purpose::ApprovalEnd,
+                    self.config.spread.approval.0,
+                )),
                 fallback_after: p.fallback_after.0,
                 approved: approved_target.is_some(),
                 unusable_since: self.cellular.unusable_since,
@@ -330,14 +340,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             Decision::Operator { name, reason } => {
                 let url = operator.map(|p| p.url.to_string()).unwrap_or_default();
                 let t = approved_target.unwrap_or(target.clone());
-                (
-                    Offer {
-                        target: t,
-                        source: name,
-                    },
-                    url,
-                    reason,
-                )
+                (Offer::new(t, name), url, reason)
             }
             Decision::Manufacturer { reason } => {
                 if reason.starts_with(source::APPROVAL_TIMED_OUT) {
@@ -349,15 +352,19 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     .as_ref()
                     .map(|m| m.url.to_string())
                     .unwrap_or_default();
-                let offer = Offer {
-                    target: target.clone(),
-                    source: MANUFACTURER.to_owned(),
-                };
+                let offer = Offer::new(target.clone(), MANUFACTURER.to_owned());
                 (offer, url, reason)
             }
         };
         self.cellular.wake_at = None;
-        let wave = self.wave_start();
+        let wave = self.wave_start().and_then(|w| {
+            w.checked_add(spread::offset(
+                self.seed,
+                Purpose::WaveStart,
+                self.config.spread.wave.0,
+            ))
+            .ok()
+        });
         let skip = self.config.check.wave_skip_severity;
         let fixes = offer.target.meta.max_severity();
         if let Some(until) = crate::policy::wave::wait_until(now, wave, fixes, skip) {
@@ -373,24 +380,97 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             bytes: offer.target.length,
             max_severity: offer.target.meta.max_severity(),
         };
-        let deferred = match linkcost::judge(&self.config.link_cost, link, download, used) {
+        let waiting = Waiting {
+            now,
+            since: self.link_deferred_since(),
+            user_asked: self.install_requested(),
+        };
+        let decision = linkcost::judge(&self.config.link_cost, link, download, used, waiting);
+        let deferred = match &decision {
             LinkDecision::Proceed => String::new(),
-            LinkDecision::Defer(why) => why,
+            LinkDecision::Defer(d) => d.reason.clone(),
         };
         self.cellular.routed = Some(UpdateSource {
             source: offer.source.clone(),
             url,
             reason,
             waiting_until: None,
-            deferred: deferred.clone(),
+            deferred,
         });
-        if deferred.is_empty() {
-            self.cellular.held = None;
-            self.cellular.download_costly = link.costly();
-            self.start_download(offer);
-        } else {
-            tracing::info!(target = %target.name, "download deferred: {deferred}");
-            self.cellular.held = Some(target);
+        match decision {
+            LinkDecision::Proceed => {
+                self.cellular.held = None;
+                self.cellular.download_costly = link.costly();
+                self.set_link_deferred_since(None);
+                self.start_download(offer);
+            }
+            LinkDecision::Defer(d) => self.defer_for_link(now, target, offer, d),
+        }
+    }
+
+    /// Holds `offer` back for a cheaper link, and announces it with why and what it costs
+    /// (COM-0010: a deferred security update is still news; the user may take it now).
+    fn defer_for_link(&mut self, now: Timestamp, target: BundleTarget, offer: Offer, d: Deferral) {
+        tracing::info!(target = %target.name, "download deferred: {}", d.reason);
+        if self.link_deferred_since().is_none() {
+            self.set_link_deferred_since(Some(now));
+        }
+        // Looked at again when the maximum deferral ends (the engine wakes for `wake_at`).
+        self.cellular.wake_at = d.until;
+        self.cellular.held = Some(target);
+        let offer = Offer {
+            deferred: d.reason,
+            deferred_until: d.until,
+            ..offer
+        };
+        let known = self
+            .status
+            .available
+            .as_ref()
+            .is_some_and(|a| a.target == offer.target && a.source == offer.source);
+        self.status.available = Some(offer.clone());
+        if !known {
+            self.notify(Notice::UpdateAvailable(Box::new(offer)));
+        }
+    }
+
+    /// The user's `Install` for an update held for the link: downloads it now over the
+    /// costly link (the bytes count against the budget).
+    pub(super) fn take_over_costly_link(&mut self, offer: Offer) {
+        let link = self.link();
+        tracing::info!(
+            target = %offer.target.name,
+            bytes = offer.target.length,
+            metered = link.metered,
+            roaming = link.roaming,
+            "the user takes the deferred update now"
+        );
+        self.cellular.held = None;
+        self.cellular.wake_at = None;
+        self.cellular.download_costly = link.costly();
+        if let Some(r) = &mut self.cellular.routed {
+            r.deferred.clear();
+        }
+        self.set_link_deferred_since(None);
+        self.start_download(Offer::new(offer.target, offer.source));
+    }
+
+    fn link_deferred_since(&self) -> Option<Timestamp> {
+        self.store
+            .state(LINK_DEFERRED_KEY)
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok())
+    }
+
+    fn set_link_deferred_since(&mut self, since: Option<Timestamp>) {
+        if since.is_none() && self.link_deferred_since().is_none() {
+            return;
+        }
+        let value = since.map(|t| t.to_string());
+        if let Err(e) = self.store.set_state(LINK_DEFERRED_KEY, value.as_deref()) {
+            // Not fatal: the maximum deferral then counts from the next deferral.
+            tracing::warn!(error = %e, "cannot record the link deferral");
         }
     }
 

@@ -79,10 +79,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.on_installed(Err(message));
         } else {
             // RAUC never got the job: fetch the (cached) bundle again and install it.
-            self.start_download(Offer {
-                target: p.target,
-                source: p.source,
-            });
+            self.start_download(Offer::new(p.target, p.source));
         }
     }
 

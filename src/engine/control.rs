@@ -13,21 +13,25 @@ use super::pending::Phase;
 use super::ports::System;
 use super::{AUTO_INSTALL_KEY, Clock, Engine, EngineError, Notice, Ports};
 use crate::metadata::schema::{DeviceMeta, Severity};
-use crate::policy::consent::{self, InstallGate, PostponeBounds, RebootGate, RebootInputs, Window};
-use crate::policy::support::support_state;
-use crate::status::{Support, UpdateState};
+use crate::policy::consent::{
+    self, InstallGate, PostponeBounds, Postponement, RebootGate, RebootInputs, Window,
+};
+use crate::policy::spread::{self, Purpose};
+use crate::status::UpdateState;
 use crate::store::Store;
 
-/// Settings key of the postponement (RFC 3339; absent or empty: none).
+/// Settings key of the postponement (JSON [`Postponement`]; an RFC 3339 time from an older
+/// agent is read as a postponement starting when it is read; absent or empty: none).
 const POSTPONED_KEY: &str = "postponed_until";
 /// Store `state` key of the user's consent to reboot (RFC 3339; absent: none). Kept across a
 /// restart: a reboot the user scheduled for the night must still happen if the agent was
 /// restarted (upgraded, crashed, killed by the watchdog) in between.
 const REBOOT_CONSENT_KEY: &str = "reboot_consent";
+/// Store key of when the installed update started waiting for its reboot:
+/// `{"target": name, "since": time}` (the reboot deadline counts from it).
+const REBOOT_SINCE_KEY: &str = "reboot_required_since";
 /// Store key of the signed per-model metadata last verified for this device.
-const DEVICE_META_KEY: &str = "device_meta";
-/// Default `[device] support_warning`.
-const DEFAULT_SUPPORT_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(90 * 24);
+pub(super) const DEVICE_META_KEY: &str = "device_meta";
 
 /// A user's or host's request (each one authorized by the D-Bus service first).
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +60,8 @@ pub struct RebootPlan {
     pub expected_downtime_s: u32,
     /// When the reboot will happen; `None` while it waits for inhibitors to be released.
     pub at: Option<Timestamp>,
-    /// What it waits for: `inhibitor`, `maintenance-window`, `scheduled`; empty: now.
+    /// What it waits for: `inhibitor`, `maintenance-window`, `scheduled`, `deadline` (the
+    /// reboot deadline forces it, in the maintenance window when one is set); empty: now.
     pub waiting_for: Vec<&'static str>,
     /// The reasons of the inhibitors held.
     pub inhibitors: Vec<String>,
@@ -77,22 +82,48 @@ pub(super) struct ControlState {
     /// The last plan announced, so each change is announced once.
     announced: Option<RebootPlan>,
     /// Signed per-model metadata for this device (support period, replacement).
-    device_meta: Option<DeviceMeta>,
+    pub(super) device_meta: Option<DeviceMeta>,
+    /// The maintenance window, its opening moved by this device's spread.
     window: Option<Window>,
     tz: Option<TimeZone>,
+    /// Why this device cannot be updated any more (SEC-0040, see `support.rs`).
+    pub(super) cannot_update: Option<String>,
+    /// The user's postponement, bounded per update.
+    postponement: Option<Postponement>,
+    /// When the installed update started waiting for a reboot (target name, time).
+    reboot_since: Option<RebootSince>,
+}
+
+/// The persisted start of `reboot-required`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct RebootSince {
+    target: String,
+    since: Timestamp,
 }
 
 impl ControlState {
-    /// Restores what survives a restart: the postponement, the user's consent to reboot and
-    /// the per-model metadata. (A reboot planned for the maintenance window needs nothing
-    /// stored: it is planned again from the configuration and the pending update.)
+    /// Restores what survives a restart: the postponement, the start of `reboot-required`,
+    /// the user's consent to reboot and the per-model metadata. (A reboot planned for the
+    /// maintenance window needs nothing more stored: it is planned again from the
+    /// configuration and the pending update.) `seed` spreads the maintenance window's opening.
     pub(super) fn load(
         store: &Store,
         config: &crate::config::Config,
-    ) -> Result<(ControlState, Option<Timestamp>), EngineError> {
-        let postponed = store
-            .setting(POSTPONED_KEY)?
-            .and_then(|s| s.parse::<Timestamp>().ok());
+        now: Timestamp,
+        seed: u64,
+    ) -> Result<ControlState, EngineError> {
+        let postponement = store.setting(POSTPONED_KEY)?.and_then(|s| {
+            serde_json::from_str::<Postponement>(&s).ok().or_else(|| {
+                s.parse::<Timestamp>().ok().map(|until| Postponement {
+                    since: now.min(until),
+                    until,
+                    critical_since: None,
+                })
+            })
+        });
+        let reboot_since = store
+            .state(REBOOT_SINCE_KEY)?
+            .and_then(|s| serde_json::from_str::<RebootSince>(&s).ok());
         let device_meta = store
             .state(DEVICE_META_KEY)?
             .and_then(|s| serde_json::from_str::<DeviceMeta>(&s).ok())
@@ -102,17 +133,27 @@ impl ControlState {
             .install
             .maintenance_window
             .as_deref()
-            .and_then(|w| Window::parse(w).ok());
+            .and_then(|w| Window::parse(w).ok())
+            .map(|w| {
+                w.shifted(spread::offset(
+                    seed,
+                    Purpose::WindowOpening,
+                    config.spread.window.0,
+                ))
+            });
+        let cannot_update = store.state(super::support::CANNOT_UPDATE_KEY)?;
         let reboot_consent = store
             .state(REBOOT_CONSENT_KEY)?
             .and_then(|s| s.parse::<Timestamp>().ok());
-        let state = ControlState {
+        Ok(ControlState {
             device_meta,
+            cannot_update,
             window,
+            postponement,
+            reboot_since,
             reboot_consent,
             ..ControlState::default()
-        };
-        Ok((state, postponed))
+        })
     }
 
     fn tz(&self) -> TimeZone {
@@ -143,21 +184,16 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.status.auto_install = on;
             }
             Request::Postpone(seconds) => {
-                let bounds = PostponeBounds {
-                    max: self.config.install.max_postpone.0,
-                    max_critical: self.config.install.max_postpone_critical.0,
-                };
-                let critical = self
-                    .status
-                    .available
-                    .as_ref()
-                    .and_then(|o| o.target.meta.max_severity())
-                    == Some(Severity::Critical);
-                let until = consent::postpone(now, seconds, critical, &bounds)
-                    .map_err(|e| EngineError::PolicyRefused(e.to_string()))?;
-                let value = until.map(|t| t.to_string()).unwrap_or_default();
-                self.store.set_setting(POSTPONED_KEY, &value)?;
-                self.status.postponed_until = until;
+                let postponement = consent::postpone(
+                    now,
+                    seconds,
+                    self.control.postponement,
+                    self.status.available.is_some(),
+                    self.critical_on_offer(),
+                    &self.postpone_bounds(),
+                )
+                .map_err(|e| EngineError::PolicyRefused(e.to_string()))?;
+                self.save_postponement(postponement)?;
             }
             Request::Install => self.request_install()?,
             Request::Reboot => {
@@ -192,6 +228,69 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
         self.control.reboot_consent = at;
         Ok(())
+    }
+
+    fn postpone_bounds(&self) -> PostponeBounds {
+        PostponeBounds {
+            max: self.config.install.max_postpone.0,
+            max_critical: self.config.install.max_postpone_critical.0,
+        }
+    }
+
+    fn critical_on_offer(&self) -> bool {
+        self.status
+            .available
+            .as_ref()
+            .and_then(|o| o.target.meta.max_severity())
+            == Some(Severity::Critical)
+    }
+
+    fn save_postponement(&mut self, p: Option<Postponement>) -> Result<(), EngineError> {
+        let value = p
+            .map(|p| serde_json::to_string(&p).unwrap_or_default())
+            .unwrap_or_default();
+        self.store.set_setting(POSTPONED_KEY, &value)?;
+        self.control.postponement = p;
+        self.show_postponement();
+        Ok(())
+    }
+
+    fn show_postponement(&mut self) {
+        let now = self.clock.now();
+        let bounds = self.postpone_bounds();
+        self.status.postponed_until = self
+            .control
+            .postponement
+            .map(|p| p.effective_until(&bounds))
+            .filter(|t| *t > now);
+    }
+
+    /// `PostponedUntil` as it stands; a critical fix that arrived caps the postponement
+    /// (persisted, so a restart does not lift the cap).
+    pub(super) fn refresh_postponement(&mut self) {
+        let now = self.clock.now();
+        if let Some(p) = self.control.postponement
+            && p.critical_since.is_none()
+            && self.critical_on_offer()
+        {
+            let capped = p.critical_arrived(now);
+            tracing::info!("a critical fix is on offer: the postponement is capped");
+            if let Err(e) = self.save_postponement(Some(capped)) {
+                tracing::warn!(error = %e, "cannot record the capped postponement");
+                self.control.postponement = Some(capped);
+            }
+        }
+        self.show_postponement();
+    }
+
+    /// An installation starts: the postponement of this update is over.
+    pub(super) fn end_postponement(&mut self) {
+        if self.control.postponement.is_some()
+            && let Err(e) = self.save_postponement(None)
+        {
+            tracing::warn!(error = %e, "cannot clear the postponement");
+            self.control.postponement = None;
+        }
     }
 
     fn request_install(&mut self) -> Result<(), EngineError> {
@@ -258,11 +357,19 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
     }
 
+    /// The user asked to install the update on offer (not consumed yet).
+    pub(super) fn install_requested(&self) -> bool {
+        self.control.install_requested
+    }
+
     fn install_gate(&self) -> InstallGate {
+        let bounds = self.postpone_bounds();
         consent::may_install(
             self.clock.now(),
             self.status.auto_install,
-            self.status.postponed_until,
+            self.control
+                .postponement
+                .map(|p| p.effective_until(&bounds)),
             self.control.install_requested,
             self.inhibited(),
         )
@@ -297,6 +404,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 ) {
                     return;
                 }
+                if self.held() {
+                    // Waiting for a cheaper link: only the user's Install takes it now, over
+                    // the costly link (`take_over_costly_link` says what it costs).
+                    if self.control.install_requested && !self.inhibited() {
+                        self.take_over_costly_link(offer);
+                    }
+                    return;
+                }
                 if self.install_gate() == InstallGate::Go {
                     // The verified file is cached: this re-verifies it and installs.
                     self.start_download(offer);
@@ -315,6 +430,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
         let now = self.clock.now();
         let tz = self.control.tz();
+        let deadline = self
+            .reboot_required_since(now)
+            .map(|since| since.saturating_add(self.config.install.reboot_deadline.0))
+            .and_then(Result::ok);
         let gate = consent::may_reboot(&RebootInputs {
             now,
             consent: self.control.reboot_consent,
@@ -322,6 +441,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             window: self.control.window.as_ref(),
             tz: &tz,
             inhibited: self.inhibited(),
+            deadline,
         });
         self.control.reboot_at = None;
         let (at, waiting_for) = match gate {
@@ -338,6 +458,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     "maintenance-window"
                 };
                 (Some(t), vec![why])
+            }
+            RebootGate::Deadline(t) => {
+                self.control.reboot_at = Some(t);
+                let mut why = vec!["deadline"];
+                if self.control.window.is_some() {
+                    why.push("maintenance-window");
+                }
+                (Some(t), why)
             }
             RebootGate::Inhibited { .. } => (None, vec!["inhibitor"]),
         };
@@ -372,12 +500,33 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
     }
 
+    /// When the installed update started waiting for its reboot (recorded the first time it
+    /// is asked, so the deadline survives a restart).
+    fn reboot_required_since(&mut self, now: Timestamp) -> Option<Timestamp> {
+        let target = self.pending.as_ref()?.target.name.clone();
+        if let Some(r) = &self.control.reboot_since
+            && r.target == target
+        {
+            return Some(r.since);
+        }
+        let record = RebootSince { target, since: now };
+        let json = serde_json::to_string(&record).unwrap_or_default();
+        if let Err(e) = self.store.set_state(REBOOT_SINCE_KEY, Some(&json)) {
+            // The deadline then counts from now again after a restart: later, never earlier.
+            tracing::warn!(error = %e, "cannot record when the reboot became required");
+        }
+        self.control.reboot_since = Some(record);
+        Some(now)
+    }
+
     /// When the engine must wake for the user's wishes: a reboot time, a postponement's end.
     pub(super) fn control_deadline(&self) -> Option<Timestamp> {
         let now = self.clock.now();
+        let bounds = self.postpone_bounds();
         let postponed = self
-            .status
-            .postponed_until
+            .control
+            .postponement
+            .map(|p| p.effective_until(&bounds))
             .filter(|t| *t > now && self.status.state == UpdateState::Deferred);
         [self.control.reboot_at, postponed]
             .into_iter()
@@ -407,46 +556,5 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     /// This model's rollout wave start from the signed per-model record (SEC-0021).
     pub(super) fn wave_start(&self) -> Option<jiff::Timestamp> {
         self.control.device_meta.as_ref().and_then(|m| m.wave_start)
-    }
-
-    /// The support period from signed metadata, else the configuration.
-    pub(super) fn refresh_support(&mut self) {
-        let d = &self.config.device;
-        let mut s = match &self.control.device_meta {
-            Some(m) => Support {
-                end: Some(m.support_end),
-                replacement_text: m
-                    .replacement
-                    .as_ref()
-                    .map(|r| r.text.clone())
-                    .unwrap_or_default(),
-                replacement_url: m
-                    .replacement
-                    .as_ref()
-                    .and_then(|r| r.url.clone())
-                    .unwrap_or_default(),
-                origin: "signed-metadata".into(),
-                ..Support::default()
-            },
-            None => Support {
-                end: d.support_end.map(|p| p.0),
-                replacement_text: d.replacement_text.clone().unwrap_or_default(),
-                replacement_url: d
-                    .replacement_url
-                    .as_ref()
-                    .map(|u| u.to_string())
-                    .unwrap_or_default(),
-                origin: if d.support_end.is_some() {
-                    "configuration".into()
-                } else {
-                    String::new()
-                },
-                ..Support::default()
-            },
-        };
-        let warning = d.support_warning.map_or(DEFAULT_SUPPORT_WARNING, |w| w.0);
-        let today = self.clock.now().to_zoned(TimeZone::UTC).date();
-        s.state = support_state(today, s.end, warning);
-        self.status.support = s;
     }
 }

@@ -4,7 +4,7 @@
 //! installs a target twice. See ARCHITECTURE.md, "Update lifecycle". This file covers the
 //! way up to the reboot; what happens after it is in `confirm.rs`.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::pending::{Pending, Phase};
 use super::ports::{BundleFetcher, FetchFailure, MetadataSource, System};
@@ -15,11 +15,9 @@ use super::{
 use crate::metadata::client::{MetadataError, Verified};
 use crate::metadata::schema::BundleMeta;
 use crate::policy::select::{Candidate, DeviceFacts, select};
+use crate::policy::time::{self, Trusted, Verdict};
 use crate::rauc::Rauc;
 use crate::status::{CheckRecord, Offer, UpdateState};
-
-/// A clock this far behind the latest known time is not trusted for expiry checks.
-const CLOCK_TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
 
 impl<C: Clock, P: Ports> Engine<C, P> {
     /// The update on offer while a persisted record says it is being installed.
@@ -27,10 +25,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.pending
             .as_ref()
             .filter(|p| matches!(p.phase, Phase::Installing | Phase::Installed))
-            .map(|p| Offer {
-                target: p.target.clone(),
-                source: p.source.clone(),
-            })
+            .map(|p| Offer::new(p.target.clone(), p.source.clone()))
     }
 
     /// The state a persisted record puts the agent in.
@@ -52,10 +47,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         };
         tracing::info!(target = %p.target.name, phase = ?p.phase, "resuming update");
         match p.phase {
-            Phase::Downloading => self.start_download(Offer {
-                target: p.target,
-                source: p.source,
-            }),
+            Phase::Downloading => self.start_download(Offer::new(p.target, p.source)),
             _ => self.on_rauc_changed(),
         }
     }
@@ -139,16 +131,15 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.run_probe(probe);
             return;
         }
-        if let Some(latest) = self.latest_known_time()
-            && now < latest - CLOCK_TOLERANCE
+        // Expiry checks mean nothing with a clock in the past: a replayed, long-expired
+        // repository would look fresh. Unless trusted time settles it (`policy::time`) the
+        // check waits for the clock — except that an HTTPS server's `Date` may settle it,
+        // so with an HTTPS source the check runs and is judged when it returns.
+        if let Verdict::Refuse(message) =
+            time::judge(now, self.latest_known_time(), self.network_time(now))
+            && !self.https_source()
         {
-            // Expiry checks mean nothing with a clock in the past: a replayed, long-expired
-            // repository would look fresh. Wait for the clock to be set.
             self.checks.consecutive_failures += 1;
-            let message = format!(
-                "not checked: the system clock ({now}) is behind the latest known time \
-                 ({latest}); waiting for time synchronisation"
-            );
             tracing::warn!("{message}");
             self.record_check(CheckRecord {
                 at: now,
@@ -211,12 +202,84 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
     }
 
+    /// The manufacturer's server is reached over HTTPS (its `Date` is trusted time).
+    fn https_source(&self) -> bool {
+        self.config
+            .manufacturer
+            .as_ref()
+            .is_some_and(|m| m.url.scheme() == "https")
+    }
+
+    /// Which time this verified metadata is judged by (`policy::time`); `Err` with the
+    /// reason when the clock cannot be trusted or the metadata is expired by trusted time.
+    /// The cellular network's time now, from the modem (trusted time).
+    fn network_time(&self, now: Timestamp) -> Option<Trusted> {
+        let offset = self.status.modem.network_time_offset_s?;
+        let at = now
+            .checked_add(jiff::SignedDuration::from_secs(offset))
+            .ok()?;
+        Some(Trusted {
+            at,
+            source: time::Source::Network,
+        })
+    }
+
+    fn judge_time(&self, now: Timestamp, v: &Verified) -> Result<Timestamp, String> {
+        // The network's time first: it does not depend on the server being judged.
+        let trusted = self.network_time(now).or(v.server_time.map(|at| Trusted {
+            at,
+            source: time::Source::Https,
+        }));
+        match time::judge(now, self.latest_known_time(), trusted) {
+            Verdict::Refuse(message) => Err(message),
+            Verdict::Use {
+                now: when,
+                ratchet,
+                recovered,
+            } => {
+                if recovered {
+                    tracing::info!(
+                        %now,
+                        "trusted time confirms the system clock: the latest known time, set \
+                         by a clock that ran ahead, is corrected"
+                    );
+                }
+                // The clock is wrong (1970): tough judged expiry by it, so judge it again.
+                if v.expires < when {
+                    return Err(format!(
+                        "could not verify update metadata: it expired at {} (trusted time is \
+                         {when}): replayed or stale metadata refused",
+                        v.expires
+                    ));
+                }
+                Ok(ratchet)
+            }
+        }
+    }
+
     fn on_verified(&mut self, now: Timestamp, v: Verified) {
+        let latest = match self.judge_time(now, &v) {
+            Ok(ratchet) => ratchet,
+            Err(message) => {
+                self.checks.consecutive_failures += 1;
+                tracing::warn!("{message}");
+                if self.pending.is_none() {
+                    self.status.available = None;
+                }
+                self.status.last_error = message.clone();
+                self.record_check(CheckRecord {
+                    at: now,
+                    verified: false,
+                    message,
+                });
+                self.settle_state();
+                return;
+            }
+        };
         self.checks.consecutive_failures = 0;
         // The source refused anything below the floor, except roles whose keys rotated
         // (TUF's fast-forward recovery), so what verified is the new floor.
         self.floor = v.versions.clone();
-        let latest = self.latest_known_time().map_or(now, |t| t.max(now));
         let floor_json = serde_json::to_string(&self.floor).unwrap_or_default();
         let saved = self
             .store
@@ -239,7 +302,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             versions: self.floor.clone(),
         };
         self.status.last_error.clear();
+        let listed_before = self.control.device_meta.is_some();
         self.remember_device(&v.devices);
+        self.judge_publishing(&v, listed_before);
 
         for r in &v.refused {
             self.record_refusal(
@@ -276,8 +341,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     fn settle_state(&mut self) {
         let settled = self.state_for_pending();
         self.status.state = match settled {
-            UpdateState::Idle if self.status.available.is_some() => UpdateState::Available,
+            // A held update may be on offer too (announced while it waits for the link).
             UpdateState::Idle if self.held() => UpdateState::Deferred,
+            UpdateState::Idle if self.status.available.is_some() => UpdateState::Available,
             UpdateState::Idle => self.outcome.unwrap_or(UpdateState::Idle),
             other => other,
         };
@@ -453,12 +519,15 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         };
         self.count_download(&p.source, p.target.length);
         // Verified bytes: now the update may be announced (COM-0010).
-        let offer = Offer {
-            target: p.target.clone(),
-            source: p.source.clone(),
-        };
-        if self.status.available.as_ref() != Some(&offer) {
-            self.status.available = Some(offer.clone());
+        let offer = Offer::new(p.target.clone(), p.source.clone());
+        // Announced once: an update announced while it waited for the link is not new.
+        let announced = self
+            .status
+            .available
+            .as_ref()
+            .is_some_and(|a| a.target == offer.target && a.source == offer.source);
+        self.status.available = Some(offer.clone());
+        if !announced {
             self.notify(Notice::UpdateAvailable(Box::new(offer)));
         }
         if self.may_install_now() {
@@ -484,6 +553,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         if !self.save_pending(Some(p.clone())) {
             return;
         }
+        self.end_postponement();
         tracing::info!(target = %p.target.name, "installing");
         self.status.state = UpdateState::Installing;
         self.status.progress = 0;

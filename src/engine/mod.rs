@@ -20,6 +20,7 @@ mod lifecycle;
 pub mod pending;
 pub mod ports;
 mod refusals;
+mod support;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -307,7 +308,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .setting(AUTO_INSTALL_KEY)?
             .map(|v| v != "false")
             .unwrap_or(true);
-        let (control, postponed_until) = control::ControlState::load(&store, &config)?;
+        let control = control::ControlState::load(&store, &config, now, seed)?;
         let refused_seen = refusals::Recorded::load(&store);
         let mut last_error = String::new();
         let pending = match store.state(pending::KEY)? {
@@ -332,7 +333,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             model: config.device.model.clone(),
             hardware_id: config.device.hardware_id.clone(),
             auto_install,
-            postponed_until,
+            postponed_until: None,
             last_error,
             rauc: inputs.rauc.borrow().clone(),
             modem: inputs.modem.borrow().clone(),
@@ -352,7 +353,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let (internal_tx, internal) = mpsc::unbounded_channel();
         let (notices, _) = broadcast::channel(16);
         let mut engine = Engine {
-            cadence: Cadence::from(&config.check),
+            cadence: Cadence {
+                first_check_spread: config.spread.first_check.0,
+                ..Cadence::from(&config.check)
+            },
             config,
             store,
             clock,
@@ -517,6 +521,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             policy::staleness(self.clock.now(), level, self.last_verified, &self.cadence);
         self.refresh_source();
         self.refresh_support();
+        self.refresh_postponement();
     }
 
     fn publish(&self) {

@@ -50,6 +50,14 @@ fn config() -> Config {
     // The host running the tests is no device: its writable / would read as compromised.
     // The integrity tests below point the probes at fixture trees instead.
     c.integrity.probes.clear();
+    // Exact times in these tests; the per-device spread has its own tests (`spread.rs`).
+    let zero = crate::config::Dur(SignedDuration::ZERO);
+    c.spread = crate::config::SpreadConfig {
+        first_check: zero,
+        wave: zero,
+        approval: zero,
+        window: zero,
+    };
     c
 }
 
@@ -210,6 +218,7 @@ fn verified(bundles: Vec<BundleTarget>) -> Verified {
         bundles,
         devices: vec![],
         refused: vec![],
+        server_time: None,
     }
 }
 
@@ -239,6 +248,10 @@ struct Setup {
     operators: Vec<(String, FakeMetadata)>,
     modem: ModemInfo,
     network: NetworkInfo,
+    /// The per-device seed (machine id) that spreads the fleet.
+    seed: u64,
+    /// The system clock at the start (default START).
+    clock: Option<Timestamp>,
 }
 
 impl Default for Setup {
@@ -255,6 +268,8 @@ impl Default for Setup {
             operators: Vec::new(),
             modem: ModemInfo::default(),
             network: NetworkInfo::default(),
+            seed: 42,
+            clock: None,
         }
     }
 }
@@ -275,7 +290,7 @@ fn start(setup: Setup) -> Rig {
     )
     .unwrap();
     let clock = TokioClock {
-        base: START.parse().unwrap(),
+        base: setup.clock.unwrap_or_else(|| START.parse().unwrap()),
         start: tokio::time::Instant::now(),
     };
     let rauc = Arc::new(FakeRauc::new(setup.rauc.clone()));
@@ -310,8 +325,15 @@ fn start(setup: Setup) -> Rig {
         modem: modem_rx,
         network: network_rx,
     };
-    let (mut engine, handle) =
-        Engine::new(Arc::new(setup.config), store, clock, ports, inputs, 42).unwrap();
+    let (mut engine, handle) = Engine::new(
+        Arc::new(setup.config),
+        store,
+        clock,
+        ports,
+        inputs,
+        setup.seed,
+    )
+    .unwrap();
     // Maintenance windows are local time: the tests' is UTC, whatever the machine's is.
     engine.set_time_zone(jiff::tz::TimeZone::UTC);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -539,3 +561,5 @@ mod integrity;
 mod recovery;
 // The user's and host's say: `control.rs`.
 mod control;
+// No security fix waits forever; fleets do not move in lockstep: `timely.rs`.
+mod timely;

@@ -88,6 +88,9 @@ pub struct Verified {
     pub bundles: Vec<BundleTarget>,
     pub devices: Vec<DeviceTarget>,
     pub refused: Vec<RefusedTarget>,
+    /// The `Date` of the server's HTTPS responses during this load (trusted time once the
+    /// metadata verified; `None` over plain HTTP or files).
+    pub server_time: Option<Timestamp>,
 }
 
 /// Why a source's metadata could not be verified. Every variant means "do not trust
@@ -242,6 +245,7 @@ pub async fn fetch(
         bundles: reduced.bundles,
         devices: reduced.devices,
         refused: reduced.refused,
+        server_time: transport.server_date(),
     })
 }
 

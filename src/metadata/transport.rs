@@ -72,6 +72,9 @@ pub struct HttpTransport {
     /// Bytes the current check may still read from the network, and the whole budget.
     budget: Arc<AtomicU64>,
     budget_total: u64,
+    /// The `Date` of the latest HTTPS response (authenticated by TLS; it counts as trusted
+    /// time only once the metadata verified, see `policy::time`).
+    date: Arc<Mutex<Option<jiff::Timestamp>>>,
 }
 
 impl HttpTransport {
@@ -83,6 +86,7 @@ impl HttpTransport {
             fetched: Arc::default(),
             budget: Arc::new(AtomicU64::new(u64::MAX)),
             budget_total: u64::MAX,
+            date: Arc::default(),
         }
     }
 
@@ -92,6 +96,11 @@ impl HttpTransport {
         self.budget = Arc::new(AtomicU64::new(bytes));
         self.budget_total = bytes;
         self
+    }
+
+    /// The `Date` of the latest HTTPS response of this load, if any.
+    pub fn server_date(&self) -> Option<jiff::Timestamp> {
+        *self.date.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Serves versioned snapshot and targets metadata from `dir` when present.
@@ -131,6 +140,11 @@ impl HttpTransport {
         tracing::debug!(file = name, "metadata served from the cache");
         Some(bytes)
     }
+}
+
+/// An HTTP `Date` (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`, an RFC 2822 form).
+pub fn parse_http_date(s: &str) -> Option<jiff::Timestamp> {
+    jiff::fmt::rfc2822::parse(s).ok().map(|z| z.timestamp())
 }
 
 /// `N.snapshot.json` or `N.targets.json` with a version N ≥ 1: immutable once published.
@@ -200,6 +214,15 @@ impl Transport for HttpTransport {
             .await
             .map_err(|e| other(e, &url))?;
         let status = response.status();
+        if url.scheme() == "https"
+            && let Some(date) = response
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_http_date)
+        {
+            *self.date.lock().unwrap_or_else(|e| e.into_inner()) = Some(date);
+        }
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
             // S3 and some CDNs answer 403 for a missing object.
             return Err(TransportError::new(TransportErrorKind::FileNotFound, url));
@@ -271,6 +294,17 @@ impl Transport for HttpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_parse_and_garbage_does_not() {
+        assert_eq!(
+            parse_http_date("Mon, 30 Nov 2026 07:30:00 GMT"),
+            Some("2026-11-30T07:30:00Z".parse().unwrap())
+        );
+        for bad in ["", "yesterday", "Mon, 30 Nov 2026 25:00:00 GMT", "\u{0}"] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn only_versioned_snapshot_and_targets_are_cacheable() {

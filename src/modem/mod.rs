@@ -130,8 +130,33 @@ pub async fn snapshot(conn: &Connection) -> Result<ModemInfo, ModemError> {
             }
         },
     };
-    Ok(modem_info_from(&objects, sim.as_ref()))
+    let mut info = modem_info_from(&objects, sim.as_ref());
+    if let Some(path) = parse::first_modem(&objects) {
+        info.network_time_offset_s = network_time_offset(conn, path.as_str()).await;
+    }
+    Ok(info)
 }
+
+/// The network's time minus the system clock, from `Modem.Time.GetNetworkTime`; `None` when
+/// the modem has no such interface, the network gives no time, or the answer is garbage.
+async fn network_time_offset(conn: &Connection, path: &str) -> Option<i64> {
+    let reply = conn
+        .call_method(
+            Some(BUS_NAME),
+            path,
+            Some(TIME_INTERFACE),
+            "GetNetworkTime",
+            &(),
+        )
+        .await
+        .ok()?;
+    let text: String = reply.body().deserialize().ok()?;
+    let at = parse::network_time(&text)?;
+    Some(at.duration_since(jiff::Timestamp::now()).as_secs())
+}
+
+/// ModemManager's interface giving the network's time.
+pub const TIME_INTERFACE: &str = "org.freedesktop.ModemManager1.Modem.Time";
 
 async fn sim_properties(
     conn: &Connection,

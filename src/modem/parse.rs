@@ -133,7 +133,18 @@ pub fn modem_info_from(objects: &ManagedObjects, sim: Option<&Properties>) -> Mo
         registration_state: gpp
             .and_then(|p| p.get("RegistrationState"))
             .and_then(|v| as_u32(v)),
+        network_time_offset_s: None,
     }
+}
+
+/// The first modem's object path (the one [`modem_info_from`] describes).
+pub fn first_modem(objects: &ManagedObjects) -> Option<&OwnedObjectPath> {
+    modems(objects).first().map(|(path, _)| *path)
+}
+
+/// `GetNetworkTime`'s answer (ISO 8601 with an offset, e.g. `2026-11-30T08:00:00+01:00`).
+pub fn network_time(s: &str) -> Option<jiff::Timestamp> {
+    s.trim().parse().ok()
 }
 
 #[cfg(test)]
@@ -264,6 +275,7 @@ mod tests {
                 iccid_issuer: "8949020".into(),
                 serving_mcc_mnc: "00101".into(),
                 registration_state: Some(1),
+                network_time_offset_s: None,
             }
         );
         // No identifier leaves whole, in any field.
@@ -371,5 +383,16 @@ mod tests {
         let info = modem_info_from(&objects, None);
         assert_eq!(info.modems, 2);
         assert_eq!(info.model, "E1750");
+    }
+
+    #[test]
+    fn network_time_parses_with_its_offset_and_refuses_garbage() {
+        assert_eq!(
+            network_time("2026-11-30T08:00:00+01:00"),
+            Some("2026-11-30T07:00:00Z".parse().unwrap())
+        );
+        for bad in ["", "now", "2026-11-30T08:00:00", "2026-13-01T00:00:00Z"] {
+            assert_eq!(network_time(bad), None, "{bad:?}");
+        }
     }
 }

@@ -106,6 +106,17 @@ fn wants_refresh(msg: &Message) -> bool {
     {
         return true;
     }
+    // The network sent its time (NITZ): trusted time for the clock ratchet.
+    let header = msg.header();
+    if header
+        .interface()
+        .is_some_and(|i| i.as_str() == super::TIME_INTERFACE)
+        && header
+            .member()
+            .is_some_and(|m| m.as_str() == "NetworkTimeChanged")
+    {
+        return true;
+    }
     let Some(changed) = PropertiesChanged::from_message(msg.clone()) else {
         return false;
     };

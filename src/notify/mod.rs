@@ -159,8 +159,8 @@ mod tests {
 
     fn offer() -> Offer {
         let meta = sample_security_bundle("1.0.1", "1.0", "2026-11-01".parse().unwrap());
-        Offer {
-            target: BundleTarget {
+        Offer::new(
+            BundleTarget {
                 name: "bundles/ssu-sandbox/1.0.1.raucb".into(),
                 length: 4096,
                 sha256: [0; 32],
@@ -168,8 +168,8 @@ mod tests {
                 legacy_url: None,
                 meta,
             },
-            source: "manufacturer".into(),
-        }
+            "manufacturer".into(),
+        )
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fmt;
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
+use serde::{Deserialize, Serialize};
 
 /// A daily maintenance window in local time, `"HH:MM-HH:MM"`. A window whose end is not
 /// after its start crosses midnight (`"23:00-01:00"`); equal ends are refused because they
@@ -41,6 +42,22 @@ impl Window {
             self.start <= t && t < self.end
         } else {
             t >= self.start || t < self.end
+        }
+    }
+
+    /// How long the window is open each day.
+    pub fn length(&self) -> SignedDuration {
+        let secs = |t: Time| i64::from(t.hour()) * 3600 + i64::from(t.minute()) * 60;
+        SignedDuration::from_secs((secs(self.end) - secs(self.start)).rem_euclid(86_400))
+    }
+
+    /// The window with its opening moved later by `by` (a per-device spread, see
+    /// [`super::spread`]), by at most half its length so every device keeps half the window.
+    pub fn shifted(&self, by: SignedDuration) -> Window {
+        let by = by.clamp(SignedDuration::ZERO, self.length() / 2);
+        Window {
+            start: self.start.wrapping_add(by),
+            end: self.end,
         }
     }
 
@@ -105,45 +122,112 @@ pub struct PostponeBounds {
     pub max_critical: SignedDuration,
 }
 
+/// A postponement of automatic installation (COM-0040's user choice, ETSI 5.3-6), bounded
+/// per update, not per call: repeated `Postpone` calls cannot push an update back beyond
+/// `since + max`, and a critical fix on offer caps it to `max_critical` after the fix
+/// arrived, even when the user postponed before it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postponement {
+    /// When the user first postponed; later postpones keep it, an installation ends it.
+    pub since: Timestamp,
+    /// The time the user asked for.
+    pub until: Timestamp,
+    /// When a critical fix was first on offer during this postponement.
+    #[serde(default)]
+    pub critical_since: Option<Timestamp>,
+}
+
+impl Postponement {
+    /// The latest time any postponement of this update may reach.
+    pub fn limit(&self, bounds: &PostponeBounds) -> Timestamp {
+        let general = add(self.since, bounds.max);
+        match self.critical_since {
+            Some(c) => general.min(add(c.max(self.since), bounds.max_critical)),
+            None => general,
+        }
+    }
+
+    /// Until when installation waits: the time asked for, capped by [`Self::limit`].
+    pub fn effective_until(&self, bounds: &PostponeBounds) -> Timestamp {
+        self.until.min(self.limit(bounds))
+    }
+
+    /// A critical fix is on offer at `now`: the critical bound applies from then on.
+    pub fn critical_arrived(self, now: Timestamp) -> Postponement {
+        Postponement {
+            critical_since: self.critical_since.or(Some(now)),
+            ..self
+        }
+    }
+}
+
+fn add(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
 /// Why a postponement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot postpone by {asked}: at most {bound} {what}")]
 pub struct PostponeRefused {
     pub asked: String,
     pub bound: String,
-    pub what: &'static str,
+    pub what: String,
 }
 
-/// The time automatic installation is postponed to; `None` clears a postponement
-/// (`seconds == 0`).
+/// The postponement after a `Postpone(seconds)` request (`0` ends it early, but the update's
+/// total still counts from the first postponement).
+///
+/// `current` is the postponement on record; `offer_waiting` says an update is on offer (then
+/// the record is this update's, even when its time has passed); `critical` says the update on
+/// offer fixes a critical vulnerability.
 pub fn postpone(
     now: Timestamp,
     seconds: u64,
+    current: Option<Postponement>,
+    offer_waiting: bool,
     critical: bool,
     bounds: &PostponeBounds,
-) -> Result<Option<Timestamp>, PostponeRefused> {
+) -> Result<Option<Postponement>, PostponeRefused> {
+    // With nothing on offer an expired postponement is over: the next one starts afresh.
+    let current = current.filter(|p| offer_waiting || p.effective_until(bounds) > now);
     if seconds == 0 {
-        return Ok(None);
+        return Ok(current.map(|p| Postponement { until: now, ..p }));
     }
-    let (bound, what) = if critical {
+    let mut base = current.unwrap_or(Postponement {
+        since: now,
+        until: now,
+        critical_since: None,
+    });
+    if critical {
+        base = base.critical_arrived(now);
+    }
+    let (bound, what) = if base.critical_since.is_some() {
         (
             bounds.max_critical,
             "while a critical security update is waiting",
         )
     } else {
-        (bounds.max, "for a security update")
+        (bounds.max, "in total for a security update")
+    };
+    let limit = base.limit(bounds);
+    let refused = || PostponeRefused {
+        asked: format!("{seconds}s"),
+        bound: format!("{:#} ({}s)", bound, bound.as_secs()),
+        what: format!(
+            "{what} (postponed since {}: it installs at {limit} at the latest)",
+            base.since
+        ),
     };
     let asked = i64::try_from(seconds)
         .ok()
         .map(SignedDuration::from_secs)
-        .filter(|d| *d <= bound);
-    let refused = || PostponeRefused {
-        asked: format!("{seconds}s"),
-        bound: format!("{:#} ({}s)", bound, bound.as_secs()),
-        what,
-    };
-    let d = asked.ok_or_else(refused)?;
-    now.checked_add(d).map(Some).map_err(|_| refused())
+        .and_then(|d| now.checked_add(d).ok())
+        .filter(|t| *t <= limit)
+        .ok_or_else(refused)?;
+    Ok(Some(Postponement {
+        until: asked,
+        ..base
+    }))
 }
 
 /// What stops an update that could be installed now.
@@ -192,9 +276,12 @@ pub enum RebootGate {
     Go,
     /// Reboot at this time (a scheduled consent, or the maintenance window's next opening).
     At(Timestamp),
+    /// Reboot at this time because the installed fix has waited for a reboot past the
+    /// deadline (the maintenance window's first opening after it).
+    Deadline(Timestamp),
     /// A host inhibitor is held; reboot once released (`then` is when it would have been).
     Inhibited { then: Timestamp },
-    /// No consent and no automatic reboot: wait for `Reboot`/`ScheduleReboot`.
+    /// No consent, no automatic reboot and no deadline: wait for `Reboot`/`ScheduleReboot`.
     WaitForUser,
 }
 
@@ -210,23 +297,28 @@ pub struct RebootInputs<'a> {
     pub window: Option<&'a Window>,
     pub tz: &'a TimeZone,
     pub inhibited: bool,
+    /// An installed fix that is not running protects nothing (ETSI 5.3-8): from this time on
+    /// the device reboots in the maintenance window even without consent or `auto_reboot`.
+    /// `None`: no deadline.
+    pub deadline: Option<Timestamp>,
 }
 
-/// Reboots happen only with consent or, when automatic reboots are allowed, inside the
-/// maintenance window (or at any time without one); never while an inhibitor is held.
+/// Reboots happen with consent, or — when automatic reboots are allowed, or once the
+/// deadline has passed — inside the maintenance window (or at any time without one); never
+/// while an inhibitor is held.
 pub fn may_reboot(i: &RebootInputs<'_>) -> RebootGate {
-    let automatic = i
-        .auto_reboot
-        .then(|| i.window.map_or(i.now, |w| w.next_open(i.now, i.tz)));
-    let when = match (i.consent, automatic) {
-        (Some(c), Some(a)) => c.min(a),
-        (Some(t), None) | (None, Some(t)) => t,
-        (None, None) => return RebootGate::WaitForUser,
+    let in_window = |from: Timestamp| i.window.map_or(from, |w| w.next_open(from, i.tz));
+    let automatic = i.auto_reboot.then(|| in_window(i.now));
+    let forced = i.deadline.map(|d| in_window(d.max(i.now)));
+    let Some(when) = [i.consent, automatic, forced].into_iter().flatten().min() else {
+        return RebootGate::WaitForUser;
     };
     if i.inhibited {
         RebootGate::Inhibited { then: when }
     } else if when <= i.now {
         RebootGate::Go
+    } else if Some(when) == forced && Some(when) != i.consent && Some(when) != automatic {
+        RebootGate::Deadline(when)
     } else {
         RebootGate::At(when)
     }
@@ -308,6 +400,24 @@ mod tests {
     }
 
     #[test]
+    fn a_shifted_window_opens_later_by_at_most_half_its_length() {
+        let w = Window::parse("23:00-01:00").unwrap();
+        assert_eq!(w.length(), SignedDuration::from_hours(2));
+        // (shift, opening)
+        let table = [
+            (SignedDuration::ZERO, hm(23, 0)),
+            (SignedDuration::from_mins(17), hm(23, 17)),
+            (SignedDuration::from_mins(60), hm(0, 0)),
+            (SignedDuration::from_hours(5), hm(0, 0)),
+            (SignedDuration::from_secs(-60), hm(23, 0)),
+        ];
+        for (by, start) in table {
+            let s = w.shifted(by);
+            assert_eq!((s.start, s.end), (start, hm(1, 0)), "{by:?}");
+        }
+    }
+
+    #[test]
     fn window_follows_the_local_time_zone() {
         let berlin = TimeZone::get("Europe/Berlin").unwrap_or(TimeZone::fixed(jiff::tz::offset(1)));
         let w = Window::parse("02:00-04:00").unwrap();
@@ -321,13 +431,17 @@ mod tests {
         );
     }
 
+    fn bounds() -> PostponeBounds {
+        PostponeBounds {
+            max: SignedDuration::from_hours(7 * 24),
+            max_critical: SignedDuration::from_hours(24),
+        }
+    }
+
     #[test]
     fn postponement_is_bounded_and_shorter_for_critical_updates() {
         let now = t("2026-11-27T12:00:00Z");
-        let b = PostponeBounds {
-            max: SignedDuration::from_hours(7 * 24),
-            max_critical: SignedDuration::from_hours(24),
-        };
+        let b = bounds();
         let week = 7 * 24 * 3600;
         // (seconds, critical) → Ok(postponed until) or Err(part of the message)
         type Want<'a> = Result<Option<&'a str>, &'a str>;
@@ -342,15 +456,104 @@ mod tests {
             (u64::MAX, false, Err("at most")),
         ];
         for (secs, critical, want) in table {
-            let got = postpone(now, secs, critical, &b);
+            let got = postpone(now, secs, None, true, critical, &b);
             match want {
-                Ok(w) => assert_eq!(got, Ok(w.map(t)), "{secs} {critical}"),
+                Ok(w) => assert_eq!(
+                    got.map(|p| p.map(|p| p.effective_until(&b))),
+                    Ok(w.map(t)),
+                    "{secs} {critical}"
+                ),
                 Err(text) => {
                     let e = got.expect_err("refused").to_string();
                     assert!(e.contains(text), "{secs} {critical}: {e}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn postponement_is_bounded_per_update_not_per_call() {
+        let b = bounds();
+        let day = 86_400;
+        let start = t("2026-11-01T00:00:00Z");
+        // Six postpones by two days, each made when the last one ends: the bound is a week
+        // from the first one, whatever the calls.
+        let mut current = None;
+        let mut now = start;
+        let mut granted = Vec::new();
+        for _ in 0..6 {
+            match postpone(now, 2 * day, current, true, false, &b) {
+                Ok(p) => {
+                    let p = p.unwrap();
+                    granted.push(p.until);
+                    now = p.until;
+                    current = Some(p);
+                }
+                Err(e) => {
+                    assert!(e.to_string().contains("2026-11-08T00:00:00Z"), "{e}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            granted,
+            [
+                t("2026-11-03T00:00:00Z"),
+                t("2026-11-05T00:00:00Z"),
+                t("2026-11-07T00:00:00Z")
+            ]
+        );
+        // What is left may still be taken, not a second more.
+        let p = postpone(now, day, current, true, false, &b)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.until, t("2026-11-08T00:00:00Z"));
+        assert!(postpone(now, day + 1, current, true, false, &b).is_err());
+        // Clearing does not reset the total while the update waits...
+        let cleared = postpone(now, 0, Some(p), true, false, &b).unwrap().unwrap();
+        assert_eq!(cleared.effective_until(&b), now);
+        assert!(postpone(now, 2 * day, Some(cleared), true, false, &b).is_err());
+        // ... but once nothing is on offer and the postponement is over, the next one is new.
+        let later = t("2026-12-01T00:00:00Z");
+        let fresh = postpone(later, 2 * day, Some(p), false, false, &b)
+            .unwrap()
+            .unwrap();
+        assert_eq!(fresh.since, later);
+    }
+
+    #[test]
+    fn a_critical_fix_caps_an_earlier_postponement() {
+        let b = bounds();
+        let since = t("2026-11-01T00:00:00Z");
+        let week = Postponement {
+            since,
+            until: t("2026-11-08T00:00:00Z"),
+            critical_since: None,
+        };
+        // (critical fix arrives at, effective until)
+        let table = [
+            ("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"),
+            ("2026-11-03T06:00:00Z", "2026-11-04T06:00:00Z"),
+            // Arriving a day before the end: the end stays.
+            ("2026-11-07T00:00:00Z", "2026-11-08T00:00:00Z"),
+            ("2026-11-07T12:00:00Z", "2026-11-08T00:00:00Z"),
+        ];
+        for (arrives, until) in table {
+            let p = week.critical_arrived(t(arrives));
+            assert_eq!(p.effective_until(&b), t(until), "{arrives}");
+            // A second arrival (the next check) does not restart the critical bound.
+            let again = p.critical_arrived(t("2026-11-07T23:00:00Z"));
+            assert_eq!(again.effective_until(&b), t(until), "{arrives} again");
+        }
+        // Postponing further while the critical fix waits: only within its bound.
+        let p = week.critical_arrived(t("2026-11-03T00:00:00Z"));
+        let now = t("2026-11-03T12:00:00Z");
+        let e = postpone(now, 86_400, Some(p), true, true, &b).unwrap_err();
+        assert!(e.to_string().contains("critical"), "{e}");
+        let ok = postpone(now, 12 * 3600, Some(p), true, true, &b)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.effective_until(&b), t("2026-11-04T00:00:00Z"));
     }
 
     #[test]
@@ -416,10 +619,89 @@ mod tests {
                 window,
                 tz: &utc,
                 inhibited,
+                deadline: None,
             });
             assert_eq!(
                 got, want,
                 "{consent:?} {auto_reboot} {window:?} {inhibited}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reboot_deadline_forces_the_reboot_into_the_next_window() {
+        let utc = TimeZone::UTC;
+        let now = t("2026-11-27T12:00:00Z");
+        let past = t("2026-11-27T11:00:00Z");
+        let soon = t("2026-11-27T13:00:00Z");
+        let window = Window::parse("02:00-04:00").unwrap();
+        let inside_now = Window::parse("11:00-13:00").unwrap();
+        use RebootGate::*;
+        // (deadline, window, consent, auto_reboot, inhibited) → gate
+        type Case<'a> = (
+            Option<Timestamp>,
+            Option<&'a Window>,
+            Option<Timestamp>,
+            bool,
+            bool,
+        );
+        let table: [(Case, RebootGate); 10] = [
+            ((None, Some(&window), None, false, false), WaitForUser),
+            // Deadline ahead: announced for the first opening after it.
+            (
+                (Some(soon), Some(&window), None, false, false),
+                Deadline(t("2026-11-28T02:00:00Z")),
+            ),
+            // Deadline passed, window closed: its next opening.
+            (
+                (Some(past), Some(&window), None, false, false),
+                Deadline(t("2026-11-28T02:00:00Z")),
+            ),
+            // Deadline passed inside the window: now.
+            ((Some(past), Some(&inside_now), None, false, false), Go),
+            // No window: at the deadline.
+            ((Some(soon), None, None, false, false), Deadline(soon)),
+            ((Some(past), None, None, false, false), Go),
+            // Inhibitors still win.
+            (
+                (Some(past), None, None, false, true),
+                Inhibited { then: now },
+            ),
+            // Consent earlier than the deadline's window: the consent.
+            (
+                (Some(past), Some(&window), Some(soon), false, false),
+                At(soon),
+            ),
+            // Deadline in the window exactly at its opening: the same time as auto_reboot.
+            (
+                (Some(past), Some(&window), None, true, false),
+                At(t("2026-11-28T02:00:00Z")),
+            ),
+            // A deadline days ahead waits for the window after it, not the next one.
+            (
+                (
+                    Some(t("2026-11-30T03:00:00Z")),
+                    Some(&window),
+                    None,
+                    false,
+                    false,
+                ),
+                Deadline(t("2026-11-30T03:00:00Z")),
+            ),
+        ];
+        for ((deadline, window, consent, auto_reboot, inhibited), want) in table {
+            let got = may_reboot(&RebootInputs {
+                now,
+                consent,
+                auto_reboot,
+                window,
+                tz: &utc,
+                inhibited,
+                deadline,
+            });
+            assert_eq!(
+                got, want,
+                "{deadline:?} {window:?} {consent:?} {auto_reboot}"
             );
         }
     }

@@ -5,6 +5,15 @@
 //! override severity wait for a cheaper link, and an optional monthly budget caps what
 //! may still be downloaded over such links. Updates at or above the override severity always
 //! proceed — a critical fix is worth the bytes.
+//!
+//! The wait is bounded: a device that only ever sees a metered link (a cellular gateway,
+//! which NetworkManager guesses metered) would otherwise never get a non-critical security
+//! fix. After `max_deferral` the update downloads over the costly link anyway, still within
+//! the budget (SEC-0020 "timely", ETSI 5.3-8). The user may take it earlier: an explicit
+//! `Install` is a decision to pay for the bytes, so it passes both the deferral and the
+//! budget (the bytes still count against the budget).
+
+use jiff::Timestamp;
 
 use crate::config::LinkCostConfig;
 use crate::metadata::schema::Severity;
@@ -40,11 +49,33 @@ pub struct Download {
     pub max_severity: Option<Severity>,
 }
 
-/// The verdict; `Defer` carries the reason shown in the status.
+/// How long the device has been waiting for a cheaper link, and whether the user asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    pub now: Timestamp,
+    /// When a security update was first deferred for link cost (and nothing downloaded
+    /// since); `None`: not deferred yet, the wait starts now.
+    pub since: Option<Timestamp>,
+    /// The user asked to install it now (`Install`).
+    pub user_asked: bool,
+}
+
+/// Why a download waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferral {
+    /// Shown in `UpdateSource.deferred` and in the announced offer: why, until when, and
+    /// what taking it now would cost.
+    pub reason: String,
+    /// When it downloads anyway (end of the maximum deferral); `None` for the budget,
+    /// which waits for next month or a cheaper link.
+    pub until: Option<Timestamp>,
+}
+
+/// The verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkDecision {
     Proceed,
-    Defer(String),
+    Defer(Deferral),
 }
 
 /// Judges one download. `used_this_month` is what was already downloaded over costly links in
@@ -54,8 +85,9 @@ pub fn judge(
     link: Link,
     download: Download,
     used_this_month: u64,
+    waiting: Waiting,
 ) -> LinkDecision {
-    if !link.costly() {
+    if !link.costly() || waiting.user_asked {
         return LinkDecision::Proceed;
     }
     if download
@@ -64,26 +96,45 @@ pub fn judge(
     {
         return LinkDecision::Proceed;
     }
+    let since = waiting.since.unwrap_or(waiting.now).min(waiting.now);
+    let until = since
+        .checked_add(cfg.max_deferral.0)
+        .unwrap_or(Timestamp::MAX);
+    let cost = format!(
+        "taking it now (Install) costs {} bytes over this link",
+        download.bytes
+    );
     let below = format!(
         "fixes nothing rated {} or higher",
         cfg.override_severity.as_str()
     );
-    if link.roaming && cfg.defer_when_roaming {
-        return LinkDecision::Defer(format!("roaming: deferred until home network ({below})"));
-    }
-    if link.metered && cfg.defer_when_metered {
-        return LinkDecision::Defer(format!(
-            "metered connection: deferred until an unmetered one ({below})"
-        ));
+    if waiting.now < until {
+        let defer = |what: &str| {
+            LinkDecision::Defer(Deferral {
+                reason: format!(
+                    "{what} until a cheaper link or at most until {until} ({below}); {cost}"
+                ),
+                until: Some(until),
+            })
+        };
+        if link.roaming && cfg.defer_when_roaming {
+            return defer("roaming: deferred");
+        }
+        if link.metered && cfg.defer_when_metered {
+            return defer("metered connection: deferred");
+        }
     }
     if let Some(budget) = cfg.monthly_budget_bytes
         && used_this_month.saturating_add(download.bytes) > budget
     {
-        return LinkDecision::Defer(format!(
-            "monthly budget for metered/roaming downloads exhausted: {used_this_month} of \
-             {budget} bytes used, this update needs {}",
-            download.bytes
-        ));
+        return LinkDecision::Defer(Deferral {
+            reason: format!(
+                "monthly budget for metered/roaming downloads exhausted: {used_this_month} of \
+                 {budget} bytes used, this update needs {}; {cost}",
+                download.bytes
+            ),
+            until: None,
+        });
     }
     LinkDecision::Proceed
 }
@@ -217,10 +268,15 @@ mod tests {
                 "budget",
             ),
         ];
+        let fresh = Waiting {
+            now: t("2026-11-27T10:00:00Z"),
+            since: None,
+            user_asked: false,
+        };
         for (what, cfg, link, d, used, reason) in cases {
-            match judge(cfg, link, d, used) {
+            match judge(cfg, link, d, used, fresh) {
                 LinkDecision::Proceed => assert_eq!(reason, "", "{what}: proceeded"),
-                LinkDecision::Defer(r) => {
+                LinkDecision::Defer(Deferral { reason: r, .. }) => {
                     assert!(!reason.is_empty(), "{what}: deferred: {r}");
                     assert!(r.contains(reason), "{what}: {r:?} lacks {reason:?}");
                 }
@@ -231,8 +287,166 @@ mod tests {
             ..LinkCostConfig::default()
         };
         assert_eq!(
-            judge(&lowered, metered, dl(10, high), 0),
+            judge(&lowered, metered, dl(10, high), 0, fresh),
             LinkDecision::Proceed
         );
+    }
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_deferral_for_link_cost_is_bounded_and_the_user_may_pay_now() {
+        let cfg = LinkCostConfig::default(); // max_deferral 7d
+        let budget = LinkCostConfig {
+            monthly_budget_bytes: Some(1000),
+            ..LinkCostConfig::default()
+        };
+        let metered = Link {
+            metered: true,
+            roaming: false,
+        };
+        let roaming = Link {
+            metered: false,
+            roaming: true,
+        };
+        let high = Download {
+            bytes: 500,
+            max_severity: Some(Severity::High),
+        };
+        let critical = Download {
+            bytes: 5000,
+            max_severity: Some(Severity::Critical),
+        };
+        let since = t("2026-11-01T00:00:00Z");
+        let limit = t("2026-11-08T00:00:00Z");
+        let w = |now: &str, since: Option<Timestamp>, user_asked| Waiting {
+            now: t(now),
+            since,
+            user_asked,
+        };
+        // (what, config, link, download, used, waiting) → deferred until (Some(None) =
+        // deferred by the budget), or None to proceed
+        type Want = Option<Option<Timestamp>>;
+        let cases: Vec<(&str, &LinkCostConfig, Link, Download, u64, Waiting, Want)> = vec![
+            (
+                "first deferral: the wait starts now",
+                &cfg,
+                metered,
+                high,
+                0,
+                w("2026-11-01T00:00:00Z", None, false),
+                Some(Some(limit)),
+            ),
+            (
+                "a second before the limit",
+                &cfg,
+                metered,
+                high,
+                0,
+                w("2026-11-07T23:59:59Z", Some(since), false),
+                Some(Some(limit)),
+            ),
+            (
+                "at the limit it downloads over the metered link",
+                &cfg,
+                metered,
+                high,
+                0,
+                w("2026-11-08T00:00:00Z", Some(since), false),
+                None,
+            ),
+            (
+                "roaming: the same limit",
+                &cfg,
+                roaming,
+                high,
+                0,
+                w("2026-11-09T00:00:00Z", Some(since), false),
+                None,
+            ),
+            (
+                "past the limit the budget still counts",
+                &budget,
+                metered,
+                high,
+                600,
+                w("2026-11-20T00:00:00Z", Some(since), false),
+                Some(None),
+            ),
+            (
+                "past the limit within the budget",
+                &budget,
+                metered,
+                high,
+                500,
+                w("2026-11-20T00:00:00Z", Some(since), false),
+                None,
+            ),
+            (
+                "critical overrides at once",
+                &budget,
+                metered,
+                critical,
+                1000,
+                w("2026-11-01T00:00:00Z", None, false),
+                None,
+            ),
+            (
+                "the user's Install pays for the bytes",
+                &cfg,
+                metered,
+                high,
+                0,
+                w("2026-11-01T00:00:00Z", Some(since), true),
+                None,
+            ),
+            (
+                "the user's Install passes the budget",
+                &budget,
+                roaming,
+                high,
+                1000,
+                w("2026-11-01T00:00:00Z", Some(since), true),
+                None,
+            ),
+            (
+                "a wait recorded in the future (clock stepped back) counts from now",
+                &cfg,
+                metered,
+                high,
+                0,
+                w(
+                    "2026-11-01T00:00:00Z",
+                    Some(t("2027-01-01T00:00:00Z")),
+                    false,
+                ),
+                Some(Some(limit)),
+            ),
+            (
+                "no overflow at the end of time",
+                &cfg,
+                metered,
+                high,
+                0,
+                w("9999-12-30T00:00:00Z", None, false),
+                Some(Some(Timestamp::MAX)),
+            ),
+        ];
+        for (what, cfg, link, d, used, waiting, want) in cases {
+            match (judge(cfg, link, d, used, waiting), want) {
+                (LinkDecision::Proceed, None) => {}
+                (LinkDecision::Defer(got), Some(until)) => {
+                    assert_eq!(got.until, until, "{what}: {}", got.reason);
+                    assert!(
+                        got.reason.contains(&format!("costs {} bytes", d.bytes)),
+                        "{what}: the cost is shown: {}",
+                        got.reason
+                    );
+                }
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -9,14 +9,18 @@
 //! - [`consent`]: postponement bounds, install and reboot gates (COM-0040/0050).
 //! - [`support`]: the security support period (SEC-0030/0040).
 //! - [`wave`]: the model's rollout wave (SEC-0021).
+//! - [`spread`]: per-device offsets so a fleet does not move in lockstep.
+//! - [`time`]: which time to trust when the clock and the ratchet disagree.
 
 pub mod consent;
 pub mod linkcost;
 pub mod schedule;
 pub mod select;
 pub mod source;
+pub mod spread;
 pub mod staleness;
 pub mod support;
+pub mod time;
 pub mod wave;
 
 pub use schedule::{Cadence, next_check};

@@ -11,6 +11,8 @@ use jiff::{SignedDuration, Timestamp};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cadence {
     pub boot_delay: SignedDuration,
+    /// The first check moves later by a per-device offset up to this (`[spread] first_check`).
+    pub first_check_spread: SignedDuration,
     pub interval: SignedDuration,
     pub jitter: SignedDuration,
     pub overdue_after: SignedDuration,
@@ -20,6 +22,7 @@ impl From<&crate::config::CheckConfig> for Cadence {
     fn from(c: &crate::config::CheckConfig) -> Cadence {
         Cadence {
             boot_delay: c.boot_delay.0,
+            first_check_spread: SignedDuration::ZERO,
             interval: c.interval.0,
             jitter: c.jitter.0,
             overdue_after: c.overdue_after.0,
@@ -47,7 +50,12 @@ const RETRY_BASE: SignedDuration = SignedDuration::from_mins(5);
 /// attempt time, so the decision is reproducible.
 pub fn next_check(cadence: &Cadence, history: &CheckHistory, seed: u64) -> Timestamp {
     let Some(last) = history.last_attempt else {
-        return add(history.started, cadence.boot_delay);
+        let spread = super::spread::offset(
+            seed,
+            super::spread::Purpose::FirstCheck,
+            cadence.first_check_spread,
+        );
+        return add(history.started, cadence.boot_delay.saturating_add(spread));
     };
     if history.consecutive_failures > 0 {
         let shift = history.consecutive_failures.saturating_sub(1).min(20);
@@ -68,10 +76,7 @@ fn jitter_offset(jitter: SignedDuration, seed: u64) -> SignedDuration {
         return SignedDuration::ZERO;
     }
     // splitmix64: a good spread from consecutive seeds, no dependency.
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    let z = super::spread::mix(seed);
     let width = (2 * span + 1) as u64;
     SignedDuration::from_secs((z % width) as i64 - span)
 }
@@ -87,6 +92,7 @@ mod tests {
     fn cadence() -> Cadence {
         Cadence {
             boot_delay: SignedDuration::from_mins(2),
+            first_check_spread: SignedDuration::ZERO,
             interval: SignedDuration::from_hours(24),
             jitter: SignedDuration::from_hours(1),
             overdue_after: SignedDuration::from_hours(90 * 24),
@@ -105,6 +111,16 @@ mod tests {
             consecutive_failures: 0,
         };
         assert_eq!(next_check(&cadence(), &h, 7), t("2026-11-27T10:02:00Z"));
+        // With a spread, devices wake within [boot_delay, boot_delay + spread], apart.
+        let spread = Cadence {
+            first_check_spread: SignedDuration::from_mins(10),
+            ..cadence()
+        };
+        let (a, b) = (next_check(&spread, &h, 1), next_check(&spread, &h, 2));
+        assert_ne!(a, b);
+        for at in [a, b] {
+            assert!(at >= t("2026-11-27T10:02:00Z") && at <= t("2026-11-27T10:12:00Z"));
+        }
     }
 
     #[test]

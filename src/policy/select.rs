@@ -4,8 +4,14 @@
 //! *not applicable* (silently skipped) when it is for other hardware or for other kinds of
 //! release than security updates; it is *refused* (reported, recorded) when it is for this
 //! device but breaks a rule: a lower patch level than installed (anti-rollback floor), or a
-//! "security" update built on another feature release (scope violation). Among the
+//! "security" update outside the installed feature release (scope violation). Among the
 //! eligible targets the one with the highest patch level wins.
+//!
+//! SEC-0010 is judged on versions, not on the label alone: a security update must say it is
+//! built on the installed feature release (`base_version`) *and* its version must belong to
+//! that release's line — the feature release followed by a separator and more (`1.0` →
+//! `1.0.1`, `1.0.10`, `1.0-sec2`; `1.0.0` → `1.0.0.1`, `1.0.0-p1`), see [`in_line`]. A
+//! "security" 2.0.0 claiming base 1.0 is a feature release in disguise and is refused.
 
 use jiff::civil::Date;
 
@@ -39,8 +45,28 @@ pub enum Refusal {
         base_version: String,
         installed: String,
     },
+    /// Claims the installed feature release but its version is outside that release's line
+    /// (SEC-0010: a new feature release labelled as a security update).
+    OutsideFeatureRelease {
+        version: String,
+        feature_release: String,
+    },
     /// Its patch level is lower than the installed one (anti-rollback).
     LowerPatchLevel { offered: Date, installed: Date },
+}
+
+/// Whether `version` belongs to feature release `feature_release`'s line: it starts with the
+/// feature release, then one of `.` `-` `+` `~` `_`, then at least one more character.
+/// Components compare as text, so `1.01` is not in `1.0`'s line, nor is `1.0` itself (that is
+/// the feature release, not a security update on it).
+pub fn in_line(version: &str, feature_release: &str) -> bool {
+    if feature_release.is_empty() {
+        return false;
+    }
+    version
+        .strip_prefix(feature_release)
+        .and_then(|rest| rest.strip_prefix(['.', '-', '+', '~', '_']))
+        .is_some_and(|more| !more.is_empty())
 }
 
 impl std::fmt::Display for Refusal {
@@ -53,6 +79,15 @@ impl std::fmt::Display for Refusal {
                 f,
                 "scope violation: labelled a security update but built on feature release \
                  {base_version}, while {installed} is installed (FS.25 SEC-0010)"
+            ),
+            Refusal::OutsideFeatureRelease {
+                version,
+                feature_release,
+            } => write!(
+                f,
+                "scope violation: labelled a security update on feature release \
+                 {feature_release}, but version {version} is not in that release's line \
+                 ({feature_release}.…) — a new feature release (FS.25 SEC-0010)"
             ),
             Refusal::LowerPatchLevel { offered, installed } => write!(
                 f,
@@ -110,6 +145,16 @@ pub fn select<'a>(candidates: &[Candidate<'a>], device: &DeviceFacts<'_>) -> Sel
             ));
             continue;
         }
+        if !in_line(&m.version, device.feature_release) {
+            out.refused.push((
+                *c,
+                Refusal::OutsideFeatureRelease {
+                    version: m.version.clone(),
+                    feature_release: device.feature_release.to_owned(),
+                },
+            ));
+            continue;
+        }
         let better = match &out.chosen {
             None => true,
             Some(best) => {
@@ -154,6 +199,7 @@ mod tests {
         let older = meta("0.9.9", "1.0", date(2026, 8, 1));
         let same = meta("1.0.0", "1.0", date(2026, 9, 1));
         let mislabelled = meta("2.0.0", "2.0", date(2026, 11, 1));
+        let disguised = meta("2.0.0", "1.0", date(2026, 11, 1));
         let mut other_compat = meta("1.0.5", "1.0", date(2026, 12, 1));
         other_compat.compatible = "other-board".into();
         let mut other_hw = meta("1.0.6", "1.0", date(2026, 12, 1));
@@ -186,6 +232,12 @@ mod tests {
                 vec![c("m", &mislabelled)],
                 None,
                 vec!["m"],
+            ),
+            (
+                "a 2.0.0 claiming base 1.0 refused",
+                vec![c("d", &disguised)],
+                None,
+                vec!["d"],
             ),
             (
                 "other compatible skipped",
@@ -263,7 +315,7 @@ mod tests {
     fn unknown_patch_level_accepts_any_level_but_keeps_scope() {
         let mut d = device();
         d.patch_level = None;
-        let older = meta("0.9.9", "1.0", date(2020, 1, 1));
+        let older = meta("1.0.9", "1.0", date(2020, 1, 1));
         let sel = select(
             &[Candidate {
                 name: "o",
@@ -272,5 +324,44 @@ mod tests {
             &d,
         );
         assert_eq!(sel.chosen.map(|c| c.name), Some("o"));
+    }
+
+    #[test]
+    fn a_security_version_must_belong_to_the_feature_release_line() {
+        // (version, feature release, in line)
+        let table = [
+            ("1.0.1", "1.0", true),
+            ("1.0.10", "1.0", true),
+            ("1.0-sec2", "1.0", true),
+            ("1.0+p1", "1.0", true),
+            ("1.0~rc1", "1.0", true),
+            ("1.0_1", "1.0", true),
+            ("1.0.0.1", "1.0.0", true),
+            ("1.0.0-p1", "1.0.0", true),
+            ("1.0.1", "1.0.0", false),
+            ("2.0.0", "1.0", false),
+            ("1.1.0", "1.0", false),
+            ("1.01", "1.0", false),
+            ("1.00.1", "1.0", false),
+            ("1.0", "1.0", false),
+            ("1.0.", "1.0", false),
+            ("11.0.1", "1.0", false),
+            ("0.9.9", "1.0", false),
+            ("1.0.1", "", false),
+            ("", "1.0", false),
+        ];
+        for (version, release, want) in table {
+            assert_eq!(in_line(version, release), want, "{version} in {release}");
+        }
+        let disguised = meta("2.0.0", "1.0", date(2026, 11, 1));
+        let sel = select(
+            &[Candidate {
+                name: "d",
+                meta: &disguised,
+            }],
+            &device(),
+        );
+        let why = sel.refused[0].1.to_string();
+        assert!(why.contains("2.0.0") && why.contains("SEC-0010"), "{why}");
     }
 }

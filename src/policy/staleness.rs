@@ -54,6 +54,7 @@ mod tests {
     fn cadence() -> Cadence {
         Cadence {
             boot_delay: SignedDuration::from_mins(2),
+            first_check_spread: SignedDuration::ZERO,
             interval: SignedDuration::from_hours(24),
             jitter: SignedDuration::from_hours(1),
             overdue_after: SignedDuration::from_hours(90 * 24),

@@ -50,6 +50,44 @@ pub fn support_state(today: Date, end: Option<Date>, ending_soon: SignedDuration
     }
 }
 
+/// What verified metadata says about whether this model is still published for (SEC-0040).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Publishing {
+    /// Bundle targets in the repository, for any device.
+    pub bundles_total: usize,
+    /// Bundle targets of any kind for this device (its compatible and hardware id).
+    pub bundles_for_device: usize,
+    /// Per-model records (`ssu-repo device`) in the repository.
+    pub models_listed: usize,
+    /// This model's record is among them.
+    pub this_model_listed: bool,
+    /// This model's record was in earlier verified metadata.
+    pub listed_before: bool,
+    /// The installed patch level is older than `[check] overdue_after`.
+    pub overdue: bool,
+}
+
+/// Why this device cannot be updated any more, if it cannot (SEC-0040: "where a device
+/// cannot be updated … it should be replaceable" — so it must be told like end of life):
+///
+/// - the manufacturer stopped publishing for the model: its signed per-model record, seen
+///   before, is gone while others are still listed;
+/// - nothing is published for it: the repository holds bundles, none for this device, and
+///   its patch level is overdue (a new model before its first update is not overdue).
+pub fn cannot_update(p: &Publishing) -> Option<&'static str> {
+    if p.listed_before && !p.this_model_listed && p.models_listed > 0 {
+        return Some(
+            "the manufacturer no longer publishes for this model (its signed record is gone)",
+        );
+    }
+    if p.bundles_total > 0 && p.bundles_for_device == 0 && p.overdue {
+        return Some(
+            "no update for this device is published and its security patch level is overdue",
+        );
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +118,80 @@ mod tests {
             support_state(d("2027-06-30"), end, SignedDuration::ZERO),
             SupportState::Supported
         );
+    }
+
+    #[test]
+    fn a_device_that_can_no_longer_be_updated_is_detected() {
+        let base = Publishing {
+            bundles_total: 3,
+            bundles_for_device: 1,
+            models_listed: 2,
+            this_model_listed: true,
+            listed_before: true,
+            overdue: false,
+        };
+        // (what, publishing, detected reason fragment or "")
+        let cases = [
+            ("published for", base, ""),
+            (
+                "record gone",
+                Publishing {
+                    this_model_listed: false,
+                    ..base
+                },
+                "no longer publishes",
+            ),
+            (
+                "never listed: not a drop",
+                Publishing {
+                    this_model_listed: false,
+                    listed_before: false,
+                    ..base
+                },
+                "",
+            ),
+            (
+                "no records at all (older repository): not a drop",
+                Publishing {
+                    this_model_listed: false,
+                    models_listed: 0,
+                    ..base
+                },
+                "",
+            ),
+            (
+                "nothing for this device, overdue",
+                Publishing {
+                    bundles_for_device: 0,
+                    overdue: true,
+                    ..base
+                },
+                "no update for this device",
+            ),
+            (
+                "nothing for this device yet, not overdue (a new model)",
+                Publishing {
+                    bundles_for_device: 0,
+                    ..base
+                },
+                "",
+            ),
+            (
+                "an empty repository says nothing",
+                Publishing {
+                    bundles_total: 0,
+                    bundles_for_device: 0,
+                    overdue: true,
+                    ..base
+                },
+                "",
+            ),
+        ];
+        for (what, p, want) in cases {
+            match cannot_update(&p) {
+                None => assert_eq!(want, "", "{what}"),
+                Some(r) => assert!(!want.is_empty() && r.contains(want), "{what}: {r}"),
+            }
+        }
     }
 }

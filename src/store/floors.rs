@@ -325,10 +325,29 @@ pub fn load(path: &Path) -> Result<Option<Floors>, String> {
 /// returns what it now holds. Atomic: a temporary file, fsynced, renamed over the old one,
 /// then the directory fsynced; a crash leaves the old copy or the new one, never half.
 pub fn raise(path: &Path, floors: &Floors) -> Result<Floors, StoreError> {
+    raise_except(path, floors, None)
+}
+
+/// [`raise`], except that the floor stored under state key `exact` (if any) is taken from
+/// `floors` as it is, even when lower than the copy's: the agent itself just set it.
+pub fn raise_except(
+    path: &Path,
+    floors: &Floors,
+    exact: Option<&str>,
+) -> Result<Floors, StoreError> {
     let mut merged = floors.clone();
     match load(path) {
         Ok(Some(old)) => {
             merged.merge(&old);
+            match exact {
+                Some(LATEST_KNOWN_TIME_KEY) => merged.latest_known_time = floors.latest_known_time,
+                Some(key) if floors.metadata.contains_key(key) => {
+                    merged
+                        .metadata
+                        .insert(key.to_owned(), floors.metadata[key].clone());
+                }
+                _ => {}
+            }
             if merged == old {
                 return Ok(merged);
             }

@@ -258,7 +258,7 @@ impl Store {
     /// Records the release running on the device, replacing the previous one. Its patch
     /// level is a floor: the floors copy is raised before the database commits.
     pub fn set_installed(&self, installed: &Installed) -> Result<(), StoreError> {
-        self.with_floors(|conn| records::set_installed(conn, installed))
+        self.with_floors(None, |conn| records::set_installed(conn, installed))
     }
 
     /// Appends to the update history and returns the entry with its id.
@@ -301,15 +301,19 @@ impl Store {
     /// the copy never holds less than the database.
     pub fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         if floors::is_floor_key(key) {
-            self.with_floors(|conn| records::set_value(conn, Table::State, key, value))
+            self.with_floors(Some(key), |conn| {
+                records::set_value(conn, Table::State, key, value)
+            })
         } else {
             records::set_value(&self.conn, Table::State, key, value)
         }
     }
 
-    /// Runs `write` and raises the floors copy in one transaction.
+    /// Runs `write` and raises the floors copy in one transaction; `written` is the floor
+    /// key the agent itself just set, which the copy takes as it is (see [`mirror_floors`]).
     fn with_floors(
         &self,
+        written: Option<&str>,
         write: impl FnOnce(&Connection) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         if self.floors.is_none() {
@@ -318,7 +322,7 @@ impl Store {
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(sql("starting a transaction"))?;
         write(&tx)?;
-        mirror_floors(&tx, self.floors.as_deref())?;
+        mirror_floors(&tx, self.floors.as_deref(), written)?;
         tx.commit().map_err(sql("committing a transaction"))
     }
 
@@ -404,20 +408,33 @@ impl Tx<'_> {
     pub fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         records::set_value(&self.tx, Table::State, key, value)?;
         if floors::is_floor_key(key) {
-            self.mirror_floors()?;
+            mirror_floors(&self.tx, self.floors, Some(key))?;
         }
         Ok(())
     }
 
     fn mirror_floors(&self) -> Result<(), StoreError> {
-        mirror_floors(&self.tx, self.floors)
+        mirror_floors(&self.tx, self.floors, None)
     }
 }
 
 /// Raises the floors copy at `copy` to what `conn` holds (no-op in memory).
-fn mirror_floors(conn: &Connection, copy: Option<&Path>) -> Result<(), StoreError> {
+///
+/// `written` is the floor key the agent itself has just set: the copy takes that one as the
+/// database now holds it, even lower. Only the agent's own verified decisions lower a floor —
+/// TUF's fast-forward recovery after a key rotation, a clock ratchet that a wrong clock had
+/// pushed ahead, corrected by trusted time — and the copy must follow them, or the next start
+/// would raise the floor again. Every other floor is merged by taking the maximum, so a
+/// database edited behind the agent's back still cannot lower one.
+fn mirror_floors(
+    conn: &Connection,
+    copy: Option<&Path>,
+    written: Option<&str>,
+) -> Result<(), StoreError> {
     match copy {
-        Some(path) => floors::raise(path, &floors::Floors::from_db(conn)?).map(drop),
+        Some(path) => {
+            floors::raise_except(path, &floors::Floors::from_db(conn)?, written).map(drop)
+        }
         None => Ok(()),
     }
 }

@@ -230,14 +230,27 @@ GLib.MainLoop().run()
 
     /// Waits for a `name` signal; returns its args.
     pub fn wait(&self, name: &str, timeout: Duration) -> Vec<serde_json::Value> {
+        self.wait_for(name, timeout, |_| true)
+    }
+
+    /// Waits until a `name` signal whose args satisfy `f` has been recorded (the recorder
+    /// runs in another process: what the agent sent may not have arrived yet); returns the
+    /// latest such args.
+    pub fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        f: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if let Some(args) = self.all(name).pop() {
+            if let Some(args) = self.all(name).into_iter().rev().find(|a| f(a)) {
                 return args;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no {name} signal within {timeout:?}"
+                "no matching {name} signal within {timeout:?}: {:#?}",
+                self.all(name)
             );
             std::thread::sleep(super::POLL);
         }

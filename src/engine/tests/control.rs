@@ -15,6 +15,16 @@ async fn wait_state(rig: &Rig, state: UpdateState) -> Status {
     wait_for(&rig.handle, state.as_str(), |s| s.state == state).await
 }
 
+/// The next RebootPending notice waiting for `what` (earlier plans are skipped).
+async fn next_plan_for(notices: &mut broadcast::Receiver<Notice>, what: &str) -> RebootPlan {
+    loop {
+        let p = next_plan(notices).await;
+        if p.waiting_for.contains(&what) {
+            return p;
+        }
+    }
+}
+
 /// The next RebootPending notice.
 async fn next_plan(notices: &mut broadcast::Receiver<Notice>) -> RebootPlan {
     loop {
@@ -81,17 +91,28 @@ async fn a_postponed_update_installs_when_the_postponement_ends() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_critical_update_has_the_shorter_postponement_bound() {
+async fn a_critical_fix_caps_a_postponement_made_before_it_arrived() {
     let mut setup = with_update(date(2026, 11, 1));
     setup.config.install.max_postpone_critical = crate::config::Dur(SignedDuration::from_hours(2));
     let rig = start(setup);
+    let begin: Timestamp = START.parse().unwrap();
     // No update on offer yet: the general bound (7d) applies.
     rig.handle
         .control(Request::Postpone(3 * 86400))
         .await
         .unwrap();
+    assert_eq!(
+        rig.handle.status().postponed_until,
+        Some(begin + SignedDuration::from_hours(72))
+    );
+    // The critical fix arrives: the three days shrink to the critical bound from now on.
     rig.handle.check_now().await.unwrap();
-    wait_state(&rig, UpdateState::Deferred).await;
+    let st = wait_state(&rig, UpdateState::Deferred).await;
+    let arrived = st.last_check.unwrap().at;
+    assert_eq!(
+        st.postponed_until,
+        Some(arrived + SignedDuration::from_hours(2))
+    );
     match rig.handle.control(Request::Postpone(3 * 3600)).await {
         Err(EngineError::PolicyRefused(m)) => {
             assert!(m.contains("critical") && m.contains("7200s"), "{m}")
@@ -99,6 +120,29 @@ async fn a_critical_update_has_the_shorter_postponement_bound() {
         other => panic!("{other:?}"),
     }
     rig.handle.control(Request::Postpone(3600)).await.unwrap();
+    // The cap survives a restart.
+    let db = rig.db.clone();
+    let mut rig = rig;
+    rig.stop().await;
+    let rig = start(Setup {
+        db: Some(db),
+        ..with_update(date(2026, 11, 1))
+    });
+    assert_eq!(
+        rig.handle.status().postponed_until,
+        Some(arrived + SignedDuration::from_hours(1))
+    );
+    // It installs when the capped postponement ends, not three days later. (The restarted
+    // rig's clock starts at START again.)
+    let t0 = tokio::time::Instant::now();
+    rig.handle.check_now().await.unwrap();
+    wait_state(&rig, UpdateState::Deferred).await;
+    wait_state(&rig, UpdateState::RebootRequired).await;
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed <= Duration::from_secs(3600 + 60),
+        "installed after {elapsed:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -126,7 +170,7 @@ async fn a_held_inhibitor_blocks_installation_and_reboot_until_released() {
         .await
         .unwrap();
     rig.handle.control(Request::Reboot).await.unwrap();
-    let plan = next_plan(&mut notices).await;
+    let plan = next_plan_for(&mut notices, "inhibitor").await;
     assert_eq!(plan.waiting_for, ["inhibitor"]);
     assert_eq!(plan.at, None);
     assert_eq!(plan.inhibitors, ["parked, doors open"]);
@@ -416,4 +460,79 @@ async fn withdrawn_or_used_consent_does_not_come_back_after_a_restart() {
     let rig = restart(rig, update_with(config())).await;
     tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
     assert_eq!(reboots(&rig), 1);
+}
+
+// ---- SEC-0040: cannot be updated any more ---------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_model_the_manufacturer_stopped_publishing_for_is_shown_like_end_of_life() {
+    use crate::policy::support::SupportState;
+    let setup = Setup::default();
+    let mut listed = verified(vec![]);
+    listed.devices = vec![device(date(2030, 1, 1))];
+    let mut other = device(date(2030, 1, 1));
+    other.meta.hardware_id = "other-gw".into();
+    let mut dropped = verified(vec![]);
+    dropped.devices = vec![other];
+    setup
+        .metadata
+        .results
+        .lock()
+        .unwrap()
+        .extend([Ok(listed), Ok(dropped)]);
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "supported", |s| {
+        s.support.state == SupportState::Supported
+    })
+    .await;
+    assert_eq!(st.support.cannot_update, "");
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "ended", |s| {
+        s.support.state == SupportState::Ended
+    })
+    .await;
+    assert!(
+        st.support.cannot_update.contains("no longer publishes"),
+        "{:?}",
+        st.support
+    );
+    // The replacement plan stays the one last signed for this model.
+    assert_eq!(
+        st.support.replacement_text,
+        "Test Gateway 2 replaces this model"
+    );
+    // Kept across a restart.
+    let db = rig.db.clone();
+    let mut rig = rig;
+    rig.stop().await;
+    let rig = start(Setup {
+        db: Some(db),
+        ..Setup::default()
+    });
+    assert_eq!(rig.handle.status().support.state, SupportState::Ended);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_published_for_an_overdue_device_is_shown_like_end_of_life() {
+    use crate::policy::support::SupportState;
+    let mut setup = Setup::default();
+    // Older than the 90 days of `overdue_after` at START.
+    setup.config.device.security_patch_level = Some(PatchDate(date(2026, 6, 1)));
+    let mut for_other_board = bundle("1.0.1", "1.0", date(2026, 11, 1));
+    for_other_board.meta.compatible = "other-board".into();
+    *setup.metadata.fallback.lock().unwrap() = Some(verified(vec![for_other_board]));
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "ended", |s| {
+        s.support.state == SupportState::Ended
+    })
+    .await;
+    assert!(
+        st.support
+            .cannot_update
+            .contains("no update for this device"),
+        "{:?}",
+        st.support
+    );
 }

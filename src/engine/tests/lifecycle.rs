@@ -30,6 +30,17 @@ async fn happy_path_download_announce_install_reboot_confirm() {
         0,
         "auto_reboot is off"
     );
+    // Told at once when the reboot deadline will reboot it (7 days, no window configured).
+    match notices.try_recv() {
+        Ok(Notice::RebootPending(p)) => {
+            assert_eq!(p.waiting_for, ["deadline"]);
+            assert_eq!(
+                p.at,
+                Some(START.parse::<Timestamp>().unwrap() + SignedDuration::from_hours(7 * 24))
+            );
+        }
+        other => panic!("expected RebootPending, got {other:?}"),
+    }
 
     rig.reboot_into("B", "1.0.1");
     let st = wait_for(&rig.handle, "confirmed", |s| {
@@ -39,7 +50,10 @@ async fn happy_path_download_announce_install_reboot_confirm() {
     let installed = st.installed.unwrap();
     assert_eq!(installed.security_patch_level, date(2026, 11, 1));
     assert_eq!(installed.feature_release, "1.0");
-    assert!(installed.applied_at.is_some());
+    // COM-0040: when it was applied here (the confirmation), not when it was released.
+    let applied = installed.applied_at.unwrap();
+    // (The sample update was released on 2026-11-20, a week before START.)
+    assert!(applied >= START.parse::<Timestamp>().unwrap(), "{applied}");
     assert_eq!(st.state, UpdateState::Idle);
     assert!(st.available.is_none());
     assert!(
@@ -63,12 +77,46 @@ async fn auto_reboot_runs_the_reboot_command() {
     let mut setup = with_update(date(2026, 11, 1));
     setup.config.install.auto_reboot = true;
     let rig = start(setup);
+    let mut notices = rig.handle.notices();
     rig.handle.check_now().await.unwrap();
     wait_for(&rig.handle, "reboot-required", |s| {
         s.state == UpdateState::RebootRequired
     })
     .await;
     assert_eq!(rig.system.reboots.load(Ordering::SeqCst), 1);
+    // Nobody consented: the UI was told (ETSI 5.3-12), with what and how long.
+    let plan = std::iter::from_fn(|| notices.try_recv().ok())
+        .find_map(|n| match n {
+            Notice::RebootPending(p) => Some(p),
+            _ => None,
+        })
+        .expect("RebootPending before an automatic reboot");
+    assert!(plan.waiting_for.is_empty(), "{plan:?}");
+    assert_eq!(plan.version, "1.0.1");
+    assert_eq!(plan.expected_downtime_s, 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_verified_check_survives_a_restart() {
+    let setup = Setup::default();
+    *setup.metadata.fallback.lock().unwrap() = Some(verified(vec![]));
+    let rig = start(setup);
+    rig.handle.check_now().await.unwrap();
+    wait_for(&rig.handle, "current", |s| {
+        s.staleness == Staleness::Current
+    })
+    .await;
+    let db = rig.db.clone();
+    let mut rig = rig;
+    rig.stop().await;
+    // Restarted with the server gone: still current until the verification grows stale
+    // (SEC-0020), not "unverified" because this process has not checked yet.
+    let rig = start(Setup {
+        db: Some(db),
+        ..Setup::default()
+    });
+    assert_eq!(rig.handle.status().staleness, Staleness::Current);
+    assert!(rig.handle.status().last_check.unwrap().verified);
 }
 
 #[tokio::test(start_paused = true)]
@@ -359,7 +407,7 @@ async fn a_clock_behind_the_latest_known_time_blocks_checks() {
         st.last_check
             .unwrap()
             .message
-            .contains("behind the latest known time")
+            .contains("behind the latest time this device has seen")
     );
     assert_eq!(rig.metadata.fetches.load(Ordering::SeqCst), 0);
 }

@@ -261,3 +261,57 @@ fn a_key_rotation_under_a_newer_root_releases_the_rotated_roles_floor() {
         keyed(4, max, 9, 9, "tX", "s2")
     );
 }
+
+/// Only the agent's own write lowers a floor (a corrected clock ratchet, TUF's fast-forward
+/// recovery), and the copy follows it across a restart; a lower value edited into the
+/// database behind the agent's back is raised again at the next open.
+#[test]
+fn the_agents_own_lowering_survives_a_restart_an_edit_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(crate::store::FILE_NAME);
+    let ahead = "2026-12-03T00:00:00Z";
+    let corrected = "2026-11-30T00:00:00Z";
+    {
+        let store = Store::open(&db).unwrap();
+        store.set_state(LATEST_KNOWN_TIME_KEY, Some(ahead)).unwrap();
+        store
+            .set_state(
+                METADATA_FLOOR_KEY,
+                Some(&keyed(2, u64::MAX, 7, 7, "t1", "s1").to_string()),
+            )
+            .unwrap();
+        // Trusted time corrected the ratchet; a key rotation released the timestamp.
+        store
+            .set_state(LATEST_KNOWN_TIME_KEY, Some(corrected))
+            .unwrap();
+        store
+            .set_state(
+                METADATA_FLOOR_KEY,
+                Some(&keyed(3, 4, 8, 8, "t2", "s1").to_string()),
+            )
+            .unwrap();
+    }
+    let store = Store::open(&db).unwrap();
+    assert_eq!(
+        store.state(LATEST_KNOWN_TIME_KEY).unwrap().as_deref(),
+        Some(corrected)
+    );
+    let floor: Value =
+        serde_json::from_str(&store.state(METADATA_FLOOR_KEY).unwrap().unwrap()).unwrap();
+    assert_eq!(floor["timestamp"], 4);
+    drop(store);
+
+    // An edit of the database alone, not through the agent.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE state SET value = '2026-01-01T00:00:00Z' WHERE key = ?1",
+        [LATEST_KNOWN_TIME_KEY],
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&db).unwrap();
+    assert_eq!(
+        store.state(LATEST_KNOWN_TIME_KEY).unwrap().as_deref(),
+        Some(corrected)
+    );
+}
