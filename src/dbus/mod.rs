@@ -71,8 +71,6 @@ pub struct Agent1 {
     auth: Authorizer,
 }
 
-/// Most inhibitors held at once: each holds a file descriptor of this process.
-const MAX_INHIBITORS: usize = 64;
 /// Longest inhibitor reason kept (a UI shows it).
 const MAX_REASON: usize = 200;
 
@@ -198,11 +196,6 @@ impl Agent1 {
         reason: String,
     ) -> Result<zbus::OwnedFd, AgentError> {
         self.auth.authorize(conn, &header, Action::Install).await?;
-        if self.with(|s| s.inhibitors.len()) >= MAX_INHIBITORS {
-            return Err(AgentError::PolicyRefused(format!(
-                "{MAX_INHIBITORS} inhibitors are held already"
-            )));
-        }
         let mut reason: String = reason.chars().filter(|c| !c.is_control()).collect();
         if reason.len() > MAX_REASON {
             let mut end = MAX_REASON;

@@ -22,6 +22,8 @@ use crate::store::Store;
 const POSTPONED_KEY: &str = "postponed_until";
 /// Store key of the signed per-model metadata last verified for this device.
 const DEVICE_META_KEY: &str = "device_meta";
+/// Most inhibitors held at once: each holds a file descriptor of this process.
+pub const MAX_INHIBITORS: usize = 64;
 /// Default `[device] support_warning`.
 const DEFAULT_SUPPORT_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(90 * 24);
 
@@ -208,15 +210,22 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
     }
 
-    /// Registers a host inhibitor; the caller releases it with [`Request::Release`].
-    pub(super) fn inhibit(&mut self, reason: String) -> u64 {
+    /// Registers a host inhibitor; the caller releases it with [`Request::Release`]. At most
+    /// [`MAX_INHIBITORS`]: checked here, where commands are handled one at a time, so
+    /// concurrent callers cannot all pass a check made against the same snapshot.
+    pub(super) fn inhibit(&mut self, reason: String) -> Result<u64, EngineError> {
+        if self.control.inhibitors.len() >= MAX_INHIBITORS {
+            return Err(EngineError::PolicyRefused(format!(
+                "{MAX_INHIBITORS} inhibitors are held already"
+            )));
+        }
         self.control.next_inhibitor += 1;
         let id = self.control.next_inhibitor;
         tracing::info!(%reason, "inhibitor taken");
         self.control.inhibitors.insert(id, reason);
         self.sync_inhibitors();
         self.reconsider();
-        id
+        Ok(id)
     }
 
     fn sync_inhibitors(&mut self) {

@@ -228,7 +228,20 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     .set_state(LATEST_KNOWN_TIME_KEY, Some(&latest.to_string()))
             });
         if let Err(e) = saved {
+            // Verified, but not recorded: nothing may act on it (a download under a rollback
+            // floor that a restart would forget), and the check says so instead of keeping
+            // the previous result.
             self.store_failed("cannot record verified metadata", e);
+            let message = format!(
+                "metadata verified but could not be recorded ({}); nothing acted on",
+                self.status.last_error
+            );
+            tracing::warn!(source = %v.source, "{message}");
+            self.record_check(CheckRecord {
+                at: now,
+                verified: false,
+                message,
+            });
             return;
         }
         self.last_verified = Some(now);

@@ -519,3 +519,5 @@ mod cellular;
 mod integrity;
 // The user's and host's say: `control.rs`.
 mod control;
+// Store failures under every command: `faults.rs`.
+mod faults;
