@@ -236,6 +236,10 @@ async fn watchdog(engine: Handle, period: Duration) {
         tokio::time::sleep(every).await;
         match tokio::time::timeout(every, engine.ping()).await {
             Ok(Ok(())) => notify(&[NotifyState::Watchdog]),
+            // The loop runs but gets nowhere: let systemd's watchdog restart the agent.
+            Ok(Err(EngineError::Stalled(why))) => {
+                tracing::error!("{why}; not pinging the watchdog");
+            }
             Ok(Err(_)) => return,
             Err(_) => tracing::warn!("engine did not answer the watchdog ping in time"),
         }

@@ -196,6 +196,10 @@ pub struct InstallConfig {
     pub max_postpone: Dur,
     /// Longest `Postpone` while the waiting update fixes a critical vulnerability.
     pub max_postpone_critical: Dur,
+    /// Limit for each call to RAUC, and the fixed part of an installation's limit.
+    pub rauc_timeout: Dur,
+    /// Added to an installation's limit (and to the bundle check's) per GiB of bundle.
+    pub install_time_per_gib: Dur,
 }
 
 impl Default for DownloadConfig {
@@ -221,6 +225,8 @@ impl Default for InstallConfig {
             maintenance_window: None,
             max_postpone: Dur(SignedDuration::from_hours(7 * 24)),
             max_postpone_critical: Dur(SignedDuration::from_hours(24)),
+            rauc_timeout: Dur(SignedDuration::from_mins(5)),
+            install_time_per_gib: Dur(SignedDuration::from_mins(20)),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! the contract; a test fails when the served interface and that file differ.
 
 pub mod auth;
+pub mod limits;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ use zbus::{Connection, OwnedVariant, Variant};
 use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Notice, Request};
 use crate::status::Status;
 use auth::{Action, Authorizer};
+use limits::CallLimiter;
 use zbus::message::Header;
 
 /// Well-known bus name.
@@ -69,10 +71,9 @@ pub struct Agent1 {
     engine: Handle,
     status: watch::Receiver<Status>,
     auth: Authorizer,
+    /// Calls in flight per caller (see `limits.rs`).
+    calls: CallLimiter,
 }
-
-/// Longest inhibitor reason kept (a UI shows it).
-const MAX_REASON: usize = 200;
 
 impl Agent1 {
     pub fn new(engine: Handle, auth: Authorizer) -> Agent1 {
@@ -81,6 +82,7 @@ impl Agent1 {
             engine,
             status,
             auth,
+            calls: CallLimiter::default(),
         }
     }
 
@@ -92,6 +94,7 @@ impl Agent1 {
         action: Action,
         request: Request,
     ) -> Result<(), AgentError> {
+        let _call = self.calls.enter(header)?;
         self.auth.authorize(conn, header, action).await?;
         self.engine.control(request).await.map_err(AgentError::from)
     }
@@ -105,16 +108,25 @@ impl Agent1 {
 impl Agent1 {
     /// Everything a hub needs in one call: every property, keyed by its name.
     #[zbus(out_args("status"))]
-    async fn get_status(&self) -> view::Dict {
-        self.with(view::properties)
+    async fn get_status(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<view::Dict, AgentError> {
+        let _call = self.calls.enter(&header)?;
+        Ok(self
+            .with(view::properties)
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
-            .collect()
+            .collect())
     }
 
     /// Applied updates and other recorded events, newest first.
     #[zbus(out_args("entries"))]
-    async fn get_history(&self) -> Result<Vec<view::Dict>, AgentError> {
+    async fn get_history(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<view::Dict>, AgentError> {
+        let _call = self.calls.enter(&header)?;
         let entries = self.engine.history(HISTORY_LIMIT).await?;
         Ok(entries.iter().map(view::history_entry).collect())
     }
@@ -127,6 +139,7 @@ impl Agent1 {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), AgentError> {
+        let _call = self.calls.enter(&header)?;
         self.auth.authorize(conn, &header, Action::Check).await?;
         self.engine.check_now().await.map_err(AgentError::from)
     }
@@ -193,20 +206,13 @@ impl Agent1 {
         &self,
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
-        reason: String,
+        reason: &str,
     ) -> Result<zbus::OwnedFd, AgentError> {
+        let _call = self.calls.enter(&header)?;
+        // Before anything that waits: an oversized message is dropped at once.
+        limits::check_reason_size(reason)?;
         self.auth.authorize(conn, &header, Action::Install).await?;
-        let mut reason: String = reason.chars().filter(|c| !c.is_control()).collect();
-        if reason.len() > MAX_REASON {
-            let mut end = MAX_REASON;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-        }
-        if reason.trim().is_empty() {
-            reason = "(no reason given)".to_owned();
-        }
+        let reason = limits::clean_reason(reason);
         let (reader, writer) = std::io::pipe()
             .map_err(|e| AgentError::Internal(format!("cannot create a pipe: {e}")))?;
         let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())

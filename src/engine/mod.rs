@@ -19,6 +19,7 @@ mod integrity;
 mod lifecycle;
 pub mod pending;
 pub mod ports;
+mod stall;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -68,8 +69,11 @@ pub enum Command {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<HistoryEntry>, EngineError>>,
     },
-    /// Answered as soon as the engine gets to it: proves the loop is alive (watchdog).
-    Ping { reply: oneshot::Sender<()> },
+    /// Answered as soon as the engine gets to it: proves the loop is alive, and `Err` when
+    /// the running step outlived its limit (watchdog; see `stall.rs`).
+    Ping {
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     /// A user's or host's request ([`Request`]).
     Control {
         request: Request,
@@ -120,6 +124,9 @@ pub enum EngineError {
     /// A rule forbids the request (e.g. a postponement beyond the bound).
     #[error("{0}")]
     PolicyRefused(String),
+    /// The engine runs, but its running step outlived its limit (watchdog).
+    #[error("{0}")]
+    Stalled(String),
 }
 
 /// Events announced as D-Bus signals.
@@ -217,7 +224,7 @@ impl Handle {
     }
 
     pub async fn ping(&self) -> Result<(), EngineError> {
-        self.ask(|reply| Command::Ping { reply }).await
+        self.ask(|reply| Command::Ping { reply }).await?
     }
 }
 
@@ -260,6 +267,8 @@ enum Internal {
     Progress(u32),
     Downloaded(Result<PathBuf, FetchFailure>),
     Installed(Result<(), String>),
+    /// RAUC let a limit pass (sent just before the step's own outcome; see `stall.rs`).
+    RaucUnresponsive(String),
     HealthChecked(confirm::Confirmation),
     /// An integrity probe run finished (it does not make the engine busy).
     Probed(Integrity),
@@ -288,6 +297,10 @@ pub struct Engine<C: Clock, P: Ports> {
     unjudged: Option<Verified>,
     /// A background step is running (at most one at a time).
     busy: bool,
+    /// When the running step must have ended, if it has a limit (watchdog).
+    step_deadline: Option<tokio::time::Instant>,
+    /// RAUC let a limit pass and has not been heard from since (the message).
+    rauc_stalled: Option<String>,
     /// The last attempt's outcome (`failed`, `rolled-back`), shown until a new one starts.
     outcome: Option<UpdateState>,
     /// That step is a metadata check.
@@ -401,6 +414,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             pending,
             unjudged: None,
             busy: false,
+            step_deadline: None,
+            rauc_stalled: None,
             outcome: None,
             checking: false,
             check_waiters: Vec::new(),
@@ -475,6 +490,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 Some(event) = self.internal.recv() => self.on_internal(event),
                 Ok(()) = self.inputs.rauc.changed() => {
                     self.status.rauc = self.inputs.rauc.borrow_and_update().clone();
+                    self.on_rauc_heard();
                     self.on_rauc_changed();
                     self.start_probe();
                 }
@@ -521,7 +537,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 let _ = reply.send(result);
             }
             Command::Ping { reply } => {
-                let _ = reply.send(());
+                let _ = reply.send(self.ping());
             }
             Command::Control { request, reply } => {
                 let result = self.control(request);
@@ -572,6 +588,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             policy::staleness(self.clock.now(), level, self.last_verified, &self.cadence);
         self.refresh_source();
         self.refresh_support();
+        self.refresh_rauc_availability();
     }
 
     fn publish(&self) {

@@ -115,6 +115,8 @@ struct FakeSystem {
     boot_id: Mutex<String>,
     reboots: AtomicUsize,
     health: Mutex<Result<(), String>>,
+    /// Health checks never end.
+    health_hangs: std::sync::atomic::AtomicBool,
 }
 
 impl Default for FakeSystem {
@@ -123,6 +125,7 @@ impl Default for FakeSystem {
             boot_id: Mutex::new("boot-1".into()),
             reboots: AtomicUsize::new(0),
             health: Mutex::new(Ok(())),
+            health_hangs: Default::default(),
         }
     }
 }
@@ -138,6 +141,9 @@ impl System for FakeSystem {
     }
 
     async fn health_check(&self) -> Result<(), String> {
+        if self.health_hangs.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.health.lock().unwrap().clone()
     }
 }

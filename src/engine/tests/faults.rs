@@ -4,6 +4,7 @@
 //! check's outcome still shows in `LastCheckResult`; nothing hangs.
 
 use super::*;
+use crate::engine::stall;
 
 /// Longest a command may take to be answered (paused time: only a hang reaches it).
 const ANSWER: Duration = Duration::from_secs(1);
@@ -237,5 +238,119 @@ async fn a_check_without_a_source_or_with_bad_metadata_answers_store_failures_to
         let check = rig.handle.status().last_check.unwrap();
         assert!(!check.verified);
         assert!(check.message.contains("signature threshold"), "{check:?}");
+    }
+}
+
+// ---- a RAUC that stops answering ---------------------------------------------------------
+
+/// An update on offer with short RAUC limits: 10 s per call, nothing added per GiB.
+fn with_short_rauc_limits() -> Setup {
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.config.install.rauc_timeout = crate::config::Dur(SignedDuration::from_secs(10));
+    setup.config.install.install_time_per_gib = crate::config::Dur(SignedDuration::ZERO);
+    setup
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_installation_fails_within_its_limit_is_reported_and_retried() {
+    let rig = start(with_short_rauc_limits());
+    rig.rauc.set_progress_steps(vec![crate::rauc::Progress {
+        percentage: 20,
+        message: "Copying image to rootfs.1".into(),
+        depth: 2,
+    }]);
+    rig.rauc.hang_installs(1);
+    let mut notices = rig.handle.notices();
+    let started = tokio::time::Instant::now();
+    answered("CheckNow", None, rig.handle.check_now())
+        .await
+        .unwrap();
+    let st = wait_for(&rig.handle, "installing", |s| {
+        s.state == UpdateState::Installing && s.progress == 20
+    })
+    .await;
+    assert_eq!(st.rauc.availability, Availability::Running);
+
+    let st = wait_for(&rig.handle, "the installation to fail", |s| {
+        s.state == UpdateState::Failed
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(12),
+        "{took:?}"
+    );
+    assert!(
+        st.last_error.contains("RAUC stopped answering")
+            && st.last_error.contains("10s")
+            && st.last_error.contains("last progress: 20 %"),
+        "{}",
+        st.last_error
+    );
+    assert_eq!(
+        st.rauc.availability,
+        Availability::Unavailable,
+        "Components shows RAUC is not answering"
+    );
+    let h = rig.history();
+    assert_eq!(h[0].action, "failed");
+    assert!(h[0].detail.contains("RAUC stopped answering"), "{:?}", h[0]);
+    loop {
+        match notices.recv().await.unwrap() {
+            Notice::InstallFinished(f) => {
+                assert_eq!(f.outcome, "failed");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    assert_eq!(rig.pending(), None);
+    // The engine is idle again: the watchdog is answered.
+    rig.handle.ping().await.unwrap();
+
+    // RAUC is heard from again (a restart), and the next check installs the update.
+    rig.rauc_tx.send_replace(rauc_view("A", ""));
+    wait_for(&rig.handle, "RAUC running again", |s| {
+        s.rauc.availability == Availability::Running
+    })
+    .await;
+    answered("CheckNow", None, rig.handle.check_now())
+        .await
+        .unwrap();
+    wait_for(&rig.handle, "reboot-required", |s| {
+        s.state == UpdateState::RebootRequired
+    })
+    .await;
+    assert_eq!(rig.installs(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_is_not_answered_once_a_step_outlives_its_limit() {
+    let rig = start(with_short_rauc_limits());
+    answered("CheckNow", None, rig.handle.check_now())
+        .await
+        .unwrap();
+    wait_for(&rig.handle, "reboot-required", |s| {
+        s.state == UpdateState::RebootRequired
+    })
+    .await;
+    // A health check that never ends and nothing that stops it (the double does not apply
+    // `health_check_timeout`, as a forgotten limit would not): the step's limit is 0 checks
+    // × the check timeout + one Mark (10 s); the loop keeps running throughout.
+    rig.system.health_hangs.store(true, Ordering::SeqCst);
+    rig.reboot_into("B", "1.0.1");
+    wait_for(&rig.handle, "confirming", |s| {
+        s.state == UpdateState::Confirming
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    rig.handle.ping().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10) + stall::WATCHDOG_GRACE - Duration::from_secs(1))
+        .await;
+    rig.handle.ping().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    match rig.handle.ping().await {
+        Err(EngineError::Stalled(why)) => assert!(why.contains("confirming"), "{why}"),
+        other => panic!("after {:?}: {other:?}", started.elapsed()),
     }
 }
