@@ -6,8 +6,8 @@
 //! refused before anything that waits (authorization asks the bus or polkit), and each
 //! caller has at most [`MAX_CALLS_PER_CALLER`] calls in flight: a flood of large calls from
 //! one unprivileged connection costs at most that many messages, for as long as it takes to
-//! refuse them. Outgoing calls have a timeout on the connection (`daemon.rs`), so no handler
-//! waits for ever for an answer the bus dropped.
+//! refuse them. Authorization has a limit ([`AUTHORIZATION_TIMEOUT`]), so no handler waits
+//! for ever for an answer the bus dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,10 @@ pub const MAX_CALLS_PER_CALLER: usize = 4;
 /// Longest inhibitor reason accepted, in bytes (longer ones are refused, not truncated, and
 /// not kept); [`MAX_REASON`] of it is shown.
 pub const MAX_REASON_INPUT: usize = 4096;
+
+/// Longest an authorization may take: polkit may ask the user for a password, but an answer
+/// the bus dropped must not keep a call waiting for ever.
+pub const AUTHORIZATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Longest inhibitor reason kept (a UI shows it), in bytes.
 pub const MAX_REASON: usize = 200;

@@ -95,8 +95,27 @@ impl Agent1 {
         request: Request,
     ) -> Result<(), AgentError> {
         let _call = self.calls.enter(header)?;
-        self.auth.authorize(conn, header, action).await?;
+        self.authorize(conn, header, action).await?;
         self.engine.control(request).await.map_err(AgentError::from)
+    }
+
+    /// [`Authorizer::authorize`] within [`limits::AUTHORIZATION_TIMEOUT`]: an answer the bus
+    /// dropped (its queue to this agent full) must not keep the call, and its message, for
+    /// ever.
+    async fn authorize(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        action: Action,
+    ) -> Result<(), AgentError> {
+        let limit = limits::AUTHORIZATION_TIMEOUT;
+        match tokio::time::timeout(limit, self.auth.authorize(conn, header, action)).await {
+            Ok(result) => result,
+            Err(_) => Err(AgentError::NotAuthorized(format!(
+                "authorization did not finish within {} s; try again",
+                limit.as_secs()
+            ))),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&Status) -> T) -> T {
@@ -140,7 +159,7 @@ impl Agent1 {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), AgentError> {
         let _call = self.calls.enter(&header)?;
-        self.auth.authorize(conn, &header, Action::Check).await?;
+        self.authorize(conn, &header, Action::Check).await?;
         self.engine.check_now().await.map_err(AgentError::from)
     }
 
@@ -211,7 +230,7 @@ impl Agent1 {
         let _call = self.calls.enter(&header)?;
         // Before anything that waits: an oversized message is dropped at once.
         limits::check_reason_size(reason)?;
-        self.auth.authorize(conn, &header, Action::Install).await?;
+        self.authorize(conn, &header, Action::Install).await?;
         let reason = limits::clean_reason(reason);
         let (reader, writer) = std::io::pipe()
             .map_err(|e| AgentError::Internal(format!("cannot create a pipe: {e}")))?;
@@ -297,6 +316,11 @@ impl Agent1 {
     #[zbus(property)]
     fn last_check_result(&self) -> String {
         self.with(view::last_check_result)
+    }
+
+    #[zbus(property)]
+    fn last_check_verified(&self) -> bool {
+        self.with(view::last_check_verified)
     }
 
     #[zbus(property)]
