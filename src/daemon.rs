@@ -35,6 +35,15 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "state directory {path} is not writable: {source}; the agent records every step \
+         there (is its file system mounted read-only? StateDirectory= in the unit)"
+    )]
+    StateDirNotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot connect to the system bus: {0}")]
@@ -54,6 +63,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     crate::fsutil::create_private_dir(state_dir).map_err(|source| DaemonError::StateDir {
         path: state_dir.clone(),
         source,
+    })?;
+    crate::fsutil::check_writable(state_dir).map_err(|source| {
+        DaemonError::StateDirNotWritable {
+            path: state_dir.clone(),
+            source,
+        }
     })?;
     let store = Store::open(&state_dir.join(crate::store::FILE_NAME))?;
 

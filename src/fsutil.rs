@@ -12,3 +12,15 @@ pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(path)
 }
+
+/// Whether a file can be created in the directory `path`: tried with a file of this
+/// process's own, removed again. SQLite only says "unable to open database file" when it
+/// cannot; this names the cause (a read-only file system, permissions).
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    let probe = path.join(format!(".ssu-agent-write-test.{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}

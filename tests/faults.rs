@@ -20,7 +20,13 @@ impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Tmpfs {
         fs::create_dir_all(at).unwrap();
         run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(at));
         Tmpfs(at.to_owned())
     }
@@ -79,7 +85,10 @@ fn check_now_with_a_full_store_answers_with_the_error_within_a_second() {
     let out = d.sb.ssuctl(&["check"]);
     let took = started.elapsed();
     let said = text(&out);
-    assert!(took < Duration::from_secs(1), "answered after {took:?}: {said}");
+    assert!(
+        took < Duration::from_secs(1),
+        "answered after {took:?}: {said}"
+    );
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
         said.contains("database or disk is full") && said.contains("Error.Internal"),
@@ -102,7 +111,11 @@ fn check_now_with_a_full_store_answers_with_the_error_within_a_second() {
             .contains("database or disk is full"),
         "{st:#}"
     );
-    assert_eq!(d.installs_into_b(), 0, "nothing acted on what was not recorded");
+    assert_eq!(
+        d.installs_into_b(),
+        0,
+        "nothing acted on what was not recorded"
+    );
 
     // Room again: the next check finds the update and goes on.
     disk.free();
@@ -142,7 +155,11 @@ fn ssuctl_check_exits_4_when_nothing_verified_and_3_when_the_agent_does_not_answ
     let took = started.elapsed();
     run(Command::new("kill").args(["-CONT", &agent]));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("did not answer in time"), "{}", text(&out));
+    assert!(
+        text(&out).contains("did not answer in time"),
+        "{}",
+        text(&out)
+    );
     assert!(took < Duration::from_secs(5), "{took:?}");
     let out = sb.ssuctl(&["--timeout", "0s", "status"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -183,7 +200,12 @@ fn rauc_frozen_mid_install_fails_the_install_within_its_limit_and_the_next_check
     assert_eq!(st["Components"]["rauc"], "unavailable", "{st:#}");
     let h = d.history();
     assert_eq!(h[0]["action"], "failed", "{h:#?}");
-    assert!(h[0]["detail"].as_str().unwrap().contains("RAUC stopped answering"));
+    assert!(
+        h[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("RAUC stopped answering")
+    );
     assert!(
         d.sb.agent_log().contains("RAUC stopped answering"),
         "the journal says it"
@@ -193,8 +215,7 @@ fn rauc_frozen_mid_install_fails_the_install_within_its_limit_and_the_next_check
     let rauc = d.sb.pid("rauc").unwrap().to_string();
     run(Command::new("kill").args(["-CONT", &rauc]));
     d.sb.wait_for("RAUC to be idle and heard from", WAIT, || {
-        d.sb.rauc_property("Operation") == "idle"
-            && d.status()["Components"]["rauc"] == "running"
+        d.sb.rauc_property("Operation") == "idle" && d.status()["Components"]["rauc"] == "running"
     });
     let out = d.sb.ssuctl(&["check"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -273,4 +294,42 @@ fn an_inhibit_flood_from_nobody_leaves_the_agent_s_memory_where_it_was() {
     // And the agent still serves.
     let out = sb.ssuctl(&["status"]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+// ---- a read-only state directory ---------------------------------------------------------
+
+#[test]
+fn a_read_only_state_directory_is_named_as_the_cause() {
+    let sb = Sandbox::up_with(Options {
+        agent: false,
+        rauc: false,
+        modem: false,
+        ..Options::default()
+    });
+    let state = sb.dir().join("ro-state");
+    let _disk = Tmpfs::mount(&state, "1m");
+    run(Command::new("mount").args(["-o", "remount,ro"]).arg(&state));
+    let config = sb.dir().join("etc/ro.toml");
+    fs::create_dir_all(config.parent().unwrap()).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n[device]\nmodel = \"m\"\nhardware_id = \"h\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let out = sb
+        .command(env!("CARGO_BIN_EXE_ssu-agent"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("is not writable") && said.contains("Read-only file system"),
+        "{said}"
+    );
+    assert!(!said.contains("unable to open database file"), "{said}");
 }

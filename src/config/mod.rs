@@ -447,16 +447,48 @@ pub enum ConfigError {
     },
 }
 
-/// `FILE:LINE: KEY: REASON`, leaving out a line or key that is not known.
+/// `FILE:LINE: KEY: REASON`, leaving out a line or key that is not known. Key and reason
+/// echo what the file says: shown escaped (a U+2028 or U+0085 in a key must not break the
+/// log line it lands in) and cut short (a 5 KB value need not be repeated whole).
 fn describe_invalid(path: &Path, line: usize, key: &str, reason: &str) -> String {
     let mut s = path.display().to_string();
     if line > 0 {
         s.push_str(&format!(":{line}"));
     }
     if !key.is_empty() {
-        s.push_str(&format!(": {key}"));
+        s.push_str(&format!(": {}", shown(key, MAX_SHOWN_KEY)));
     }
-    format!("{s}: {reason}")
+    format!("{s}: {}", shown(reason, MAX_SHOWN_REASON))
+}
+
+/// Longest key and reason an error message repeats, in characters.
+const MAX_SHOWN_KEY: usize = 120;
+const MAX_SHOWN_REASON: usize = 400;
+
+/// `text` with control characters, line separators and invisible formatting escaped
+/// (`\u{2028}`), cut to `max` characters (saying how much was left out).
+fn shown(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let total = text.chars().count();
+    for c in text.chars().take(max) {
+        let hidden = c.is_control()
+            || matches!(
+                c,
+                '\u{200B}'..='\u{200F}'
+                    | '\u{2028}'..='\u{202E}'
+                    | '\u{2060}'..='\u{206F}'
+                    | '\u{FEFF}'
+            );
+        match c {
+            '\n' => out.push_str("\\n"),
+            c if hidden => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    if total > max {
+        out.push_str(&format!("… ({} more characters)", total - max));
+    }
+    out
 }
 
 impl ConfigError {

@@ -329,7 +329,10 @@ pub fn properties(st: &Status) -> BTreeMap<&'static str, OwnedVariant> {
         ("Available", OwnedVariant::from(available(st))),
         ("LastCheck", OwnedVariant::from(last_check(st))),
         ("LastCheckResult", s(&last_check_result(st))),
-        ("LastCheckVerified", OwnedVariant::from(last_check_verified(st))),
+        (
+            "LastCheckVerified",
+            OwnedVariant::from(last_check_verified(st)),
+        ),
         ("Staleness", s(&staleness(st))),
         ("SupportEnd", s(&support_end(st))),
         ("SupportState", s(&support_state(st))),
