@@ -475,8 +475,8 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
         Ok(())
     }
 
-    /// 5. An unprivileged flood (issue 16): 16 concurrent `Inhibit("x" × 31 MiB)` from
-    /// nobody (`tests/data/inhibit_flood.py`), VmRSS before, at its peak, and after.
+    /// 5. An unprivileged flood (issue 16): 16 concurrent `Inhibit("x" × 31 MiB)` calls
+    ///    from nobody (`tests/data/inhibit_flood.py`); VmRSS before, at its peak, and after.
     async fn flood(&mut self) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let Some(pid) = self.agent.as_ref().map(|a| a.pid) else {

@@ -103,9 +103,11 @@ mod tests {
 
     #[test]
     fn an_installation_s_limit_grows_with_the_bundle() {
-        let mut install = InstallConfig::default();
-        install.rauc_timeout = crate::config::Dur(SignedDuration::from_mins(5));
-        install.install_time_per_gib = crate::config::Dur(SignedDuration::from_mins(20));
+        let install = InstallConfig {
+            rauc_timeout: crate::config::Dur(SignedDuration::from_mins(5)),
+            install_time_per_gib: crate::config::Dur(SignedDuration::from_mins(20)),
+            ..InstallConfig::default()
+        };
         assert_eq!(bundle_limit(&install, 0), Duration::from_secs(300));
         assert_eq!(bundle_limit(&install, 1 << 30), Duration::from_secs(1500));
         assert_eq!(bundle_limit(&install, 512 << 20), Duration::from_secs(900));
