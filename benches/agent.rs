@@ -273,6 +273,7 @@ impl Bench {
         self.start_times(&mut owners).await?;
         self.idle(&mut owners).await?;
         self.latency(&conn).await?;
+        self.flood().await?;
         if let Some(agent) = self.agent.take() {
             agent.stop().await?;
         }
@@ -471,6 +472,78 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
                 "same method, same window, on the sandbox's `rauc service`",
             );
         }
+        Ok(())
+    }
+
+    /// 5. An unprivileged flood (issue 16): 16 concurrent `Inhibit("x" × 31 MiB)` calls
+    ///    from nobody (`tests/data/inhibit_flood.py`); VmRSS before, at its peak, and after.
+    async fn flood(&mut self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(pid) = self.agent.as_ref().map(|a| a.pid) else {
+            return Ok(());
+        };
+        // nobody must reach the bus socket, as under /run/dbus.
+        fs::set_permissions(self.dir(), fs::Permissions::from_mode(0o711))?;
+        let before = Memory::of(pid)?.rss;
+        let venv = std::env::var_os("SSU_VENV").unwrap_or_else(|| "/opt/ssu-agent-venv".into());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/inhibit_flood.py");
+        let size = 31u64 << 20;
+        let mut child = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(PathBuf::from(venv).join("bin/python"))
+            .arg(&script)
+            .args(["16", &size.to_string(), "60"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
+            .current_dir("/")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("run the flood as nobody (setpriv)")?;
+        println!("  flooding: 16 × Inhibit(31 MiB) from nobody …");
+        let started = Instant::now();
+        let mut peak = before;
+        while child.try_wait()?.is_none() {
+            peak = peak.max(Memory::of(pid)?.rss);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = started.elapsed();
+        let out = child.wait_with_output()?;
+        let answers = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in answers.lines() {
+            *counts.entry(a).or_default() += 1;
+        }
+        let mut after = Vec::new();
+        for at in [1u64, 10] {
+            let since = started.elapsed().saturating_sub(took);
+            tokio::time::sleep(Duration::from_secs(at).saturating_sub(since)).await;
+            after.push(Memory::of(pid)?.rss);
+        }
+        self.report.add(
+            FOUNDATION,
+            "VmRSS under an unprivileged Inhibit flood",
+            format!(
+                "idle {}, peak {}, {} 1 s and {} 10 s after it ended; flood took {}",
+                mib(before),
+                mib(peak),
+                mib(after[0]),
+                mib(after[1]),
+                ms(took)
+            ),
+            "16 concurrent `Inhibit(\"x\" × 31 MiB)` calls, one connection each, from uid \
+             65534 (tests/data/inhibit_flood.py via setpriv); VmRSS sampled every 50 ms while \
+             it ran",
+        );
+        self.report.add(
+            FOUNDATION,
+            "answers to the flood",
+            counts
+                .iter()
+                .map(|(k, v)| format!("{v} × {}", k.rsplit('.').next().unwrap_or(k)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            "PolicyRefused: the agent refused the oversized reason before authorizing; \
+             LimitsExceeded: the bus refused to queue more for the agent",
+        );
         Ok(())
     }
 

@@ -36,6 +36,15 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "state directory {path} is not writable: {source}; the agent records every step \
+         there (is its file system mounted read-only? StateDirectory= in the unit)"
+    )]
+    StateDirNotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot connect to the system bus: {0}")]
@@ -60,6 +69,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     crate::fsutil::create_private_dir(state_dir).map_err(|source| DaemonError::StateDir {
         path: state_dir.clone(),
         source,
+    })?;
+    crate::fsutil::check_writable(state_dir).map_err(|source| {
+        DaemonError::StateDirNotWritable {
+            path: state_dir.clone(),
+            source,
+        }
     })?;
     let store = Store::open_or_recover(
         &state_dir.join(crate::store::FILE_NAME),
@@ -326,6 +341,10 @@ async fn watchdog(engine: Handle, period: Duration) {
         tokio::time::sleep(every).await;
         match tokio::time::timeout(every, engine.ping()).await {
             Ok(Ok(())) => notify(&[NotifyState::Watchdog]),
+            // The loop runs but gets nowhere: let systemd's watchdog restart the agent.
+            Ok(Err(EngineError::Stalled(why))) => {
+                tracing::error!("{why}; not pinging the watchdog");
+            }
             Ok(Err(_)) => return,
             Err(_) => tracing::warn!("engine did not answer the watchdog ping in time"),
         }

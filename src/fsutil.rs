@@ -49,6 +49,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     written
 }
 
+/// Whether a file can be created in the directory `path`: tried with a file of this
+/// process's own, removed again. SQLite only says "unable to open database file" when it
+/// cannot; this names the cause (a read-only file system, permissions).
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    let probe = path.join(format!(".ssu-agent-write-test.{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ pub mod fsutil;
 pub mod integrity;
 pub mod logging;
 pub mod manpage;
+pub mod memory;
 pub mod metadata;
 pub mod modem;
 pub mod network;

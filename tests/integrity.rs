@@ -114,7 +114,8 @@ unlock_marker = "/var/lib/bootloader/unlocked"
     /// `CheckNow` (no update source: the check itself is instant); a probe run follows it.
     fn check_now(&self) {
         let out = self.sb.ssuctl(&["check"]);
-        assert!(out.status.success(), "{out:?}");
+        // Ran, verified nothing (no source): exit 4.
+        assert_eq!(out.status.code(), Some(4), "{out:?}");
     }
 
     /// Waits until the agent shows `state` and exactly the probes in `failing` fail;

@@ -20,6 +20,7 @@ struct Args {
 
 /// Exit codes: 0 clean exit, 1 runtime failure, 2 invalid configuration or usage.
 pub fn main() -> ExitCode {
+    ssu_agent::memory::tune_allocator();
     if ssu_agent::manpage::requested() {
         return ssu_agent::manpage::print(
             <Args as clap::CommandFactory>::command(),

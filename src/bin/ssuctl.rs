@@ -18,6 +18,10 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// How long to wait for each answer of the agent (`30s`, `2m`); default 25s, for
+    /// `check` 5m.
+    #[arg(long, global = true, value_name = "DURATION")]
+    timeout: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -74,8 +78,15 @@ enum Command {
     Completions { shell: clap_complete::Shell },
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 the agent refused or failed the request; \
-2 usage error; 3 the agent is not running or the system bus is unreachable.";
+const EXIT_CODES: &str = "Exit codes: 0 success (check: metadata verified); 1 the agent \
+refused or failed the request; 2 usage error; 3 the agent is not running, did not answer in \
+time, or the system bus is unreachable; 4 check ran but could not verify update metadata.";
+
+/// How long a call waits for the agent's answer, unless `--timeout` says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
+/// The same for `check`, which answers once the check has run (metadata fetched over a
+/// possibly slow link).
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A failure with the exit code it maps to.
 struct Failure {
@@ -113,13 +124,20 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         clap_complete::generate(shell, &mut Cli::command(), "ssuctl", &mut std::io::stdout());
         return Ok(());
     }
-    let conn = zbus::Connection::system().await.map_err(|e| Failure {
-        code: 3,
-        message: format!(
-            "cannot connect to the system bus: {e}\n\
-             hint: is dbus running? DBUS_SYSTEM_BUS_ADDRESS selects another bus."
-        ),
-    })?;
+    let timeout = match &cli.timeout {
+        Some(t) => ssu_agent::config::parse_duration(t)
+            .ok()
+            .filter(|d| d.is_positive())
+            .map(|d| d.unsigned_abs())
+            .ok_or_else(|| usage(format!("--timeout {t}: expected a duration such as 30s")))?,
+        None if matches!(cli.command, Command::Check) => DEFAULT_CHECK_TIMEOUT,
+        None => DEFAULT_TIMEOUT,
+    };
+    let conn = zbus::connection::Builder::system()
+        .method_timeout(timeout)
+        .build()
+        .await
+        .map_err(bus_failure)?;
     let agent = Agent1Proxy::new(&conn).await.map_err(call_failure)?;
     let tz = TimeZone::try_system().unwrap_or(TimeZone::UTC);
     match cli.command {
@@ -138,6 +156,15 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             agent.check_now().await.map_err(call_failure)?;
             let st = status(&agent).await?;
             print_json_or(cli.json, &st, || render::check(&st, &tz));
+            if st["LastCheckVerified"] != true {
+                return Err(Failure {
+                    code: 4,
+                    message: "the check could not verify update metadata: this device cannot \
+                              tell whether it is up to date\n\
+                              hint: the result above says why; journalctl -u ssu-agent says more"
+                        .to_owned(),
+                });
+            }
         }
         Command::Install { yes } => install(&conn, &agent, yes, cli.json).await?,
         Command::Postpone { ref duration } => {
@@ -214,6 +241,16 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
 
 fn usage(message: String) -> Failure {
     Failure { code: 2, message }
+}
+
+fn bus_failure(e: zbus::Error) -> Failure {
+    Failure {
+        code: 3,
+        message: format!(
+            "cannot connect to the system bus: {e}\n\
+             hint: is dbus running? DBUS_SYSTEM_BUS_ADDRESS selects another bus."
+        ),
+    }
 }
 
 /// `ssuctl install`: confirm, ask the agent, follow its signals until installed or failed.
@@ -404,6 +441,16 @@ fn call_failure(e: zbus::Error) -> Failure {
         zbus::Error::FDO(fdo) => zbus::DBusError::name(fdo.as_ref()).to_string(),
         _ => String::new(),
     };
+    if let zbus::Error::InputOutput(io) = &e
+        && io.kind() == std::io::ErrorKind::TimedOut
+    {
+        return Failure {
+            code: 3,
+            message: "ssu-agent did not answer in time\n\
+                      hint: --timeout waits longer; journalctl -u ssu-agent shows what it does"
+                .to_owned(),
+        };
+    }
     if name.ends_with(".ServiceUnknown") || name.ends_with(".NameHasNoOwner") {
         return Failure {
             code: 3,

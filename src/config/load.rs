@@ -104,7 +104,47 @@ pub fn from_sources(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     Ok(config)
 }
 
+/// Deepest dotted key or table header accepted. The agent's own keys are at most three
+/// levels deep; the TOML parser's recursion limit would otherwise report a 200-part header
+/// without saying where it is.
+const MAX_KEY_DEPTH: usize = 16;
+
+/// The first line whose table header or key has more than [`MAX_KEY_DEPTH`] dotted parts,
+/// with that count. Dots inside quoted key parts do not count.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        let key = match line.strip_prefix('[') {
+            Some(header) => header.trim_start_matches('['),
+            None => line,
+        };
+        let mut parts = 1;
+        let mut quote = None;
+        for c in key.chars() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '.') => parts += 1,
+                (None, ']' | '=' | '#') => break,
+                _ => {}
+            }
+        }
+        if parts > MAX_KEY_DEPTH {
+            return Some((i + 1, parts));
+        }
+    }
+    None
+}
+
 fn check_one(path: &Path, text: &str) -> Result<(), ConfigError> {
+    if let Some((line, parts)) = too_deep(text) {
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            line,
+            key: String::new(),
+            reason: format!("a key of {parts} dotted parts; at most {MAX_KEY_DEPTH} are accepted"),
+        });
+    }
     let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Invalid {
         path: path.to_owned(),
         line: line_of(text, e.span()),
@@ -220,6 +260,23 @@ fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
             "download.max_attempts",
             "must be between 1 and 100".to_owned(),
         );
+    }
+    // A zero limit would fail every attempt at once (or, for a socket timeout, mean none).
+    for (key, d) in [
+        ("download.connect_timeout", c.download.connect_timeout),
+        ("download.read_timeout", c.download.read_timeout),
+        (
+            "install.health_check_timeout",
+            c.install.health_check_timeout,
+        ),
+        ("install.rauc_timeout", c.install.rauc_timeout),
+    ] {
+        if !d.0.is_positive() {
+            return err(
+                key,
+                format!("{} is not a positive duration", String::from(d)),
+            );
+        }
     }
     if c.install.reboot_command.is_empty() {
         return err("install.reboot_command", "must name a command".to_owned());

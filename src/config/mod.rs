@@ -226,6 +226,10 @@ pub struct InstallConfig {
     /// How long an installed update may wait for a reboot (`reboot-required`); then the
     /// device reboots in the next maintenance window even without `auto_reboot` or consent.
     pub reboot_deadline: Dur,
+    /// Limit for each call to RAUC, and the fixed part of an installation's limit.
+    pub rauc_timeout: Dur,
+    /// Added to an installation's limit (and to the bundle check's) per GiB of bundle.
+    pub install_time_per_gib: Dur,
 }
 
 impl Default for DownloadConfig {
@@ -252,6 +256,8 @@ impl Default for InstallConfig {
             max_postpone: Dur(SignedDuration::from_hours(7 * 24)),
             max_postpone_critical: Dur(SignedDuration::from_hours(24)),
             reboot_deadline: Dur(SignedDuration::from_hours(7 * 24)),
+            rauc_timeout: Dur(SignedDuration::from_mins(5)),
+            install_time_per_gib: Dur(SignedDuration::from_mins(20)),
         }
     }
 }
@@ -480,16 +486,48 @@ pub enum ConfigError {
     },
 }
 
-/// `FILE:LINE: KEY: REASON`, leaving out a line or key that is not known.
+/// `FILE:LINE: KEY: REASON`, leaving out a line or key that is not known. Key and reason
+/// echo what the file says: shown escaped (a U+2028 or U+0085 in a key must not break the
+/// log line it lands in) and cut short (a 5 KB value need not be repeated whole).
 fn describe_invalid(path: &Path, line: usize, key: &str, reason: &str) -> String {
     let mut s = path.display().to_string();
     if line > 0 {
         s.push_str(&format!(":{line}"));
     }
     if !key.is_empty() {
-        s.push_str(&format!(": {key}"));
+        s.push_str(&format!(": {}", shown(key, MAX_SHOWN_KEY)));
     }
-    format!("{s}: {reason}")
+    format!("{s}: {}", shown(reason, MAX_SHOWN_REASON))
+}
+
+/// Longest key and reason an error message repeats, in characters.
+const MAX_SHOWN_KEY: usize = 120;
+const MAX_SHOWN_REASON: usize = 400;
+
+/// `text` with control characters, line separators and invisible formatting escaped
+/// (`\u{2028}`), cut to `max` characters (saying how much was left out).
+fn shown(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let total = text.chars().count();
+    for c in text.chars().take(max) {
+        let hidden = c.is_control()
+            || matches!(
+                c,
+                '\u{200B}'..='\u{200F}'
+                    | '\u{2028}'..='\u{202E}'
+                    | '\u{2060}'..='\u{206F}'
+                    | '\u{FEFF}'
+            );
+        match c {
+            '\n' => out.push_str("\\n"),
+            c if hidden => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    if total > max {
+        out.push_str(&format!("… ({} more characters)", total - max));
+    }
+    out
 }
 
 impl ConfigError {

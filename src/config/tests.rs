@@ -461,3 +461,47 @@ fn identity_key_is_an_absolute_path() {
         "unknown field",
     );
 }
+
+#[test]
+fn zero_timeouts_are_refused() {
+    for (table, key) in [
+        ("download", "connect_timeout"),
+        ("download", "read_timeout"),
+        ("install", "health_check_timeout"),
+        ("install", "rauc_timeout"),
+    ] {
+        expect_invalid(
+            &format!("[{table}]\n{key} = \"0s\"\n"),
+            &format!("{table}.{key}"),
+            "0s is not a positive duration",
+        );
+    }
+    // A rate of zero added time is fine: the fixed part still bounds the wait.
+    one("[install]\ninstall_time_per_gib = \"0s\"\n").unwrap();
+}
+
+#[test]
+fn errors_echo_keys_escaped_and_long_values_cut_short() {
+    let e = one("[check]\n\"in\u{2028}ter\u{85}val\" = \"1h\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\\u{2028}") && e.contains("\\u{85}"), "{e}");
+    assert!(!e.contains('\u{2028}') && !e.contains('\u{85}'), "{e}");
+    let long = "x".repeat(5000);
+    let e = one(&format!("[check]\ninterval = \"{long}\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.len() < 1000, "{} bytes: {e}", e.len());
+    assert!(e.contains("more characters)"), "{e}");
+    assert!(e.contains(":2: check.interval"), "{e}");
+}
+
+#[test]
+fn a_deeply_dotted_header_names_its_line() {
+    let header = vec!["a"; 200].join(".");
+    let e = one(&format!("# a comment\n[{header}]\nx = 1\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("agent.toml:2"), "{e}");
+    assert!(e.len() < 1000, "{e}");
+}

@@ -7,6 +7,7 @@
 //! the contract; a test fails when the served interface and that file differ.
 
 pub mod auth;
+pub mod limits;
 pub mod reply;
 pub mod view;
 
@@ -22,6 +23,7 @@ use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Notice, Request};
 use crate::report::Reporter;
 use crate::status::Status;
 use auth::{Action, Authorizer};
+use limits::CallLimiter;
 use reply::ReportReply;
 use zbus::message::Header;
 
@@ -75,12 +77,9 @@ pub struct Agent1 {
     auth: Authorizer,
     /// Signs patch-status reports (`GetReport`).
     reporter: Arc<Reporter>,
+    /// Calls in flight per caller (see `limits.rs`).
+    calls: CallLimiter,
 }
-
-/// Most inhibitors held at once: each holds a file descriptor of this process.
-const MAX_INHIBITORS: usize = 64;
-/// Longest inhibitor reason kept (a UI shows it).
-const MAX_REASON: usize = 200;
 
 impl Agent1 {
     pub fn new(engine: Handle, auth: Authorizer, reporter: Arc<Reporter>) -> Agent1 {
@@ -90,6 +89,7 @@ impl Agent1 {
             status,
             auth,
             reporter,
+            calls: CallLimiter::default(),
         }
     }
 
@@ -101,8 +101,28 @@ impl Agent1 {
         action: Action,
         request: Request,
     ) -> Result<(), AgentError> {
-        self.auth.authorize(conn, header, action).await?;
+        let _call = self.calls.enter(header)?;
+        self.authorize(conn, header, action).await?;
         self.engine.control(request).await.map_err(AgentError::from)
+    }
+
+    /// [`Authorizer::authorize`] within [`limits::AUTHORIZATION_TIMEOUT`]: an answer the bus
+    /// dropped (its queue to this agent full) must not keep the call, and its message, for
+    /// ever.
+    async fn authorize(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        action: Action,
+    ) -> Result<(), AgentError> {
+        let limit = limits::AUTHORIZATION_TIMEOUT;
+        match tokio::time::timeout(limit, self.auth.authorize(conn, header, action)).await {
+            Ok(result) => result,
+            Err(_) => Err(AgentError::NotAuthorized(format!(
+                "authorization did not finish within {} s; try again",
+                limit.as_secs()
+            ))),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&Status) -> T) -> T {
@@ -114,16 +134,25 @@ impl Agent1 {
 impl Agent1 {
     /// Everything a hub needs in one call: every property, keyed by its name.
     #[zbus(out_args("status"))]
-    async fn get_status(&self) -> view::Dict {
-        self.with(view::properties)
+    async fn get_status(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<view::Dict, AgentError> {
+        let _call = self.calls.enter(&header)?;
+        Ok(self
+            .with(view::properties)
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
-            .collect()
+            .collect())
     }
 
     /// Applied updates and other recorded events, newest first.
     #[zbus(out_args("entries"))]
-    async fn get_history(&self) -> Result<Vec<view::Dict>, AgentError> {
+    async fn get_history(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<view::Dict>, AgentError> {
+        let _call = self.calls.enter(&header)?;
         let entries = self.engine.history(HISTORY_LIMIT).await?;
         Ok(entries.iter().map(view::history_entry).collect())
     }
@@ -157,7 +186,8 @@ impl Agent1 {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), AgentError> {
-        self.auth.authorize(conn, &header, Action::Check).await?;
+        let _call = self.calls.enter(&header)?;
+        self.authorize(conn, &header, Action::Check).await?;
         self.engine.check_now().await.map_err(AgentError::from)
     }
 
@@ -223,25 +253,13 @@ impl Agent1 {
         &self,
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
-        reason: String,
+        reason: &str,
     ) -> Result<zbus::OwnedFd, AgentError> {
-        self.auth.authorize(conn, &header, Action::Install).await?;
-        if self.with(|s| s.inhibitors.len()) >= MAX_INHIBITORS {
-            return Err(AgentError::PolicyRefused(format!(
-                "{MAX_INHIBITORS} inhibitors are held already"
-            )));
-        }
-        let mut reason: String = reason.chars().filter(|c| !c.is_control()).collect();
-        if reason.len() > MAX_REASON {
-            let mut end = MAX_REASON;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-        }
-        if reason.trim().is_empty() {
-            reason = "(no reason given)".to_owned();
-        }
+        let _call = self.calls.enter(&header)?;
+        // Before anything that waits: an oversized message is dropped at once.
+        limits::check_reason_size(reason)?;
+        self.authorize(conn, &header, Action::Install).await?;
+        let reason = limits::clean_reason(reason);
         let (reader, writer) = std::io::pipe()
             .map_err(|e| AgentError::Internal(format!("cannot create a pipe: {e}")))?;
         let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())
@@ -332,6 +350,11 @@ impl Agent1 {
     #[zbus(property)]
     fn last_check_result(&self) -> String {
         self.with(view::last_check_result)
+    }
+
+    #[zbus(property)]
+    fn last_check_verified(&self) -> bool {
+        self.with(view::last_check_verified)
     }
 
     #[zbus(property)]

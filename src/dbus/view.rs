@@ -146,6 +146,10 @@ pub fn last_check(st: &Status) -> u64 {
     secs(st.last_check.as_ref().map(|c| c.at))
 }
 
+pub fn last_check_verified(st: &Status) -> bool {
+    st.last_check.as_ref().is_some_and(|c| c.verified)
+}
+
 pub fn last_check_result(st: &Status) -> String {
     st.last_check
         .as_ref()
@@ -345,6 +349,10 @@ pub fn properties(st: &Status) -> BTreeMap<&'static str, OwnedVariant> {
         ("Available", OwnedVariant::from(available(st))),
         ("LastCheck", OwnedVariant::from(last_check(st))),
         ("LastCheckResult", s(&last_check_result(st))),
+        (
+            "LastCheckVerified",
+            OwnedVariant::from(last_check_verified(st)),
+        ),
         ("Staleness", s(&staleness(st))),
         ("SupportEnd", s(&support_end(st))),
         ("SupportState", s(&support_state(st))),

@@ -5,7 +5,7 @@
 
 use super::pending::{Pending, Phase};
 use super::ports::System;
-use super::{Clock, Engine, Finished, Internal, Notice, Ports, ROLLED_BACK_KEY};
+use super::{Clock, Engine, Finished, Internal, Notice, Ports, ROLLED_BACK_KEY, stall};
 use crate::metadata::client::Verified;
 use crate::rauc::{MarkState, Rauc};
 use crate::status::{Availability, Installed, Offer, UpdateState};
@@ -109,19 +109,43 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let rauc = self.ports.rauc.clone();
         let system = self.ports.system.clone();
         let version = p.target.meta.version.clone();
-        self.spawn(async move {
+        let install = &self.config.install;
+        let mark_limit = stall::call_limit(install);
+        // Each health check has its own limit; then one Mark.
+        let checks = u32::try_from(install.health_checks.len()).unwrap_or(u32::MAX);
+        let limit = install
+            .health_check_timeout
+            .0
+            .unsigned_abs()
+            .saturating_mul(checks)
+            .saturating_add(mark_limit);
+        let tx = self.internal_tx.clone();
+        self.spawn_within(Some(limit), async move {
             let health = if holds_target {
                 system.health_check().await
             } else {
                 Err(format!("the booted slot does not hold version {version}"))
             };
+            let mark = |state: MarkState| {
+                let rauc = rauc.clone();
+                let tx = tx.clone();
+                async move {
+                    match tokio::time::timeout(mark_limit, rauc.mark(state, "booted")).await {
+                        Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(_) => {
+                            let what = format!("Mark({state})");
+                            Err(stall::rauc_stopped_answering(&tx, &what, mark_limit, None))
+                        }
+                    }
+                }
+            };
             let outcome = match health {
-                Ok(()) => match rauc.mark(MarkState::Good, "booted").await {
-                    Ok(_) => Confirmation::Confirmed,
-                    Err(e) => Confirmation::MarkFailed(e.to_string()),
+                Ok(()) => match mark(MarkState::Good).await {
+                    Ok(()) => Confirmation::Confirmed,
+                    Err(e) => Confirmation::MarkFailed(e),
                 },
                 Err(reason) => {
-                    if let Err(e) = rauc.mark(MarkState::Bad, "booted").await {
+                    if let Err(e) = mark(MarkState::Bad).await {
                         tracing::error!("cannot mark the booted slot bad: {e}");
                     }
                     Confirmation::Rejected(reason)

@@ -32,6 +32,8 @@ const REBOOT_CONSENT_KEY: &str = "reboot_consent";
 const REBOOT_SINCE_KEY: &str = "reboot_required_since";
 /// Store key of the signed per-model metadata last verified for this device.
 pub(super) const DEVICE_META_KEY: &str = "device_meta";
+/// Most inhibitors held at once: each holds a file descriptor of this process.
+pub const MAX_INHIBITORS: usize = 64;
 
 /// A user's or host's request (each one authorized by the D-Bus service first).
 #[derive(Debug, Clone, PartialEq)]
@@ -327,15 +329,22 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
     }
 
-    /// Registers a host inhibitor; the caller releases it with [`Request::Release`].
-    pub(super) fn inhibit(&mut self, reason: String) -> u64 {
+    /// Registers a host inhibitor; the caller releases it with [`Request::Release`]. At most
+    /// [`MAX_INHIBITORS`]: checked here, where commands are handled one at a time, so
+    /// concurrent callers cannot all pass a check made against the same snapshot.
+    pub(super) fn inhibit(&mut self, reason: String) -> Result<u64, EngineError> {
+        if self.control.inhibitors.len() >= MAX_INHIBITORS {
+            return Err(EngineError::PolicyRefused(format!(
+                "{MAX_INHIBITORS} inhibitors are held already"
+            )));
+        }
         self.control.next_inhibitor += 1;
         let id = self.control.next_inhibitor;
         tracing::info!(%reason, "inhibitor taken");
         self.control.inhibitors.insert(id, reason);
         self.sync_inhibitors();
         self.reconsider();
-        id
+        Ok(id)
     }
 
     fn sync_inhibitors(&mut self) {

@@ -10,7 +10,7 @@ use super::pending::{Pending, Phase};
 use super::ports::{BundleFetcher, FetchFailure, MetadataSource, System};
 use super::{
     Clock, Engine, FLOOR_KEY, Internal, LAST_VERIFIED_KEY, LATEST_KNOWN_TIME_KEY, Notice, Ports,
-    ROLLED_BACK_KEY,
+    ROLLED_BACK_KEY, stall,
 };
 use crate::metadata::client::{MetadataError, Verified};
 use crate::metadata::schema::BundleMeta;
@@ -68,7 +68,17 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     }
 
     pub(super) fn spawn(&mut self, f: impl Future<Output = Internal> + Send + 'static) {
+        self.spawn_within(None, f);
+    }
+
+    /// [`Engine::spawn`] for a step that must end within `limit` (see `stall.rs`).
+    pub(super) fn spawn_within(
+        &mut self,
+        limit: Option<std::time::Duration>,
+        f: impl Future<Output = Internal> + Send + 'static,
+    ) {
         self.busy = true;
+        self.step_deadline = limit.map(|l| tokio::time::Instant::now() + l);
         let tx = self.internal_tx.clone();
         tokio::spawn(async move {
             let _ = tx.send(f.await);
@@ -109,6 +119,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.on_confirmation(result);
             }
             Internal::Probed(result) => self.on_probed(result),
+            Internal::RaucUnresponsive(message) => self.on_rauc_unresponsive(message),
         }
     }
 
@@ -293,7 +304,20 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     .set_state(LATEST_KNOWN_TIME_KEY, Some(&latest.to_string()))
             });
         if let Err(e) = saved {
+            // Verified, but not recorded: nothing may act on it (a download under a rollback
+            // floor that a restart would forget), and the check says so instead of keeping
+            // the previous result.
             self.store_failed("cannot record verified metadata", e);
+            let message = format!(
+                "metadata verified but could not be recorded ({}); nothing acted on",
+                self.status.last_error
+            );
+            tracing::warn!(source = %v.source, "{message}");
+            self.record_check(CheckRecord {
+                at: now,
+                verified: false,
+                message,
+            });
             return;
         }
         self.last_verified = Some(now);
@@ -560,10 +584,17 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let rauc = self.ports.rauc.clone();
         let tx = self.internal_tx.clone();
         let meta = p.target.meta.clone();
-        self.spawn(async move {
+        // Checking the bundle and installing it each read all of it (see `stall.rs`).
+        let limit = stall::bundle_limit(&self.config.install, p.target.length);
+        self.spawn_within(Some(limit * 2), async move {
             // RAUC reads the bundle's own manifest: it must say what the signed metadata says,
             // or this is not the bundle the publisher described.
-            match rauc.bundle_info(&bundle).await {
+            let Ok(checked) = tokio::time::timeout(limit, rauc.bundle_info(&bundle)).await else {
+                let what = "checking the bundle";
+                let message = stall::rauc_stopped_answering(&tx, what, limit, None);
+                return Internal::Installed(Err(message));
+            };
+            match checked {
                 Ok(info) if info.compatible == meta.compatible && info.version == meta.version => {}
                 Ok(info) => {
                     return Internal::Installed(Err(format!(
@@ -574,14 +605,18 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 }
                 Err(e) => return Internal::Installed(Err(format!("RAUC refused the bundle: {e}"))),
             }
-            let result = rauc
-                .install_and_wait(&bundle, |progress| {
-                    let pct = progress.percentage.clamp(0, 100) as u32;
-                    let _ = tx.send(Internal::Progress(pct));
-                })
-                .await
-                .map_err(|e| e.to_string());
-            Internal::Installed(result)
+            let mut last = None;
+            let install = rauc.install_and_wait(&bundle, |progress| {
+                let pct = progress.percentage.clamp(0, 100) as u32;
+                last = Some(pct);
+                let _ = tx.send(Internal::Progress(pct));
+            });
+            let Ok(result) = tokio::time::timeout(limit, install).await else {
+                let what = "the installation";
+                let message = stall::rauc_stopped_answering(&tx, what, limit, last);
+                return Internal::Installed(Err(message));
+            };
+            Internal::Installed(result.map_err(|e| e.to_string()))
         });
     }
 

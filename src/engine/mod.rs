@@ -20,6 +20,7 @@ mod lifecycle;
 pub mod pending;
 pub mod ports;
 mod refusals;
+mod stall;
 mod support;
 
 use std::collections::BTreeMap;
@@ -41,7 +42,7 @@ use crate::status::{
 };
 use crate::store::{HistoryEntry, Recovery, Store, StoreError};
 pub use cellular::SubscriptionChange;
-pub use control::{RebootPlan, Request};
+pub use control::{MAX_INHIBITORS, RebootPlan, Request};
 use pending::Pending;
 use ports::{BundleFetcher, FetchFailure, MetadataSource, System};
 
@@ -71,8 +72,11 @@ pub enum Command {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<HistoryEntry>, EngineError>>,
     },
-    /// Answered as soon as the engine gets to it: proves the loop is alive (watchdog).
-    Ping { reply: oneshot::Sender<()> },
+    /// Answered as soon as the engine gets to it: proves the loop is alive, and `Err` when
+    /// the running step outlived its limit (watchdog; see `stall.rs`).
+    Ping {
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     /// A user's or host's request ([`Request`]).
     Control {
         request: Request,
@@ -81,8 +85,23 @@ pub enum Command {
     /// Take a host inhibitor; the answer is its id for [`Request::Release`].
     Inhibit {
         reason: String,
-        reply: oneshot::Sender<u64>,
+        reply: oneshot::Sender<Result<u64, EngineError>>,
     },
+    /// Runs a closure on the store inside the engine's task: the tests make the real
+    /// database fail this way while the engine runs.
+    #[cfg(test)]
+    WithStore(StoreHook),
+}
+
+/// A closure for [`Command::WithStore`].
+#[cfg(test)]
+pub struct StoreHook(pub Box<dyn FnOnce(&Store) + Send>);
+
+#[cfg(test)]
+impl std::fmt::Debug for StoreHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreHook")
+    }
 }
 
 /// Why the engine refused or failed a command.
@@ -95,6 +114,10 @@ pub enum EngineError {
     /// The store failed; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store failed while the request was being carried out: what could not be recorded
+    /// was not acted on. The message names the write that failed and SQLite's reason.
+    #[error("{0}")]
+    StoreFailed(String),
     /// The engine has stopped (the daemon is shutting down).
     #[error("the engine has stopped")]
     Stopped,
@@ -104,6 +127,9 @@ pub enum EngineError {
     /// A rule forbids the request (e.g. a postponement beyond the bound).
     #[error("{0}")]
     PolicyRefused(String),
+    /// The engine runs, but its running step outlived its limit (watchdog).
+    #[error("{0}")]
+    Stalled(String),
 }
 
 /// Events announced as D-Bus signals.
@@ -187,11 +213,23 @@ impl Handle {
 
     /// Takes a host inhibitor; release it with [`Request::Release`] and the returned id.
     pub async fn inhibit(&self, reason: String) -> Result<u64, EngineError> {
-        self.ask(|reply| Command::Inhibit { reason, reply }).await
+        self.ask(|reply| Command::Inhibit { reason, reply }).await?
+    }
+
+    /// Runs `f` on the engine's store (tests: fault injection into the real database).
+    #[cfg(test)]
+    pub async fn with_store(&self, f: impl FnOnce(&Store) + Send + 'static) {
+        let (tx, rx) = oneshot::channel();
+        let hook = StoreHook(Box::new(move |s| {
+            f(s);
+            let _ = tx.send(());
+        }));
+        let _ = self.commands.send(Command::WithStore(hook)).await;
+        let _ = rx.await;
     }
 
     pub async fn ping(&self) -> Result<(), EngineError> {
-        self.ask(|reply| Command::Ping { reply }).await
+        self.ask(|reply| Command::Ping { reply }).await?
     }
 }
 
@@ -234,6 +272,8 @@ enum Internal {
     Progress(u32),
     Downloaded(Result<PathBuf, FetchFailure>),
     Installed(Result<(), String>),
+    /// RAUC let a limit pass (sent just before the step's own outcome; see `stall.rs`).
+    RaucUnresponsive(String),
     HealthChecked(confirm::Confirmation),
     /// An integrity probe run finished (it does not make the engine busy).
     Probed(Integrity),
@@ -262,12 +302,21 @@ pub struct Engine<C: Clock, P: Ports> {
     unjudged: Option<Verified>,
     /// A background step is running (at most one at a time).
     busy: bool,
+    /// When the running step must have ended, if it has a limit (watchdog).
+    step_deadline: Option<tokio::time::Instant>,
+    /// RAUC let a limit pass and has not been heard from since (the message).
+    rauc_stalled: Option<String>,
     /// The last attempt's outcome (`failed`, `rolled-back`), shown until a new one starts.
     outcome: Option<UpdateState>,
     /// That step is a metadata check.
     checking: bool,
-    /// `CheckNow` callers waiting for the running check to finish.
+    /// `CheckNow` callers waiting for the running check to finish. Answered by the run loop
+    /// as soon as no check runs (see [`Engine::answer_check_waiters`]), whatever path the
+    /// check ended on.
     check_waiters: Vec<oneshot::Sender<Result<(), EngineError>>>,
+    /// The first store failure while handling the current input: a command or check that
+    /// ran into it answers with it (what was not recorded was not acted on).
+    store_error: Option<String>,
     /// RAUC's view changed while a step ran; settle the pending update after it.
     rauc_changed_while_busy: bool,
     /// This process already asked for a reboot (never twice).
@@ -378,9 +427,12 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             pending,
             unjudged: None,
             busy: false,
+            step_deadline: None,
+            rauc_stalled: None,
             outcome: None,
             checking: false,
             check_waiters: Vec::new(),
+            store_error: None,
             rauc_changed_while_busy: false,
             reboot_requested: false,
             refused_seen,
@@ -419,6 +471,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.refresh_derived();
         self.publish();
         loop {
+            self.store_error = None;
             let wait = if self.busy {
                 // The running step reports back; the schedule resumes after it.
                 std::time::Duration::from_secs(24 * 3600)
@@ -454,6 +507,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 Some(event) = self.internal.recv() => self.on_internal(event),
                 Ok(()) = self.inputs.rauc.changed() => {
                     self.status.rauc = self.inputs.rauc.borrow_and_update().clone();
+                    self.on_rauc_heard();
                     self.on_rauc_changed();
                     self.start_probe();
                 }
@@ -469,6 +523,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 () = tokio::time::sleep(control_wait),
                     if !self.busy && control_deadline.is_some() => self.reconsider(),
             }
+            self.answer_check_waiters();
             self.refresh_derived();
             self.publish();
         }
@@ -499,14 +554,43 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 let _ = reply.send(result);
             }
             Command::Ping { reply } => {
-                let _ = reply.send(());
+                let _ = reply.send(self.ping());
             }
             Command::Control { request, reply } => {
-                let _ = reply.send(self.control(request));
+                let result = self.control(request);
+                let _ = reply.send(self.unless_store_failed(result));
             }
             Command::Inhibit { reason, reply } => {
                 let _ = reply.send(self.inhibit(reason));
             }
+            #[cfg(test)]
+            Command::WithStore(hook) => (hook.0)(&self.store),
+        }
+    }
+
+    /// `result`, unless a store write failed while it was produced: then that failure.
+    fn unless_store_failed<T>(&mut self, result: Result<T, EngineError>) -> Result<T, EngineError> {
+        match (result, self.store_error.take()) {
+            (Ok(_), Some(message)) => Err(EngineError::StoreFailed(message)),
+            (result, _) => result,
+        }
+    }
+
+    /// Answers every `CheckNow` caller once no check runs. Called by the run loop after every
+    /// input, so a check that ends on any path — verified, refused, failed, or stopped by a
+    /// store failure — answers its callers in the same turn: with the store's error when a
+    /// write failed, else `Ok` (the outcome itself is in `LastCheckResult`).
+    fn answer_check_waiters(&mut self) {
+        if self.checking || self.check_waiters.is_empty() {
+            return;
+        }
+        let failure = self.store_error.clone();
+        for waiter in self.check_waiters.drain(..) {
+            let answer = match &failure {
+                Some(message) => Err(EngineError::StoreFailed(message.clone())),
+                None => Ok(()),
+            };
+            let _ = waiter.send(answer);
         }
     }
 
@@ -522,6 +606,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.refresh_source();
         self.refresh_support();
         self.refresh_postponement();
+        self.refresh_rauc_availability();
     }
 
     fn publish(&self) {
@@ -545,21 +630,22 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         &self.config
     }
 
-    /// Records a store failure where a user sees it; the step that needed it stops.
+    /// Records a store failure where a user sees it; the step that needed it stops, and the
+    /// command or check being handled answers with it.
     fn store_failed(&mut self, what: &str, e: StoreError) {
         tracing::error!(error = %e, "{what}");
-        self.status.last_error = format!("{what}: {e}");
+        let message = format!("{what}: {e}");
+        self.store_error.get_or_insert_with(|| message.clone());
+        self.status.last_error = message;
         self.status.state = UpdateState::Failed;
     }
 
-    /// Records the outcome of a check and answers everyone waiting for it.
+    /// Records the outcome of a check: shown at once, stored when the store allows. Its
+    /// callers are answered by the run loop ([`Engine::answer_check_waiters`]).
     fn record_check(&mut self, record: CheckRecord) {
+        self.status.last_check = Some(record.clone());
         if let Err(e) = self.store.set_last_check(&record) {
             self.store_failed("cannot record the check", e);
-        }
-        self.status.last_check = Some(record);
-        for waiter in self.check_waiters.drain(..) {
-            let _ = waiter.send(Ok(()));
         }
     }
 }

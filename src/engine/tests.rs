@@ -123,6 +123,8 @@ struct FakeSystem {
     boot_id: Mutex<String>,
     reboots: AtomicUsize,
     health: Mutex<Result<(), String>>,
+    /// Health checks never end.
+    health_hangs: std::sync::atomic::AtomicBool,
 }
 
 impl Default for FakeSystem {
@@ -131,6 +133,7 @@ impl Default for FakeSystem {
             boot_id: Mutex::new("boot-1".into()),
             reboots: AtomicUsize::new(0),
             health: Mutex::new(Ok(())),
+            health_hangs: Default::default(),
         }
     }
 }
@@ -146,6 +149,9 @@ impl System for FakeSystem {
     }
 
     async fn health_check(&self) -> Result<(), String> {
+        if self.health_hangs.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.health.lock().unwrap().clone()
     }
 }
@@ -563,3 +569,5 @@ mod recovery;
 mod control;
 // No security fix waits forever; fleets do not move in lockstep: `timely.rs`.
 mod timely;
+// Store failures under every command: `faults.rs`.
+mod faults;

@@ -42,6 +42,8 @@ struct Inner {
     info_results: VecDeque<Result<RaucInfo, RaucError>>,
     install_results: VecDeque<Result<(), RaucError>>,
     mark_results: VecDeque<Result<(String, String), RaucError>>,
+    /// This many next installations report their progress, then never finish.
+    hung_installs: usize,
     calls: Vec<Call>,
 }
 
@@ -88,6 +90,12 @@ impl FakeRauc {
     /// The next `install()` or `install_and_wait()` returns `result` (queued).
     pub fn script_install(&self, result: Result<(), RaucError>) {
         self.lock().install_results.push_back(result);
+    }
+
+    /// The next `n` calls of `install_and_wait` report their progress steps and then hang,
+    /// like a RAUC that stopped mid-installation.
+    pub fn hang_installs(&self, n: usize) {
+        self.lock().hung_installs = n;
     }
 
     /// The next `mark()` returns `result` (queued).
@@ -166,14 +174,19 @@ impl Rauc for FakeRauc {
         bundle: &Path,
         mut on_progress: impl FnMut(Progress) + Send,
     ) -> Result<(), RaucError> {
-        let (steps, result) = {
+        let (steps, result, hang) = {
             let mut inner = self.lock();
             inner.calls.push(Call::InstallAndWait(bundle.to_owned()));
             let result = inner.install_results.pop_front().unwrap_or(Ok(()));
-            (inner.progress_steps.clone(), result)
+            let hang = inner.hung_installs > 0;
+            inner.hung_installs = inner.hung_installs.saturating_sub(1);
+            (inner.progress_steps.clone(), result, hang)
         };
         if result.is_ok() {
             steps.into_iter().for_each(&mut on_progress);
+        }
+        if hang {
+            std::future::pending::<()>().await;
         }
         result
     }

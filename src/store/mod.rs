@@ -326,6 +326,13 @@ impl Store {
         tx.commit().map_err(sql("committing a transaction"))
     }
 
+    /// Runs `sql` on the open connection. The engine's tests make the real database fail
+    /// with it while the engine runs (`PRAGMA query_only`, a lock, a damaged schema).
+    #[cfg(test)]
+    pub(crate) fn execute_batch_for_test(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.execute_batch(sql)
+    }
+
     /// Several writes as one transaction (e.g. "installed + history" when an update is
     /// confirmed): committed when `f` returns `Ok`, rolled back entirely when it returns
     /// `Err` or panics.

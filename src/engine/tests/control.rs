@@ -536,3 +536,23 @@ async fn nothing_published_for_an_overdue_device_is_shown_like_end_of_life() {
         st.support
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_inhibitors_never_exceed_the_limit() {
+    let rig = start(Setup::default());
+    let calls = (0..MAX_INHIBITORS + 6).map(|i| rig.handle.inhibit(format!("holder {i}")));
+    let answers = futures_util::future::join_all(calls).await;
+    let granted = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(granted, MAX_INHIBITORS);
+    for a in answers.iter().filter(|a| a.is_err()) {
+        assert!(
+            matches!(a, Err(EngineError::PolicyRefused(m)) if m.contains("64 inhibitors")),
+            "{a:?}"
+        );
+    }
+    assert_eq!(rig.handle.status().inhibitors.len(), MAX_INHIBITORS);
+    // A released place can be taken again.
+    rig.handle.control(Request::Release(1)).await.unwrap();
+    rig.handle.inhibit("again".into()).await.unwrap();
+    assert!(rig.handle.inhibit("one too many".into()).await.is_err());
+}
