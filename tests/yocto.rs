@@ -5,7 +5,7 @@
 //! The lint, crate-list and licence-list checks that need no bitbake are in yocto_files.rs.
 //!
 //! The first run copies the tools and parses oe-core (minutes); later runs reuse bitbake's
-//! parse cache and the downloaded crates in /var/cache/ssu-agent/yocto (scripts/yocto).
+//! parse cache and the downloaded crates in /var/cache/ssu-agent-yocto (scripts/yocto).
 
 use std::collections::HashMap;
 use std::fs;
