@@ -262,28 +262,6 @@ fn ssu_agent_depends_on_what_it_links_and_needs_at_run_time() {
     );
 }
 
-#[test]
-fn an_image_with_ssu_agent_leaves_rauc_mark_good_out() {
-    // scripts/yocto's local.conf puts ssu-agent into core-image-minimal, as an integrator would.
-    let image = bitbake_env("core-image-minimal");
-    assert!(image.words("IMAGE_INSTALL").contains(&"ssu-agent"));
-    assert!(
-        image
-            .words("BAD_RECOMMENDATIONS")
-            .contains(&"rauc-mark-good"),
-        "{}",
-        image.get("BAD_RECOMMENDATIONS")
-    );
-    // Images without the agent keep meta-rauc's default.
-    let other = bitbake_env("core-image-base");
-    assert!(!other.words("IMAGE_INSTALL").contains(&"ssu-agent"));
-    assert!(
-        !other
-            .words("BAD_RECOMMENDATIONS")
-            .contains(&"rauc-mark-good")
-    );
-}
-
 /// The source this checkout holds, as the recipe's default SRC_URI lists it.
 #[test]
 fn fetch_and_unpack_take_this_checkout_and_the_locked_crates() {
