@@ -1,0 +1,614 @@
+//! The Yocto layer yocto-layer/meta-ssu checked by bitbake itself (openembedded-core wrynose,
+//! bitbake 2.18 and meta-rauc from ../shared/third-party, run by scripts/yocto): parse, dry
+//! run, the expanded variables, fetch + unpack of this checkout, the crate-list check of a
+//! pinned source, and the recipes' own expanded do_install run against this build's binaries.
+//! The lint, crate-list and licence-list checks that need no bitbake are in yocto_files.rs.
+//!
+//! The first run copies the tools and parses oe-core (minutes); later runs reuse bitbake's
+//! parse cache and the downloaded crates in /var/cache/ssu-agent-yocto (scripts/yocto).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// scripts/yocto ARGS (bitbake as the unprivileged build user, one at a time).
+fn yocto(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(repo().join("scripts/yocto"))
+        .args(args)
+        .output()
+        .expect("run scripts/yocto")
+}
+
+/// `bitbake -e TARGET`: the raw text and its variables (`VAR="value"`, also exported ones).
+struct Env {
+    raw: String,
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    fn get(&self, var: &str) -> &str {
+        self.vars
+            .get(var)
+            .unwrap_or_else(|| panic!("bitbake -e has no {var}"))
+    }
+
+    fn words(&self, var: &str) -> Vec<&str> {
+        self.get(var).split_whitespace().collect()
+    }
+
+    /// The shell function `name() {` … `}` as bitbake expanded it.
+    fn shell_function(&self, name: &str) -> &str {
+        let start = self
+            .raw
+            .find(&format!("\n{name}() {{\n"))
+            .unwrap_or_else(|| panic!("bitbake -e has no shell function {name}"))
+            + 1;
+        let len = self.raw[start..].find("\n}\n").unwrap() + 3;
+        &self.raw[start..start + len]
+    }
+}
+
+fn bitbake_env(target: &str) -> Env {
+    let out = yocto(&["bitbake", "-e", target]);
+    assert!(out.status.success(), "bitbake -e {target}: {}", text(&out));
+    let raw = String::from_utf8(out.stdout).unwrap();
+    let mut vars = HashMap::new();
+    for line in raw.lines() {
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        if let Some((name, value)) = line.split_once("=\"")
+            && !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_:-${}.+/".contains(c))
+            && let Some(value) = value.strip_suffix('"')
+        {
+            vars.insert(name.to_owned(), value.replace("\\\"", "\""));
+        }
+    }
+    Env { raw, vars }
+}
+
+fn agent_env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| bitbake_env("ssu-agent"))
+}
+
+fn conf_env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| bitbake_env("ssu-agent-conf"))
+}
+
+#[test]
+fn bitbake_parses_the_layer_and_plans_a_build_of_ssu_agent() {
+    let out = yocto(&["bitbake", "-p"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("ERROR:"), "{log}");
+    assert!(
+        !log.contains("ssu-agent"),
+        "a warning about the layer: {log}"
+    );
+
+    // The dry run walks all ~2400 tasks (minutes): its result is kept per content of
+    // everything it depends on, and a change to any of it runs it again.
+    let build = build_dir();
+    let done = build.with_extension("dry-run").join(dry_run_key(&build));
+    if let Ok(summary) = fs::read_to_string(&done) {
+        eprintln!("bitbake -n: same layer, tools and configuration as a passed run: {summary}");
+        return;
+    }
+    let out = yocto(&["bitbake", "-n", "ssu-agent", "ssu-agent-conf"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let summary = log
+        .lines()
+        .find(|l| l.contains("Tasks Summary"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(summary.contains("all succeeded"), "{summary}");
+    fs::create_dir_all(done.parent().unwrap()).unwrap();
+    fs::write(&done, summary).unwrap();
+}
+
+fn build_dir() -> PathBuf {
+    let out = yocto(&["--path"]);
+    assert!(out.status.success(), "{}", text(&out));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// SHA-256 over the tools' copy (its name is its content key), the build configuration and
+/// every file of the layer.
+fn dry_run_key(build: &Path) -> String {
+    use aws_lc_rs::digest::{Context, SHA256};
+    let mut ctx = Context::new(&SHA256);
+    let tools = yocto(&["--tools"]);
+    ctx.update(&tools.stdout);
+    for conf in ["conf/bblayers.conf", "conf/local.conf"] {
+        ctx.update(&fs::read(build.join(conf)).unwrap());
+    }
+    let mut files = Vec::new();
+    all_files(&repo().join("yocto-layer/meta-ssu"), &mut files);
+    files.sort();
+    for f in files {
+        ctx.update(f.to_string_lossy().as_bytes());
+        ctx.update(&fs::read(&f).unwrap());
+    }
+    hex::encode(ctx.finish())
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn ssu_agent_depends_on_what_it_links_and_needs_at_run_time() {
+    let env = agent_env();
+    // rusqlite links the system SQLite (found with pkg-config).
+    let depends = env.words("DEPENDS");
+    for dep in ["sqlite3", "pkgconf-native", "rust-native"] {
+        assert!(depends.contains(&dep), "DEPENDS lacks {dep}: {depends:?}");
+    }
+    let rdepends = env.words("RDEPENDS:ssu-agent");
+    for dep in [
+        "dbus",
+        "rauc-service",
+        "ca-certificates",
+        "virtual-ssu-agent-conf",
+    ] {
+        assert!(
+            rdepends.contains(&dep),
+            "RDEPENDS lacks {dep}: {rdepends:?}"
+        );
+    }
+    // `rauc` is the command line; the D-Bus service the agent talks to is rauc-service.
+    assert!(!rdepends.contains(&"rauc"), "{rdepends:?}");
+    assert_eq!(env.words("RCONFLICTS:ssu-agent"), ["rauc-mark-good"]);
+    assert_eq!(env.get("REQUIRED_DISTRO_FEATURES"), "systemd");
+
+    // Per architecture: the machine's values live in ssu-agent-conf.
+    assert_eq!(env.get("PACKAGE_ARCH"), env.get("TUNE_PKGARCH"));
+    assert_ne!(env.get("PACKAGE_ARCH"), env.get("MACHINE_ARCH"));
+    let conf = conf_env();
+    assert_eq!(conf.get("PACKAGE_ARCH"), conf.get("MACHINE_ARCH"));
+    assert_eq!(
+        conf.words("RPROVIDES:ssu-agent-conf"),
+        ["virtual-ssu-agent-conf"]
+    );
+    assert_eq!(
+        conf.get("SSU_IMAGE_VERSION"),
+        "",
+        "no default firmware version"
+    );
+
+    assert_eq!(
+        env.words("SYSTEMD_SERVICE:ssu-agent"),
+        ["ssu-agent.service"]
+    );
+    assert_eq!(
+        env.words("CONFFILES:ssu-agent"),
+        ["/etc/ssu-agent/agent.toml"]
+    );
+    assert_eq!(
+        conf.words("CONFFILES:ssu-agent-conf"),
+        ["/etc/ssu-agent/agent.d/00-image.toml"]
+    );
+    let files = env.get("FILES:ssu-agent");
+    for f in [
+        "/usr/share/dbus-1/system.d/org.ssu.Agent1.conf",
+        "/usr/share/polkit-1/actions/org.ssu.agent.policy",
+    ] {
+        assert!(files.contains(f), "FILES lacks {f}: {files}");
+    }
+    assert!(
+        env.get("FILES:ssu-agent-repo")
+            .contains("/usr/bin/ssu-repo")
+    );
+    for var in ["HOMEPAGE", "BUGTRACKER"] {
+        let value = env.vars.get(var).map(String::as_str).unwrap_or("");
+        assert!(!value.contains("example.invalid"), "{var} = {value}");
+    }
+
+    // LICENSE is the generated list of every linked crate's licence (scripts/crate-licenses).
+    let inc = fs::read_to_string(
+        repo().join("yocto-layer/meta-ssu/recipes-core/ssu-agent/ssu-agent-licenses.inc"),
+    )
+    .unwrap();
+    let generated = inc.split("LICENSE = \"").nth(1).unwrap();
+    let generated: String = generated
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("\\\n", " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(env.words("LICENSE").join(" "), generated);
+    for lic in [
+        "MIT",
+        "Apache-2.0",
+        "ISC",
+        "BSD-3-Clause",
+        "Unicode-3.0",
+        "Zlib",
+    ] {
+        assert!(env.words("LICENSE").contains(&lic), "{lic}");
+    }
+    let chksum = env.get("LIC_FILES_CHKSUM");
+    assert!(
+        chksum.contains("file://LICENSE-MIT;md5=") && chksum.contains("file://LICENSE-APACHE;md5="),
+        "{chksum}"
+    );
+}
+
+/// The source this checkout holds, as the recipe's default SRC_URI lists it.
+#[test]
+fn fetch_and_unpack_take_this_checkout_and_the_locked_crates() {
+    let env = agent_env();
+    let src_uri = env.words("SRC_URI");
+    assert!(
+        src_uri.contains(&"file://Cargo.lock;subdir=ssu-agent-0.1.0"),
+        "{src_uri:?}"
+    );
+    assert!(
+        !src_uri.iter().any(|u| u.starts_with("git://")),
+        "{src_uri:?}"
+    );
+    assert_eq!(
+        Path::new(env.get("SSU_SRCDIR")).canonicalize().unwrap(),
+        repo().canonicalize().unwrap()
+    );
+
+    // -f: run unpack (and its crate check) again even when nothing changed.
+    let out = yocto(&["bitbake", "-f", "-c", "unpack", "ssu-agent"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = PathBuf::from(env.get("S"));
+    for f in [
+        "Cargo.lock",
+        "Cargo.toml",
+        "systemd/ssu-agent.service",
+        "LICENSE-MIT",
+    ] {
+        assert_eq!(
+            fs::read(s.join(f)).unwrap(),
+            fs::read(repo().join(f)).unwrap(),
+            "{f} differs from the checkout"
+        );
+    }
+    assert!(s.join("src/lib.rs").is_file());
+    // The crates are unpacked for cargo's --frozen build (cargo_common's vendoring directory).
+    let vendor = PathBuf::from(env.get("CARGO_VENDORING_DIRECTORY"));
+    assert!(vendor.join("zbus-6.0.0").is_dir() || fs::read_dir(&vendor).unwrap().count() > 200);
+}
+
+/// A product pins a release (README.md): SSU_SRC_URI to a git tag, SRCREV. When the layer's
+/// crate list is not that source's Cargo.lock, do_unpack stops the build.
+#[test]
+fn a_pinned_source_whose_lock_disagrees_with_the_crate_list_stops_unpack() {
+    let build = build_dir();
+    // A fixed path and a reproducible commit: the same configuration each run, so bitbake's
+    // parse cache for it is reused.
+    let fixture = build.with_extension("pin-fixture");
+    let _ = fs::remove_dir_all(&fixture);
+    let src = fixture.join("ssu-agent.git");
+    fs::create_dir_all(&src).unwrap();
+    for f in ["Cargo.toml", "README.md", "LICENSE-MIT", "LICENSE-APACHE"] {
+        fs::copy(repo().join(f), src.join(f)).unwrap();
+    }
+    // A release whose lock moved on: zbus 6 → 7.
+    let lock = fs::read_to_string(repo().join("Cargo.lock")).unwrap();
+    let drifted = lock.replacen(
+        "name = \"zbus\"\nversion = \"6.",
+        "name = \"zbus\"\nversion = \"7.",
+        1,
+    );
+    assert_ne!(drifted, lock, "fixture: zbus 6 not in Cargo.lock");
+    fs::write(src.join("Cargo.lock"), drifted).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(&src)
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "release"]);
+    git(&["tag", "v0.1.0"]);
+    let rev = git(&["rev-parse", "HEAD"]);
+    chown_to_build_user(&fixture);
+    let conf = fixture.join("pin.conf");
+    fs::write(
+        &conf,
+        format!(
+            "SSU_SRC_URI:pn-ssu-agent = \"git://{};protocol=file;branch=main;tag=v0.1.0\"\n\
+             SRCREV:pn-ssu-agent = \"{}\"\n",
+            src.display(),
+            rev.trim()
+        ),
+    )
+    .unwrap();
+
+    let conf_arg = conf.to_str().unwrap();
+    let out = yocto(&["--conf", conf_arg, "bitbake", "-c", "unpack", "ssu-agent"]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("does not match") && log.contains("zbus 7."),
+        "no clear message: {log}"
+    );
+    assert!(log.contains("scripts/crates-inc"), "{log}");
+}
+
+/// Files are created as root by the test; bitbake (ssu-yocto) must own what it clones.
+fn chown_to_build_user(path: &Path) {
+    if rustix::process::geteuid().is_root() {
+        let out = Command::new("chown")
+            .args(["-R", "ssu-yocto:"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
+/// Runs the recipe's own expanded `do_install` under `sh -e`, as bitbake's run.do_install
+/// does: with the shell functions it calls (bbfatal, bbwarn, cargo_do_install, …) as bitbake
+/// defined them, and WORKDIR moved to `workdir`.
+fn run_do_install(env: &Env, workdir: &Path, vars: &[(&str, &str)]) -> Output {
+    // Every shell function in the environment: "name() {" … "}" at the line start.
+    let mut functions: HashMap<&str, &str> = HashMap::new();
+    let mut rest = env.raw.as_str();
+    while let Some(pos) = rest.find("() {\n") {
+        let line_start = rest[..pos].rfind('\n').map_or(0, |i| i + 1);
+        let name = &rest[line_start..pos];
+        let end = rest[pos..]
+            .find("\n}\n")
+            .map_or(rest.len(), |e| pos + e + 3);
+        if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            functions.insert(name, &rest[line_start..end]);
+        }
+        rest = &rest[end..];
+    }
+    // The ones do_install reaches, as bitbake emits only those.
+    let mut needed = vec!["do_install"];
+    let mut script = String::from("set -e\n");
+    while let Some(name) = needed.pop() {
+        let body = functions[name];
+        script.push_str(body);
+        for word in body.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if functions.contains_key(word)
+                && !needed.contains(&word)
+                && !script.contains(&format!("\n{word}() {{"))
+                && !script.starts_with(&format!("{word}() {{"))
+            {
+                needed.push(word);
+            }
+        }
+    }
+    script.push_str("do_install\n");
+    let script = script.replace(env.get("WORKDIR"), workdir.to_str().unwrap());
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn do_install_for_each_combination_of_the_integrator_variables() {
+    let agent = agent_env();
+    let conf = conf_env();
+    assert!(conf.shell_function("do_install").contains("bbfatal"));
+    let tmp = tempfile::tempdir().unwrap();
+
+    // ssu-agent's do_install (cargo_do_install + the recipe's append) on this build's binaries.
+    let work = tmp.path().join("agent");
+    let rel = |var: &str, env: &Env| {
+        env.get(var)
+            .strip_prefix(env.get("WORKDIR"))
+            .unwrap_or_else(|| panic!("{var} outside WORKDIR"))
+            .trim_start_matches('/')
+            .to_owned()
+    };
+    let bins = work
+        .join(rel("B", agent))
+        .join("target")
+        .join(agent.get("CARGO_TARGET_SUBDIR"));
+    fs::create_dir_all(&bins).unwrap();
+    for (name, path) in [
+        ("ssu-agent", env!("CARGO_BIN_EXE_ssu-agent")),
+        ("ssuctl", env!("CARGO_BIN_EXE_ssuctl")),
+        ("ssu-repo", env!("CARGO_BIN_EXE_ssu-repo")),
+    ] {
+        fs::copy(path, bins.join(name)).unwrap();
+    }
+    copy_tree(repo(), &work.join(rel("S", agent)));
+    let out = run_do_install(agent, &work, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let image = work.join(rel("D", agent));
+    for f in [
+        "usr/bin/ssu-agent",
+        "usr/bin/ssuctl",
+        "usr/bin/ssu-repo",
+        "usr/lib/systemd/system/ssu-agent.service",
+        "usr/share/dbus-1/system.d/org.ssu.Agent1.conf",
+        "usr/share/dbus-1/interfaces/org.ssu.Agent1.xml",
+        "usr/share/polkit-1/actions/org.ssu.agent.policy",
+        "etc/ssu-agent/agent.toml",
+        "usr/share/man/man8/ssu-agent.8",
+        "usr/share/man/man1/ssuctl.1",
+        "usr/share/man/man1/ssu-repo.1",
+        "usr/share/doc/ssu-agent/README.md",
+    ] {
+        assert!(image.join(f).is_file(), "{f} not installed");
+    }
+    // The man pages the unit's Documentation= names are installed.
+    let unit = fs::read_to_string(image.join("usr/lib/systemd/system/ssu-agent.service")).unwrap();
+    for page in ["ssu-agent(8)", "ssuctl(1)"] {
+        assert!(unit.contains(&format!("man:{page}")), "{page}");
+    }
+
+    // ssu-agent-conf's do_install for every combination of root, server and version.
+    let root_json = "{\"signed\": {}}\n";
+    let cases: [(&str, &str, &str, Option<&str>); 8] = [
+        ("", "", "", Some("SSU_IMAGE_VERSION is not set")),
+        ("gw-root.json", "", "", Some("SSU_IMAGE_VERSION is not set")),
+        (
+            "",
+            "https://updates.example.com/gw/",
+            "",
+            Some("SSU_IMAGE_VERSION is not set"),
+        ),
+        (
+            "gw-root.json",
+            "https://updates.example.com/gw/",
+            "",
+            Some("SSU_IMAGE_VERSION is not set"),
+        ),
+        ("", "", "3.1.0", None),
+        // The combination that once wrote url = "" and exited 0.
+        (
+            "gw-root.json",
+            "",
+            "3.1.0",
+            Some("SSU_MANUFACTURER_ROOT is set but SSU_MANUFACTURER_URL is not"),
+        ),
+        (
+            "",
+            "https://updates.example.com/gw/",
+            "3.1.0",
+            Some("SSU_MANUFACTURER_URL is set but SSU_MANUFACTURER_ROOT is not"),
+        ),
+        (
+            "gw-root.json",
+            "https://updates.example.com/gw/",
+            "3.1.0",
+            None,
+        ),
+    ];
+    for (i, (root, url, version, fails_with)) in cases.into_iter().enumerate() {
+        let case = format!("root={root:?} url={url:?} version={version:?}");
+        let work = tmp.path().join(format!("conf-{i}"));
+        let unpack = work.join(rel("UNPACKDIR", conf));
+        fs::create_dir_all(&unpack).unwrap();
+        fs::write(unpack.join("gw-root.json"), root_json).unwrap();
+        let out = run_do_install(
+            conf,
+            &work,
+            &[
+                ("SSU_MANUFACTURER_ROOT", root),
+                ("SSU_MANUFACTURER_URL", url),
+                ("SSU_IMAGE_VERSION", version),
+                ("SSU_DEVICE_MODEL", "GW \"3000\""),
+                ("SSU_HARDWARE_ID", "gw3000"),
+                ("SSU_AGENT_DROPINS", ""),
+            ],
+        );
+        let log = text(&out);
+        let dropin = work
+            .join(rel("D", conf))
+            .join("etc/ssu-agent/agent.d/00-image.toml");
+        if let Some(message) = fails_with {
+            assert!(!out.status.success(), "{case}: {log}");
+            assert!(log.contains(&format!("ERROR: {message}")), "{case}: {log}");
+            assert!(!dropin.exists(), "{case}: wrote a drop-in before failing");
+            continue;
+        }
+        assert!(out.status.success(), "{case}: {log}");
+        let written = fs::read_to_string(&dropin).unwrap();
+        assert!(written.contains("version = \"3.1.0\""), "{case}: {written}");
+        assert!(
+            written.contains("model = \"GW \\\"3000\\\"\""),
+            "{case}: {written}"
+        );
+        let installed_root = work
+            .join(rel("D", conf))
+            .join("usr/share/ssu-agent/manufacturer-root.json");
+        if root.is_empty() {
+            assert!(!written.contains("[manufacturer]"), "{case}: {written}");
+            assert!(
+                log.contains("WARNING: SSU_MANUFACTURER_ROOT is not set"),
+                "{case}: {log}"
+            );
+            assert!(!installed_root.exists());
+        } else {
+            assert!(
+                written.contains("url = \"https://updates.example.com/gw/\"")
+                    && written.contains("root = \"/usr/share/ssu-agent/manufacturer-root.json\""),
+                "{case}: {written}"
+            );
+            assert_eq!(fs::read_to_string(&installed_root).unwrap(), root_json);
+        }
+        // The agent accepts the image's configuration: agent.toml plus this drop-in.
+        let etc = tmp.path().join(format!("etc-{i}"));
+        copy_tree(&image.join("etc/ssu-agent"), &etc);
+        fs::copy(&dropin, etc.join("agent.d/00-image.toml")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ssu-agent"))
+            .arg("--config")
+            .arg(etc.join("agent.toml"))
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        let log = text(&out);
+        assert!(out.status.success(), "{case}: {log}");
+        assert!(
+            log.contains("agent.d/00-image.toml") && log.contains("configuration OK"),
+            "{case}: {log}"
+        );
+    }
+}
+
+/// `cp -a` of what the recipe's default SRC_URI takes from a checkout (no target/).
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name();
+        if name == "target" || name == ".git" {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(&name));
+        } else {
+            fs::copy(&path, to.join(&name)).unwrap();
+        }
+    }
+}
