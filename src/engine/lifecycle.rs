@@ -196,19 +196,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                         self.store_failed("cannot record the check", se);
                     }
                 }
-                let message = format!("could not verify update metadata: {e}");
-                tracing::warn!("{message}");
-                // Nothing from this source can be trusted now, including an earlier offer.
-                if self.pending.is_none() {
-                    self.status.available = None;
-                }
-                self.status.last_error = message.clone();
-                self.record_check(CheckRecord {
-                    at: now,
-                    verified: false,
-                    message,
-                });
-                self.settle_state();
+                self.check_not_verified(now, format!("could not verify update metadata: {e}"));
             }
         }
     }
@@ -233,6 +221,22 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             at,
             source: time::Source::Network,
         })
+    }
+
+    /// A check whose metadata cannot be trusted: said in the journal and `LastCheckResult`,
+    /// recorded as not verified; nothing from this source stands, including an earlier offer.
+    fn check_not_verified(&mut self, now: Timestamp, message: String) {
+        tracing::warn!("{message}");
+        if self.pending.is_none() {
+            self.status.available = None;
+        }
+        self.status.last_error = message.clone();
+        self.record_check(CheckRecord {
+            at: now,
+            verified: false,
+            message,
+        });
+        self.settle_state();
     }
 
     fn judge_time(&self, now: Timestamp, v: &Verified) -> Result<Timestamp, String> {
@@ -273,17 +277,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             Ok(ratchet) => ratchet,
             Err(message) => {
                 self.checks.consecutive_failures += 1;
-                tracing::warn!("{message}");
-                if self.pending.is_none() {
-                    self.status.available = None;
-                }
-                self.status.last_error = message.clone();
-                self.record_check(CheckRecord {
-                    at: now,
-                    verified: false,
-                    message,
-                });
-                self.settle_state();
+                self.check_not_verified(now, message);
                 return;
             }
         };
