@@ -237,7 +237,17 @@ fn each_probe_passes_on_a_clean_device_and_fails_when_broken() {
     assert!(got.contains("rootfs.0 (A) is marked bad"), "{got}");
     std::fs::write(d.sb.dir().join("boot/state.A"), "good\n").unwrap();
     d.restart_rauc();
-    let findings = d.wait_for("trusted", &[]);
+    // "trusted" can come while RAUC is still starting (rauc-slot then says unknown, which
+    // does not make a device compromised): probe again until RAUC has answered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut findings = d.wait_for("trusted", &[]);
+    while !evidence(&findings, "rauc-slot").contains("boot status good")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        d.check_now();
+        findings = d.wait_for("trusted", &[]);
+    }
     assert!(
         evidence(&findings, "rauc-slot").contains("booted slot rootfs.0 (A), boot status good"),
         "{findings:#?}"
