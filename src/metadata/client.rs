@@ -64,6 +64,19 @@ pub struct BundleTarget {
     pub meta: BundleMeta,
 }
 
+/// Any target that verified, by name: its length, hash and download places (see
+/// [`fetch_target`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFile {
+    pub name: String,
+    pub length: u64,
+    pub sha256: [u8; 32],
+    /// The TUF specification's layout.
+    pub url: Url,
+    /// tough's layout, tried when `url` is not found (as for [`BundleTarget::legacy_url`]).
+    pub legacy_url: Option<Url>,
+}
+
 /// A per-model record that verified and parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceTarget {
@@ -123,6 +136,13 @@ pub enum MetadataError {
     },
     #[error("{source_name}: the targets base URL cannot hold target {name}")]
     TargetUrl { source_name: String, name: String },
+    #[error("{source_name}: target {name} refused: {reason}")]
+    TargetRefused {
+        source_name: String,
+        /// Escaped (see [`targets::escape`]).
+        name: String,
+        reason: String,
+    },
 }
 
 impl MetadataError {
@@ -164,6 +184,42 @@ pub async fn fetch(
     datastore: &Path,
     floor: &RoleVersions,
 ) -> Result<Verified, MetadataError> {
+    check(source, client, datastore, floor)
+        .await
+        .map(|(verified, _)| verified)
+}
+
+/// [`fetch`], and then the one target named `name`, looked up the way [`fetch`] resolves
+/// bundles (TUF's delegation search, the same name and URL rules): `None` when no role
+/// trusted for the name lists it. For a client that downloads a target by name rather than
+/// the agent's typed records (the TUF conformance suite's client,
+/// `examples/tuf-conformance-client.rs`).
+pub async fn fetch_target(
+    source: &Source,
+    client: &reqwest::Client,
+    datastore: &Path,
+    floor: &RoleVersions,
+    name: &str,
+) -> Result<(Verified, Option<TargetFile>), MetadataError> {
+    let (verified, repo) = check(source, client, datastore, floor).await?;
+    let consistent = repo.root().signed.consistent_snapshot;
+    let found = targets::locate(repo.targets(), source, consistent, name).map_err(|reason| {
+        MetadataError::TargetRefused {
+            source_name: source.name.clone(),
+            name: targets::escape(name),
+            reason,
+        }
+    })?;
+    Ok((verified, found))
+}
+
+/// The whole check: the verified repository, and what the agent takes from it.
+async fn check(
+    source: &Source,
+    client: &reqwest::Client,
+    datastore: &Path,
+    floor: &RoleVersions,
+) -> Result<(Verified, tough::Repository), MetadataError> {
     let shipped = std::fs::read(&source.root).map_err(|e| MetadataError::Root {
         path: source.root.clone(),
         source: e,
@@ -238,7 +294,7 @@ pub async fn fetch(
 
     let consistent = repo.root().signed.consistent_snapshot;
     let reduced = targets::reduce(repo.targets(), source, consistent);
-    Ok(Verified {
+    let verified = Verified {
         source: source.name.clone(),
         versions,
         expires,
@@ -246,7 +302,8 @@ pub async fn fetch(
         devices: reduced.devices,
         refused: reduced.refused,
         server_time: transport.server_date(),
-    })
+    };
+    Ok((verified, repo))
 }
 
 async fn load(
