@@ -238,7 +238,6 @@ async fn check(
         .with_cache(datastore.join("versioned"))
         .with_budget(source.max_metadata_bytes);
     let repo = match load(source, &start.bytes, &transport, datastore).await {
-        Ok(repo) => repo,
         Err(first) if is_datastore(&first) => {
             tracing::warn!(
                 source = %source.name,
@@ -246,14 +245,29 @@ async fn check(
                 "metadata datastore unusable; clearing it and loading again"
             );
             trust::clear_tough_files(datastore);
-            load(source, &start.bytes, &transport, datastore)
-                .await
-                .map_err(|e| verify_error(source, &e))?
+            load(source, &start.bytes, &transport, datastore).await
         }
-        Err(e) => return Err(verify_error(source, &e)),
+        other => other,
+    };
+    let repo = match repo {
+        Ok(repo) => repo,
+        Err(e) => {
+            // The roots verified before the failure are trusted from now on (see
+            // `trust::newest_chained`).
+            if let Some(root) = trust::newest_chained(&start.bytes, &transport.fetched_roots()) {
+                trust::persist_root(datastore, &shipped, &root);
+            }
+            return Err(verify_error(source, &e));
+        }
     };
 
     transport.keep_fetched();
+    // tough verified the root chain: that holds whatever the other roles turn out to be.
+    if repo.root().signed.version.get() > start.version
+        && supported_spec_version(&repo.root().signed.spec_version)
+    {
+        trust::persist_root(datastore, &shipped, repo.root());
+    }
     check_spec_versions(source, &repo)?;
 
     let keys = RoleKeys::of(repo.root());
@@ -278,9 +292,6 @@ async fn check(
             have,
             floor,
         });
-    }
-    if versions.root > start.version {
-        trust::persist_root(datastore, &shipped, repo.root());
     }
     let expires = [
         repo.root().signed.expires,
@@ -357,10 +368,11 @@ fn check_spec_versions(source: &Source, repo: &tough::Repository) -> Result<(), 
     }
 }
 
-/// `1.<minor>.<patch>`, numbers only.
-fn supported_spec_version(v: &str) -> bool {
+/// `1.<minor>.<patch>` or `1.<minor>`, numbers only. The short form is what python-tuf
+/// accepts too, and what real repositories state (sigstore's root says `1.0`).
+pub(super) fn supported_spec_version(v: &str) -> bool {
     let parts: Vec<&str> = v.split('.').collect();
-    parts.len() == 3
+    (2..=3).contains(&parts.len())
         && parts[0] == "1"
         && parts
             .iter()
@@ -470,11 +482,11 @@ mod tests {
 
     #[test]
     fn spec_versions_of_another_major_are_refused() {
-        for ok in ["1.0.0", "1.0.31", "1.10.2"] {
+        for ok in ["1.0.0", "1.0.31", "1.10.2", "1.0"] {
             assert!(supported_spec_version(ok), "{ok}");
         }
         for bad in [
-            "2.0.0", "banana", "1.0", "", "1.0.0.0", "0.9.0", "1..0", "1.0.x",
+            "2.0.0", "banana", "1", "2.0", "", "1.0.0.0", "0.9.0", "1..0", "1.0.x", "1.",
         ] {
             assert!(!supported_spec_version(bad), "{bad}");
         }
