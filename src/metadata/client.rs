@@ -492,6 +492,37 @@ mod tests {
         }
     }
 
+    /// A check that rotates root and then fails (here: no timestamp at all) still moves the
+    /// trusted root on (TUF 5.3.8); the next check starts from version 2 even when the
+    /// server then withholds `2.root.json`.
+    #[tokio::test]
+    async fn roots_verified_before_a_failure_are_kept() {
+        const V1: &[u8] = include_bytes!("../../tests/data/tuf/roots/1.root.json");
+        const V2: &[u8] = include_bytes!("../../tests/data/tuf/roots/2.root.json");
+        let dir = tempfile::tempdir().unwrap();
+        let metadata = dir.path().join("metadata");
+        std::fs::create_dir(&metadata).unwrap();
+        std::fs::write(metadata.join("2.root.json"), V2).unwrap();
+        std::fs::write(dir.path().join("shipped.json"), V1).unwrap();
+        let src = Source {
+            metadata_url: Url::from_directory_path(&metadata).unwrap(),
+            root: dir.path().join("shipped.json"),
+            ..source("file:///nonexistent/targets/")
+        };
+        let datastore = dir.path().join("tuf");
+        let client = reqwest::Client::new();
+        let err = fetch(&src, &client, &datastore, &RoleVersions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(trust::start_root(&datastore, V1).version, 2, "{err}");
+
+        std::fs::remove_file(metadata.join("2.root.json")).unwrap();
+        fetch(&src, &client, &datastore, &RoleVersions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(trust::start_root(&datastore, V1).version, 2);
+    }
+
     #[tokio::test]
     async fn a_missing_root_is_a_clear_error() {
         let client = reqwest::Client::new();
