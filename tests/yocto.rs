@@ -389,6 +389,12 @@ fn chown_to_build_user(path: &Path) {
 /// does: with the shell functions it calls (bbfatal, bbwarn, cargo_do_install, …) as bitbake
 /// defined them, and WORKDIR moved to `workdir`.
 fn run_do_install(env: &Env, workdir: &Path, vars: &[(&str, &str)]) -> Output {
+    run_function(env, "do_install", ("WORKDIR", workdir), vars)
+}
+
+/// Runs the expanded shell function `name` the same way, with the directory in variable
+/// `moved.0` moved to `moved.1`.
+fn run_function(env: &Env, name: &str, moved: (&str, &Path), vars: &[(&str, &str)]) -> Output {
     // Every shell function in the environment: "name() {" … "}" at the line start.
     let mut functions: HashMap<&str, &str> = HashMap::new();
     let mut rest = env.raw.as_str();
@@ -403,8 +409,8 @@ fn run_do_install(env: &Env, workdir: &Path, vars: &[(&str, &str)]) -> Output {
         }
         rest = &rest[end..];
     }
-    // The ones do_install reaches, as bitbake emits only those.
-    let mut needed = vec!["do_install"];
+    // The ones the function reaches, as bitbake emits only those.
+    let mut needed = vec![name];
     let mut script = String::from("set -e\n");
     while let Some(name) = needed.pop() {
         let body = functions[name];
@@ -419,8 +425,9 @@ fn run_do_install(env: &Env, workdir: &Path, vars: &[(&str, &str)]) -> Output {
             }
         }
     }
-    script.push_str("do_install\n");
-    let script = script.replace(env.get("WORKDIR"), workdir.to_str().unwrap());
+    script.push_str(name);
+    script.push('\n');
+    let script = script.replace(env.get(moved.0), moved.1.to_str().unwrap());
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(script)
@@ -610,5 +617,66 @@ fn copy_tree(from: &Path, to: &Path) {
         } else {
             fs::copy(&path, to.join(&name)).unwrap();
         }
+    }
+}
+
+/// meta-rauc's `rauc` recommends rauc-mark-good, which marks every boot good and so defeats
+/// the agent's health check and rollback: an image with `inherit ssu_image` (the layer's
+/// example image) keeps it out, and its root file system check refuses it if it got in.
+#[test]
+fn an_ssu_image_leaves_rauc_mark_good_out_and_refuses_a_root_file_system_with_it() {
+    let image = bitbake_env("ssu-image-minimal");
+    assert!(
+        image
+            .words("BAD_RECOMMENDATIONS")
+            .contains(&"rauc-mark-good"),
+        "BAD_RECOMMENDATIONS={}",
+        image.get("BAD_RECOMMENDATIONS")
+    );
+    assert!(image.words("IMAGE_INSTALL").contains(&"ssu-agent"));
+    let check = "ssu_image_refuse_mark_good";
+    assert!(
+        image.words("ROOTFS_POSTPROCESS_COMMAND").contains(&check),
+        "ROOTFS_POSTPROCESS_COMMAND={}",
+        image.get("ROOTFS_POSTPROCESS_COMMAND")
+    );
+
+    let unit_dir = image.get("systemd_system_unitdir").to_owned();
+    let init_dir = format!("{}/init.d", image.get("sysconfdir"));
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    for dir in [&unit_dir, &init_dir] {
+        fs::create_dir_all(rootfs.join(dir.trim_start_matches('/'))).unwrap();
+    }
+    // A root file system with RAUC's own service and ssu-agent's passes.
+    fs::write(
+        rootfs
+            .join(unit_dir.trim_start_matches('/'))
+            .join("rauc.service"),
+        "",
+    )
+    .unwrap();
+    fs::write(
+        rootfs
+            .join(unit_dir.trim_start_matches('/'))
+            .join("ssu-agent.service"),
+        "",
+    )
+    .unwrap();
+    let out = run_function(&image, check, ("IMAGE_ROOTFS", &rootfs), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Either form of rauc-mark-good (systemd unit, SysV script) fails the image, naming it.
+    for file in [
+        format!("{unit_dir}/rauc-mark-good.service"),
+        format!("{init_dir}/rauc-mark-good"),
+    ] {
+        let path = rootfs.join(file.trim_start_matches('/'));
+        fs::write(&path, "").unwrap();
+        let out = run_function(&image, check, ("IMAGE_ROOTFS", &rootfs), &[]);
+        let log = text(&out);
+        assert!(!out.status.success(), "{file}: {log}");
+        assert!(log.contains(&file) && log.contains("rollback"), "{log}");
+        fs::remove_file(&path).unwrap();
     }
 }
