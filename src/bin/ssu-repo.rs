@@ -51,6 +51,23 @@ enum Command {
     EnrollDevice(EnrollDeviceArgs),
     /// Verify a delivered report against its enrolled device and store it in DIR.
     AcceptReport(AcceptReportArgs),
+    /// Write a static HTML page (OUT_DIR/index.html) of each device's newest verified report.
+    Fleet(FleetArgs),
+}
+
+#[derive(Args)]
+struct FleetArgs {
+    /// The report store.
+    dir: PathBuf,
+    /// Where index.html goes (created if missing) [default: DIR].
+    #[arg(long, value_name = "OUT_DIR")]
+    out: Option<PathBuf>,
+    /// RFC 3339 time shown on the page and ages are measured to [default: now].
+    #[arg(long)]
+    generated_at: Option<Timestamp>,
+    /// Mark a device silent when its newest report is older than this (d, h, m, s).
+    #[arg(long, default_value = "2d")]
+    silent_after: String,
 }
 
 #[derive(Args)]
@@ -323,6 +340,17 @@ async fn run(command: Command) -> Result<(), String> {
             let key = ssu_agent::report::verify::parse_public_key(&a.device_key)?;
             let done = fleet::enroll(&a.dir, &key).map_err(|e| e.to_string())?;
             println!("{done}");
+        }
+        Command::Fleet(a) => {
+            let silent = ssu_agent::config::parse_duration(&a.silent_after)
+                .map_err(|e| format!("--silent-after: {e}"))?;
+            let opts = fleet::Options {
+                generated_at: a.generated_at.unwrap_or(now),
+                silent_after: silent,
+            };
+            let out = a.out.as_deref().unwrap_or(&a.dir);
+            let written = fleet::fleet(&a.dir, out, &opts).map_err(|e| e.to_string())?;
+            println!("{written}");
         }
         Command::AcceptReport(a) => {
             let bytes = read_bounded(&a.report, fleet::MAX_ENVELOPE as u64)?;
