@@ -153,7 +153,7 @@ const STYLE: &str = "\
 :root{--fg:#1b1f24;--muted:#57606a;--line:#d0d7de;--bg:#fff;--panel:#f6f8fa}\
 *{box-sizing:border-box}\
 body{margin:0;font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:var(--fg);background:var(--bg)}\
-header,main{max-width:90rem;margin:0 auto;padding:1rem 1.5rem}\
+header,main{max-width:110rem;margin:0 auto;padding:1rem 1.5rem}\
 header{border-bottom:1px solid var(--line)}\
 h1{margin:.2rem 0;font-size:1.6rem}\
 .muted,.key{color:var(--muted)}\
@@ -167,7 +167,10 @@ tr.ok td:first-child{border-left:4px solid #1a7f37}\
 .mark{display:inline-block;margin:0 .25rem .2rem 0;padding:0 .45rem;border-radius:1rem;font-size:.8rem;font-weight:600}\
 .mark.bad{background:#d1242f;color:#fff}.mark.warn{background:#fff8c5;color:#4d2d00}\
 .mark.ok{background:#dafbe1;color:#116329}\
-.v-bad{color:#a40e26;font-weight:600}.v-warn{color:#9a6700;font-weight:600}";
+.v-bad{color:#a40e26;font-weight:600}.v-warn{color:#9a6700;font-weight:600}\
+.finding{font-size:.85rem;color:var(--muted)}\
+th:nth-child(1){width:10rem}th:nth-child(2){width:9rem}th:nth-child(3){width:9rem}\
+th:nth-child(4),th:nth-child(5){width:17rem}th:nth-child(6){width:13rem}th:nth-child(8){width:9rem}";
 
 /// The whole page: devices needing attention first (worst first), then by hardware id and
 /// key id.
@@ -207,7 +210,7 @@ pub fn render(devices: &[DeviceView], opts: &Options) -> String {
          each device: {} devices, {verified} with a verified report, {needing} needing \
          attention. Each report is verified again with the device's enrolled key; what a \
          verified report says is still the device's own word (integrity is self-reported).</p>",
-        opts.generated_at,
+        Timestamp::from_second(opts.generated_at.as_second()).unwrap_or(opts.generated_at),
         devices.len()
     );
     h.push_str("</header>\n<main>\n");
@@ -379,18 +382,20 @@ fn verified_cells(h: &mut String, d: &DeviceView, r: &Value, opts: &Options) {
         text(state)
     );
     for s in slots(r) {
-        let bad = s["boot_status"] == "bad";
+        let class = if s["boot_status"] == "bad" {
+            "v-bad"
+        } else {
+            "muted"
+        };
+        let bundle = match &s["bundle_version"] {
+            Value::String(v) if v.is_empty() => String::new(),
+            v => format!(", bundle {}", text(v)),
+        };
         let _ = write!(
             h,
-            "<div{}>{} {}: {}, {}</div>",
-            if bad {
-                " class=\"v-bad\""
-            } else {
-                " class=\"muted\""
-            },
+            "<div class=\"{class}\">slot {} {}{bundle}, {}</div>",
             text(&s["bootname"]),
             text(&s["state"]),
-            text(&s["bundle_version"]),
             text(&s["boot_status"])
         );
     }
@@ -423,7 +428,7 @@ fn verified_cells(h: &mut String, d: &DeviceView, r: &Value, opts: &Options) {
     for f in failing.iter().take(MAX_FINDINGS) {
         let _ = write!(
             h,
-            "<div>{} {}: {}</div>",
+            "<div class=\"finding\">{} {}: {}</div>",
             text(&f["probe"]),
             text(&f["outcome"]),
             text(&f["evidence"])
@@ -435,8 +440,12 @@ fn verified_cells(h: &mut String, d: &DeviceView, r: &Value, opts: &Options) {
     let support = &r["support"];
     let _ = write!(
         h,
-        "</td><td class=\"support\"><div>{}</div><div class=\"muted\">until {}</div></td>",
+        "</td><td class=\"support\"><div>{}</div><div class=\"muted\">{}</div></td>",
         text(&support["state"]),
-        text(&support["end"])
+        if support["end"].is_null() {
+            "no end date known".to_owned()
+        } else {
+            format!("until {}", text(&support["end"]))
+        }
     );
 }

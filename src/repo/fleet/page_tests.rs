@@ -148,11 +148,11 @@ fn stale_unverified_rolled_back_compromised_and_ended_devices_are_marked() {
     }
     let html = page(hub.path());
     assert!(
-        html.contains("<div>setuid fail: /usr/bin/su</div>"),
+        html.contains("<div class=\"finding\">setuid fail: /usr/bin/su</div>"),
         "{html}"
     );
     assert!(
-        html.contains("<div class=\"v-bad\">B inactive: 1.0.2, bad</div>"),
+        html.contains("<div class=\"v-bad\">slot B inactive, bundle 1.0.2, bad</div>"),
         "{html}"
     );
     assert!(html.contains("last verified never"), "{html}");
