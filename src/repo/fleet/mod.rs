@@ -46,6 +46,15 @@ impl fmt::Display for FleetPage {
 /// Renders the store `dir` into `out_dir/index.html` (replaced atomically, so a web server
 /// serving `out_dir` never sends half a page).
 pub fn fleet(dir: &Path, out_dir: &Path, opts: &Options) -> Result<FleetPage, StoreError> {
+    // A mistyped DIR should not give an empty page that looks like a fleet without devices.
+    if !dir.is_dir() {
+        return Err(StoreError {
+            path: dir.to_owned(),
+            reason: "no such directory (a report store is made by enroll-device or \
+                     accept-report)"
+                .into(),
+        });
+    }
     let devices = view::load(dir)?;
     let html = page::render(&devices, opts);
     std::fs::create_dir_all(out_dir).map_err(|e| StoreError {

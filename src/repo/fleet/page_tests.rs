@@ -341,4 +341,6 @@ fn fleet_writes_the_page_atomically_and_counts() {
             .unwrap()
             .contains("No device is enrolled")
     );
+    let e = fleet(&empty.path().join("typo"), empty.path(), &opts()).unwrap_err();
+    assert!(e.to_string().contains("no such directory"), "{e}");
 }
