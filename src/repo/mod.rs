@@ -12,6 +12,8 @@
 //! - [`device`]: a per-model record as `devices/<hardware-id>.json`;
 //! - [`approve`]: (operator) list a manufacturer's target with identical length and hashes;
 //! - [`refresh`]: new snapshot and timestamp;
+//! - [`keygen`], [`rotate`], [`sign_root`], [`import_root`]: the key lifecycle (rotations,
+//!   thresholds, renewing root, the offline root key; see [`lifecycle`]);
 //! - [`verify`]: load `public/` as a device would and check every target;
 //! - [`bulletin`]: a static HTML security bulletin from the verified metadata.
 //!
@@ -25,6 +27,8 @@ mod error;
 mod expiry;
 mod keys;
 pub mod layout;
+mod lifecycle;
+mod rotate;
 mod settings;
 mod tuf;
 mod verify;
@@ -44,9 +48,13 @@ pub use error::RepoError;
 pub use expiry::Expiry;
 pub use keys::KEY_TYPE;
 pub use layout::Layout;
+pub use lifecycle::{Done, RotateOptions, import_root, keygen, rotate, sign_root};
 pub use settings::{Expiries, RepoRole, Settings};
 pub use tuf::Refreshed;
-pub use verify::{Described, RoleStatus, TargetStatus, VerifyReport, describe, verify};
+pub use verify::{
+    Described, RoleStatus, TargetStatus, VerifyReport, WarnWindows, describe, expiry_warnings,
+    verify,
+};
 
 use crate::metadata::schema::{BundleMeta, CUSTOM_KEY, DeviceMeta};
 use layout::RepoLock;
@@ -476,6 +484,9 @@ pub async fn approve(
 pub struct RefreshOptions {
     pub snapshot_expires: Option<Expiry>,
     pub timestamp_expires: Option<Expiry>,
+    /// Test fixtures only: the timestamp's version instead of the next one (e.g. 2^64−1, the
+    /// fast-forward an attacker with the timestamp key can sign).
+    pub timestamp_version: Option<std::num::NonZeroU64>,
 }
 
 impl fmt::Display for Refreshed {
@@ -509,5 +520,11 @@ pub async fn refresh(
         .as_ref()
         .unwrap_or(&e.timestamp)
         .from(now)?;
-    tuf::refresh(&open.layout, &open.repo, snapshot, timestamp).await
+    tuf::refresh(
+        &open.layout,
+        &open.repo,
+        (snapshot, timestamp),
+        opts.timestamp_version,
+    )
+    .await
 }
