@@ -332,7 +332,7 @@ mod tests {
         assert_eq!((new.version.get(), new.expires), (2, expires));
         assert_eq!(
             (new.keys.clone(), new.roles.clone()),
-            (old.keys.clone(), old.roles)
+            (old.keys.clone(), old.roles.clone())
         );
         assert!(changed_roles(&old, &new).is_empty());
     }
@@ -394,5 +394,79 @@ mod tests {
         )
         .unwrap();
         assert_eq!(changed_roles(&old, &new), [RoleType::Targets]);
+    }
+
+    /// A key whose private half is in a file (what `add_signatures` signs with).
+    fn key_file(dir: &std::path::Path, name: &str) -> (Key, Box<dyn KeySource>) {
+        let (pkcs8, key) = new_key().unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, pkcs8).unwrap();
+        let source = Box::new(tough::key_source::LocalKeySource { path });
+        (key, source)
+    }
+
+    #[tokio::test]
+    async fn the_next_root_needs_the_old_and_the_new_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old_key, old_source) = key_file(dir.path(), "old");
+        let (new_key_, new_source) = key_file(dir.path(), "new");
+        let mut v1 = root();
+        let old_id = old_key.key_id().unwrap();
+        v1.keys.insert(old_id.clone(), old_key);
+        v1.roles.get_mut(&RoleType::Root).unwrap().keyids = vec![old_id];
+        let mut current = Signed {
+            signed: v1.clone(),
+            signatures: Vec::new(),
+        };
+        add_signatures(&mut current, std::slice::from_ref(&old_source))
+            .await
+            .unwrap();
+        let now: Timestamp = "2029-01-01T00:00:00Z".parse().unwrap();
+        let change = Change::Keys {
+            role: RoleType::Root,
+            keys: vec![new_key_],
+            threshold: NonZeroU64::MIN,
+        };
+        let next = next_root(&v1, &change, "2030-06-01T00:00:00Z".parse().unwrap()).unwrap();
+        async fn sign(next: &Root, sources: &[&Box<dyn KeySource>]) -> Signed<Root> {
+            let mut s = Signed {
+                signed: next.clone(),
+                signatures: Vec::new(),
+            };
+            for src in sources {
+                add_signatures(&mut s, std::slice::from_ref(*src))
+                    .await
+                    .unwrap();
+            }
+            s
+        }
+
+        let both = sign(&next, &[&old_source, &new_source]).await;
+        assert_eq!(root_signatures(&v1, &both), (1, 1));
+        assert_eq!(root_signatures(&both.signed, &both), (1, 1));
+        check_next(&current, &both, now).unwrap();
+
+        let only_new = sign(&next, &[&new_source]).await;
+        let err = check_next(&current, &only_new, now)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signed by 0 of root v1's root keys"), "{err}");
+        let only_old = sign(&next, &[&old_source]).await;
+        let err = check_next(&current, &only_old, now)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signed by 0 of its own root keys"), "{err}");
+
+        // The same key signing twice counts once.
+        let mut twice = only_new.clone();
+        twice.signatures.push(twice.signatures[0].clone());
+        assert_eq!(root_signatures(&twice.signed, &twice), (1, 1));
+
+        let err = check_next(&current, &both, "2031-01-01T00:00:00Z".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expired"), "{err}");
+        let err = check_next(&both, &both, now).unwrap_err().to_string();
+        assert!(err.contains("only v3 can follow"), "{err}");
     }
 }
