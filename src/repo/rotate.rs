@@ -397,12 +397,25 @@ mod tests {
     }
 
     /// A key whose private half is in a file (what `add_signatures` signs with).
-    fn key_file(dir: &std::path::Path, name: &str) -> (Key, Box<dyn KeySource>) {
+    fn key_file(dir: &std::path::Path, name: &str) -> (Key, std::path::PathBuf) {
         let (pkcs8, key) = new_key().unwrap();
         let path = dir.join(name);
         std::fs::write(&path, pkcs8).unwrap();
-        let source = Box::new(tough::key_source::LocalKeySource { path });
-        (key, source)
+        (key, path)
+    }
+
+    async fn sign(next: &Root, paths: &[&std::path::PathBuf]) -> Signed<Root> {
+        let mut s = Signed {
+            signed: next.clone(),
+            signatures: Vec::new(),
+        };
+        for path in paths {
+            let source: Box<dyn KeySource> = Box::new(tough::key_source::LocalKeySource {
+                path: (*path).clone(),
+            });
+            add_signatures(&mut s, &[source]).await.unwrap();
+        }
+        s
     }
 
     #[tokio::test]
@@ -414,13 +427,7 @@ mod tests {
         let old_id = old_key.key_id().unwrap();
         v1.keys.insert(old_id.clone(), old_key);
         v1.roles.get_mut(&RoleType::Root).unwrap().keyids = vec![old_id];
-        let mut current = Signed {
-            signed: v1.clone(),
-            signatures: Vec::new(),
-        };
-        add_signatures(&mut current, std::slice::from_ref(&old_source))
-            .await
-            .unwrap();
+        let current = sign(&v1, &[&old_source]).await;
         let now: Timestamp = "2029-01-01T00:00:00Z".parse().unwrap();
         let change = Change::Keys {
             role: RoleType::Root,
@@ -428,19 +435,6 @@ mod tests {
             threshold: NonZeroU64::MIN,
         };
         let next = next_root(&v1, &change, "2030-06-01T00:00:00Z".parse().unwrap()).unwrap();
-        async fn sign(next: &Root, sources: &[&Box<dyn KeySource>]) -> Signed<Root> {
-            let mut s = Signed {
-                signed: next.clone(),
-                signatures: Vec::new(),
-            };
-            for src in sources {
-                add_signatures(&mut s, std::slice::from_ref(*src))
-                    .await
-                    .unwrap();
-            }
-            s
-        }
-
         let both = sign(&next, &[&old_source, &new_source]).await;
         assert_eq!(root_signatures(&v1, &both), (1, 1));
         assert_eq!(root_signatures(&both.signed, &both), (1, 1));
