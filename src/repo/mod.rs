@@ -1,8 +1,8 @@
 //! `ssu-repo`: the publisher for the manufacturer's and the operators' update servers.
 //!
 //! A repository is a directory (see [`layout`] for the files) holding signing keys, a
-//! `repo.toml`, and `public/`: a TUF repository (consistent snapshots, one Ed25519 key per
-//! role) that any static web server can serve. Targets carry the FS.25 fields of
+//! `repo.toml`, and `public/`: a TUF repository (consistent snapshots, Ed25519 keys, any
+//! threshold) that any static web server can serve. Targets carry the FS.25 fields of
 //! [`crate::metadata::schema`] under `custom.ssu`; every write goes through the same
 //! validation the device applies, so the publisher cannot publish what devices refuse.
 //!
