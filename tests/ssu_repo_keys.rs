@@ -399,6 +399,38 @@ fn an_offline_root_is_prepared_signed_elsewhere_and_imported() {
     fs::write(&next3, serde_json::to_vec(&root).unwrap()).unwrap();
     let err = refused(repo, &["import-root", &dir, &next3]);
     assert!(err.contains("signed by 0 of root v2's root keys"), "{err}");
+    fs::remove_file(&next3).unwrap();
+
+    // A targets key rotation prepared with the public key only: importing needs the private
+    // key (given with --key, stored into keys/), and re-signs targets under the new root.
+    let targets = w.keygen(&["targets-2.pk8"]).remove(0);
+    let public = format!("{targets}.pub");
+    ok(&[
+        "rotate",
+        &dir,
+        "targets",
+        "--key",
+        &public,
+        "--prepare",
+        &next3,
+    ]);
+    ok(&["sign-root", &next3, "--key", &offline]);
+    let err = refused(repo, &["import-root", &dir, &next3]);
+    assert!(err.contains("the targets key is needed here"), "{err}");
+    let err = refused(repo, &["import-root", &dir, &next3, "--key", &stranger]);
+    assert!(
+        err.contains("is not a targets, snapshot or timestamp key of root v3"),
+        "{err}"
+    );
+    let out = ok(&["import-root", &dir, &next3, "--key", &targets]);
+    assert!(
+        out.contains("signed targets v2, snapshot v2, timestamp v2"),
+        "{out}"
+    );
+    assert!(out.contains("retired"), "{out}");
+    assert!(!repo.join("keys/targets.pk8").exists());
+    assert!(publish_model(&dir, "2030-01-15").status.success());
+    ok(&["verify", &dir]);
 }
 
 #[test]
