@@ -14,6 +14,8 @@
 //! answer and our read, and `/proc` may be mounted `hidepid`. The allowlist names accounts
 //! and groups as the administrator configured them, which is what the database says.
 //! (NSS sources such as LDAP are not consulted; embedded images keep accounts in files.)
+//!
+//! Each refusal is a WARN in the journal, bounded per caller ([`super::refusals`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use zbus::message::Header;
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
 use super::AgentError;
+use super::refusals::Refusals;
 use crate::activation::{self, ActivationError, Started};
 use crate::config::AuthorizationConfig;
 
@@ -56,6 +59,8 @@ pub struct Authorizer {
     config: AuthorizationConfig,
     passwd: PathBuf,
     group: PathBuf,
+    /// Which refusals make it to the journal.
+    refusals: Refusals,
 }
 
 impl Authorizer {
@@ -64,6 +69,7 @@ impl Authorizer {
             config,
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
+            refusals: Refusals::default(),
         }
     }
 
@@ -117,15 +123,18 @@ impl Authorizer {
             tracing::info!(uid, action = action.id(), "allowed by the allowlist");
             Ok(())
         } else {
-            let caller = Caller::ask(&dbus, &sender).await;
-            tracing::warn!(
-                uid,
-                pid = caller.pid,
-                process = caller.process.as_deref(),
-                sender = %sender,
-                action = action.id(),
-                "refused: not in the allowlist"
-            );
+            let what = format!("{}: not in the allowlist", action.id());
+            if self.refusals.note(Some(uid), &what) {
+                let caller = Caller::ask(&dbus, &sender).await;
+                tracing::warn!(
+                    uid,
+                    pid = caller.pid,
+                    process = caller.process.as_deref(),
+                    sender = %sender,
+                    action = action.id(),
+                    "refused: not in the allowlist"
+                );
+            }
             Err(AgentError::NotAuthorized(format!(
                 "user {} may not do {}: not in [authorization] allow_users/allow_groups; run \
                  as an allowed user or ask your administrator",
@@ -165,14 +174,17 @@ impl Authorizer {
                 (Some(sender), Ok(dbus)) => Caller::ask(&dbus, &sender.to_owned()).await,
                 _ => Caller::default(),
             };
-            tracing::warn!(
-                uid = caller.uid,
-                pid = caller.pid,
-                process = caller.process.as_deref(),
-                sender = %header.sender().map(|s| s.as_str()).unwrap_or(""),
-                action = action.id(),
-                "refused by polkit"
-            );
+            let what = format!("{}: refused by polkit", action.id());
+            if self.refusals.note(caller.uid, &what) {
+                tracing::warn!(
+                    uid = caller.uid,
+                    pid = caller.pid,
+                    process = caller.process.as_deref(),
+                    sender = %header.sender().map(|s| s.as_str()).unwrap_or(""),
+                    action = action.id(),
+                    "refused by polkit"
+                );
+            }
             Err(AgentError::NotAuthorized(format!(
                 "polkit refused {}; run as root or ask your administrator for the permission",
                 action.id()

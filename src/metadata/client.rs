@@ -123,6 +123,19 @@ pub enum MetadataError {
     },
     #[error("{source_name}: the targets base URL cannot hold target {name}")]
     TargetUrl { source_name: String, name: String },
+    /// The device's own storage failed while keeping the metadata cache (a full disk, a
+    /// read-only file system): nothing is known about the repository, for or against it.
+    #[error(
+        "{source_name}: cannot keep update metadata in {}: {source}; {}",
+        path.display(),
+        crate::fsutil::storage_advice(source)
+    )]
+    Storage {
+        source_name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl MetadataError {
@@ -134,6 +147,12 @@ impl MetadataError {
                 ..
             }
         )
+    }
+
+    /// The device's storage failed, not the repository: no reason to distrust what verified
+    /// before, and never a refusal of an update.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, MetadataError::Storage { .. })
     }
 }
 
@@ -168,13 +187,10 @@ pub async fn fetch(
         path: source.root.clone(),
         source: e,
     })?;
-    crate::fsutil::create_private_dir(datastore).map_err(|e| MetadataError::Verify {
+    crate::fsutil::create_private_dir(datastore).map_err(|e| MetadataError::Storage {
         source_name: source.name.clone(),
-        message: format!(
-            "cannot create the metadata cache {}: {e}",
-            datastore.display()
-        ),
-        retryable: false,
+        path: datastore.to_owned(),
+        source: e,
     })?;
     let start = trust::start_root(datastore, &shipped);
     // Verified versioned metadata, so unchanged snapshot and targets are not fetched again.
@@ -192,9 +208,9 @@ pub async fn fetch(
             trust::clear_tough_files(datastore);
             load(source, &start.bytes, &transport, datastore)
                 .await
-                .map_err(|e| verify_error(source, &e))?
+                .map_err(|e| classify(source, datastore, e))?
         }
-        Err(e) => return Err(verify_error(source, &e)),
+        Err(e) => return Err(classify(source, datastore, e)),
     };
 
     transport.keep_fetched();
@@ -324,6 +340,25 @@ fn is_datastore(e: &tough::error::Error) -> bool {
     )
 }
 
+/// A failure of the device's storage under tough's datastore (reading, writing or removing
+/// its files: a full disk, a read-only file system) is [`MetadataError::Storage`]; anything
+/// else is the repository's ([`verify_error`]).
+fn classify(source: &Source, datastore: &Path, e: tough::error::Error) -> MetadataError {
+    use tough::error::Error as E;
+    let (path, io) = match e {
+        E::DatastoreCreate { path, source, .. }
+        | E::DatastoreOpen { path, source, .. }
+        | E::DatastoreRemove { path, source, .. } => (path, source),
+        E::DatastoreInit { source, .. } => (datastore.to_owned(), source),
+        other => return verify_error(source, &other),
+    };
+    MetadataError::Storage {
+        source_name: source.name.clone(),
+        path,
+        source: io,
+    }
+}
+
 /// Transport failures are worth retrying later, unless what failed was the bytes: a hash or
 /// length that does not match signed metadata, or more bytes than the agent accepts, say
 /// the repository is bad, and "up to date" must not be claimed on their account.
@@ -439,5 +474,28 @@ mod tests {
                 .contains("cannot read the trusted root /nonexistent"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_cannot_be_written_is_the_device_s_storage_not_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("1.root.json");
+        std::fs::write(&root, b"{}").unwrap();
+        let mut s = source("https://x.example/targets/");
+        s.root = root.clone();
+        // Under a regular file, no directory can be created (ENOTDIR), as on a broken disk.
+        let err = fetch(
+            &s,
+            &reqwest::Client::new(),
+            &root.join("tuf"),
+            &RoleVersions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_storage(), "{err:?}");
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("cannot keep update metadata in"), "{text}");
+        assert!(!text.contains("did not verify"), "{text}");
     }
 }
