@@ -191,6 +191,86 @@ fn introspection_matches_the_shipped_xml() {
         describe_interface(&shipped),
         "the served interface differs from dbus/org.ssu.Agent1.xml"
     );
+    // The standard Properties interface (the agent's own, see src/dbus/properties.rs) is
+    // described as the specification has it.
+    let node = zbus_xml::Node::try_from(served).unwrap();
+    let props = node
+        .interfaces()
+        .iter()
+        .find(|i| i.name().as_str() == "org.freedesktop.DBus.Properties")
+        .expect("Properties is described");
+    let mut members: Vec<String> = props
+        .methods()
+        .map(|m| m.name().to_string())
+        .collect();
+    members.extend(props.signals().map(|s| s.name().to_string()));
+    members.sort();
+    assert_eq!(members, ["Get", "GetAll", "PropertiesChanged", "Set"]);
+}
+
+/// `org.freedesktop.DBus.Properties` through gdbus; returns (success, text).
+fn properties_call(sb: &Sandbox, method: &str, args: &[&str]) -> (bool, String) {
+    let out = sb
+        .command("gdbus")
+        .args([
+            "call",
+            "--system",
+            "--dest",
+            "org.ssu.Agent1",
+            "--object-path",
+            "/org/ssu/Agent1",
+            "--method",
+            &format!("org.freedesktop.DBus.Properties.{method}"),
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn setting_a_property_answers_property_read_only_and_reads_still_work() {
+    let sb = Sandbox::up_with(Options {
+        rauc: false,
+        modem: false,
+        ..Options::default()
+    });
+    let (ok, text) = properties_call(&sb, "Set", &["org.ssu.Agent1", "AutoInstall", "<false>"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("org.freedesktop.DBus.Error.PropertyReadOnly")
+            && text.contains("'AutoInstall' is read-only"),
+        "{text}"
+    );
+    // Nothing changed.
+    assert_eq!(get_property(&sb, "AutoInstall"), "true");
+    let (ok, text) = properties_call(&sb, "Set", &["org.ssu.Agent1", "NoSuchThing", "<1>"]);
+    assert!(
+        !ok && text.contains("org.freedesktop.DBus.Error.UnknownProperty"),
+        "{text}"
+    );
+    let (ok, text) = properties_call(&sb, "Set", &["org.example.Nope", "AutoInstall", "<false>"]);
+    assert!(
+        !ok && text.contains("org.freedesktop.DBus.Error.UnknownInterface"),
+        "{text}"
+    );
+
+    // Get and GetAll answer as before.
+    let (ok, text) = properties_call(&sb, "Get", &["org.ssu.Agent1", "Model"]);
+    assert!(ok && text.contains("'Sandbox Gateway'"), "{text}");
+    let (ok, text) = properties_call(&sb, "Get", &["org.ssu.Agent1", "NoSuchThing"]);
+    assert!(
+        !ok && text.contains("org.freedesktop.DBus.Error.UnknownProperty"),
+        "{text}"
+    );
+    let (ok, text) = properties_call(&sb, "GetAll", &["org.ssu.Agent1"]);
+    assert!(
+        ok && text.contains("'SecurityPatchLevel': <'2026-09-01'>"),
+        "{text}"
+    );
+    let (ok, text) = properties_call(&sb, "GetAll", &["org.freedesktop.DBus.Peer"]);
+    assert!(ok && text.contains("(@a{sv} {},)"), "{text}");
 }
 
 /// The parts of `org.ssu.Agent1` that form the contract: members, argument names, types,

@@ -3,7 +3,8 @@
 //! agent itself, which the bus delivers whatever the agent's match rules say. The agent must
 //! believe only the current owner of each service's name (`buswatch::OwnedSignals`).
 //!
-//! The spoofer is `gdbus emit` run through `setpriv` as nobody (uid/gid 65534, no groups).
+//! The spoofer is `gdbus emit` (or dbus-python) run through `setpriv` as nobody (uid/gid 65534,
+//! no groups). A forged polkit *reply* is the last test: dbus-daemon refuses it.
 
 mod common;
 
@@ -275,4 +276,152 @@ fn a_spoofed_metered_link_defers_nothing() {
     let st = d.wait_state("reboot-required");
     assert_eq!(st["Available"]["version"], "1.0.1", "{st:#}");
     assert_eq!(d.installs_into_b(), 1);
+}
+
+/// As nobody: a method return addressed to the agent, answering its call number `serial`
+/// with polkit's "authorized" (`(bba{ss})` = (true, false, {})), as if polkit had sent it.
+fn spoof_polkit_reply(sb: &Sandbox, serial: u32) -> std::process::Output {
+    // GDBus: dbus-python 1.3's Message.set_reply_serial smashes its own stack.
+    const SPOOFER: &str = r#"
+import sys
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib
+bus = Gio.bus_get_sync(Gio.BusType.SYSTEM, None)
+agent = bus.call_sync("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                      "GetNameOwner", GLib.Variant("(s)", ("org.ssu.Agent1",)),
+                      GLib.VariantType("(s)"), Gio.DBusCallFlags.NONE, -1, None).unpack()[0]
+reply = Gio.DBusMessage.new()
+reply.set_message_type(Gio.DBusMessageType.METHOD_RETURN)
+reply.set_destination(agent)
+reply.set_reply_serial(int(sys.argv[1]))
+reply.set_body(GLib.Variant("((bba{ss}))", ((True, False, {}),)))
+bus.send_message(reply, Gio.DBusSendMessageFlags.NONE)
+bus.flush_sync(None)
+print(bus.get_unique_name())
+"#;
+    sb.command("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+        ])
+        .arg(common::venv_python())
+        .args(["-c", SPOOFER, &serial.to_string()])
+        .current_dir("/")
+        .output()
+        .expect("run the spoofer")
+}
+
+/// The agent acts on no logind or polkit *signal* (it takes no inhibitor locks and follows no
+/// `PrepareForShutdown`); polkit is asked with a method call, and only its reply counts. A
+/// reply is routed by its reply serial, which another user can read off the wire's order; what
+/// stops a forged one is dbus-daemon: the system bus policy lets a method return or error
+/// through only as the answer to a call the recipient made to that sender
+/// (`send_requested_reply`). This test forges polkit's "authorized" for the very call the
+/// agent is waiting on, from nobody, and watches the bus refuse it.
+#[test]
+fn a_forged_polkit_answer_from_another_user_authorizes_nothing() {
+    let sb = Sandbox::up_with(Options {
+        rauc: false,
+        modem: false,
+        ..Options::default()
+    });
+    open_bus_to_others(&sb);
+    // dbusmock's polkitd (authorizes nothing unless told), and a monitor of the whole bus.
+    let mut polkit = sb
+        .command(common::venv_python())
+        .args(["-m", "dbusmock", "--system", "--template", "polkitd"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    sb.wait_for("polkit on the bus", WAIT, || {
+        sb.busctl(&["status", "org.freedesktop.PolicyKit1"])
+            .status
+            .success()
+    });
+    let wire = sb.dir().join("wire.log");
+    let mut monitor = sb
+        .command("dbus-monitor")
+        .arg("--address")
+        .arg(sb.bus_address())
+        .stdout(fs::File::create(&wire).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    sb.wait_for("the monitor", WAIT, || {
+        fs::read_to_string(&wire).is_ok_and(|w| w.contains("NameAcquired"))
+    });
+
+    // polkit frozen: the agent's CheckAuthorization for nobody's call waits for its answer.
+    signal_process(polkit.id(), "-STOP");
+    let call = sb
+        .command("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "gdbus",
+            "call",
+            "--system",
+            "--dest",
+            "org.ssu.Agent1",
+            "--object-path",
+            "/org/ssu/Agent1",
+            "--method",
+            "org.ssu.Agent1.SetAutoInstall",
+            "false",
+        ])
+        .current_dir("/")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut serial = None;
+    sb.wait_for("the agent asking polkit", WAIT, || {
+        let w = fs::read_to_string(&wire).unwrap_or_default();
+        serial = w
+            .lines()
+            .filter(|l| l.contains("member=CheckAuthorization"))
+            .find_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("serial=")))
+            .and_then(|s| s.parse::<u32>().ok());
+        serial.is_some()
+    });
+    let serial = serial.unwrap();
+
+    // Forged: "authorized", answering exactly that call.
+    let out = spoof_polkit_reply(&sb, serial);
+    assert!(out.status.success(), "{out:?}");
+    let spoofer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    sb.wait_for("the bus to refuse the forged reply", WAIT, || {
+        let w = fs::read_to_string(&wire).unwrap_or_default();
+        w.lines().any(|l| {
+            l.starts_with("error ")
+                && l.contains("sender=org.freedesktop.DBus")
+                && l.contains(&format!("destination={spoofer}"))
+                && l.contains("error_name=org.freedesktop.DBus.Error.AccessDenied")
+        })
+    });
+    let w = fs::read_to_string(&wire).unwrap();
+    assert!(w.contains("requested_reply=\"0\""), "{w}");
+
+    // polkit answers for real: refused; nothing changed.
+    signal_process(polkit.id(), "-CONT");
+    let out = call.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("org.ssu.Agent1.Error.NotAuthorized"),
+        "{said}"
+    );
+    assert_eq!(status(&sb)["AutoInstall"], true);
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let _ = polkit.kill();
+    let _ = polkit.wait();
 }
