@@ -199,10 +199,7 @@ fn introspection_matches_the_shipped_xml() {
         .iter()
         .find(|i| i.name().as_str() == "org.freedesktop.DBus.Properties")
         .expect("Properties is described");
-    let mut members: Vec<String> = props
-        .methods()
-        .map(|m| m.name().to_string())
-        .collect();
+    let mut members: Vec<String> = props.methods().map(|m| m.name().to_string()).collect();
     members.extend(props.signals().map(|s| s.name().to_string()));
     members.sort();
     assert_eq!(members, ["Get", "GetAll", "PropertiesChanged", "Set"]);
