@@ -152,7 +152,8 @@ fn a_full_disk_under_the_metadata_cache_is_said_as_such_and_refuses_nothing() {
     assert!(
         said.contains("org.ssu.Agent1.Error.Storage")
             && said.contains("No space left on device")
-            && said.contains("the disk is full: free space on it"),
+            && said.contains("the disk is full: free space on it")
+            && said.contains("hint: the device's disk, not the update"),
         "{said}"
     );
     assert!(!said.contains("did not verify"), "{said}");
