@@ -61,6 +61,16 @@ pub fn check_writable(path: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// Whether `e` is the device's storage failing — full, read-only, not permitted, an I/O
+/// error — rather than something a name or content could cause (a too long file name, say).
+pub fn is_storage_failure(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem | K::PermissionDenied
+    ) || e.raw_os_error() == Some(5) // EIO
+}
+
 /// What an operator can do about a failed write to the device's own storage, in words for
 /// `LastError`, `LastCheckResult` and the journal: a full disk is not a bad update.
 pub fn storage_advice(e: &std::io::Error) -> &'static str {
@@ -92,6 +102,11 @@ mod tests {
         assert!(storage_advice(&ro).contains("read-only"));
         let eio = std::io::Error::from_raw_os_error(5);
         assert!(storage_advice(&eio).contains("kernel log"));
+        for e in [full, quota, ro, eio] {
+            assert!(is_storage_failure(&e), "{e}");
+        }
+        // A name a repository chose (ENAMETOOLONG) is not the disk's fault.
+        assert!(!is_storage_failure(&std::io::Error::from_raw_os_error(36)));
     }
 
     #[test]

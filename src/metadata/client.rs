@@ -341,14 +341,19 @@ fn is_datastore(e: &tough::error::Error) -> bool {
 }
 
 /// A failure of the device's storage under tough's datastore (reading, writing or removing
-/// its files: a full disk, a read-only file system) is [`MetadataError::Storage`]; anything
-/// else is the repository's ([`verify_error`]).
+/// its files: a full disk, a read-only file system, [`crate::fsutil::is_storage_failure`]) is
+/// [`MetadataError::Storage`]; anything else is the repository's ([`verify_error`]) — also a
+/// file name that a delegated role's name made too long.
 fn classify(source: &Source, datastore: &Path, e: tough::error::Error) -> MetadataError {
     use tough::error::Error as E;
     let (path, io) = match e {
         E::DatastoreCreate { path, source, .. }
         | E::DatastoreOpen { path, source, .. }
-        | E::DatastoreRemove { path, source, .. } => (path, source),
+        | E::DatastoreRemove { path, source, .. }
+            if crate::fsutil::is_storage_failure(&source) =>
+        {
+            (path, source)
+        }
         E::DatastoreInit { source, .. } => (datastore.to_owned(), source),
         other => return verify_error(source, &other),
     };
