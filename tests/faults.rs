@@ -249,6 +249,17 @@ print(refused)
     // line once the minute has passed ("suppressed 995 refusals from uid 65534 …").
     assert_eq!(count("refused: not in the allowlist"), 5, "{log}");
     assert!(count("suppressed") <= 1, "{log}");
+    // Once the minute has passed, the rest are summed up — by a timer, not the next refusal.
+    sb.wait_for("the summary line", Duration::from_secs(90), || {
+        sb.agent_log().contains(
+            "suppressed 995 refusals from uid 65534 in the last minute \
+             (org.ssu.agent.configure: not in the allowlist)",
+        )
+    });
+    let log = sb.agent_log();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("WARN suppressed"), 1, "{log}");
+    assert_eq!(count("refused: not in the allowlist"), 5, "{log}");
 }
 
 // ---- ssuctl: exit codes and a timeout ----------------------------------------------------
