@@ -186,6 +186,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let now = self.clock.now();
         match result {
             Ok(verified) => self.on_verified(now, verified),
+            Err(e) if e.is_storage() => {
+                // The device's disk, not the server: what verified before still stands, and
+                // the check says what to do rather than "did not verify".
+                self.checks.consecutive_failures += 1;
+                let message = format!("could not check for updates: {e}");
+                self.storage_error = Some(message.clone());
+                self.check_not_verified(now, message);
+            }
             Err(e) => {
                 self.checks.consecutive_failures += 1;
                 if !e.is_retryable() {
@@ -523,8 +531,12 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.checks.consecutive_failures += 1;
                 let message = format!("download of {} failed: {f}", p.target.name);
                 tracing::warn!("{message}");
-                self.operator_download_failed(&p.source);
-                if !f.retryable {
+                // The device's disk is no fault of the server or the bundle: no fallback to
+                // another server, no refusal (the partial file stays for the next check).
+                if !f.storage {
+                    self.operator_download_failed(&p.source);
+                }
+                if !f.retryable && !f.storage {
                     let now = self.clock.now();
                     self.record_refusal(now, &p.target.name, Some(&p.target.meta), &f.message);
                 }

@@ -571,3 +571,5 @@ mod control;
 mod timely;
 // Store failures under every command: `faults.rs`.
 mod faults;
+// The device's own disk failing under the metadata cache or a download: `storage.rs`.
+mod storage;

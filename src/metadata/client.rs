@@ -143,6 +143,19 @@ pub enum MetadataError {
         name: String,
         reason: String,
     },
+    /// The device's own storage failed while keeping the metadata cache (a full disk, a
+    /// read-only file system): nothing is known about the repository, for or against it.
+    #[error(
+        "{source_name}: cannot keep update metadata in {}: {source}; {}",
+        path.display(),
+        crate::fsutil::storage_advice(source)
+    )]
+    Storage {
+        source_name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl MetadataError {
@@ -154,6 +167,12 @@ impl MetadataError {
                 ..
             }
         )
+    }
+
+    /// The device's storage failed, not the repository: no reason to distrust what verified
+    /// before, and never a refusal of an update.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, MetadataError::Storage { .. })
     }
 }
 
@@ -224,13 +243,10 @@ async fn check(
         path: source.root.clone(),
         source: e,
     })?;
-    crate::fsutil::create_private_dir(datastore).map_err(|e| MetadataError::Verify {
+    crate::fsutil::create_private_dir(datastore).map_err(|e| MetadataError::Storage {
         source_name: source.name.clone(),
-        message: format!(
-            "cannot create the metadata cache {}: {e}",
-            datastore.display()
-        ),
-        retryable: false,
+        path: datastore.to_owned(),
+        source: e,
     })?;
     let start = trust::start_root(datastore, &shipped);
     // Verified versioned metadata, so unchanged snapshot and targets are not fetched again.
@@ -257,7 +273,7 @@ async fn check(
             if let Some(root) = trust::newest_chained(&start.bytes, &transport.fetched_roots()) {
                 trust::persist_root(datastore, &shipped, &root);
             }
-            return Err(verify_error(source, &e));
+            return Err(classify(source, datastore, e));
         }
     };
 
@@ -391,6 +407,30 @@ fn is_datastore(e: &tough::error::Error) -> bool {
             | E::DatastoreSerialize { .. }
             | E::SystemTimeSteppedBackward { .. }
     )
+}
+
+/// A failure of the device's storage under tough's datastore (reading, writing or removing
+/// its files: a full disk, a read-only file system, [`crate::fsutil::is_storage_failure`]) is
+/// [`MetadataError::Storage`]; anything else is the repository's ([`verify_error`]) — also a
+/// file name that a delegated role's name made too long.
+fn classify(source: &Source, datastore: &Path, e: tough::error::Error) -> MetadataError {
+    use tough::error::Error as E;
+    let (path, io) = match e {
+        E::DatastoreCreate { path, source, .. }
+        | E::DatastoreOpen { path, source, .. }
+        | E::DatastoreRemove { path, source, .. }
+            if crate::fsutil::is_storage_failure(&source) =>
+        {
+            (path, source)
+        }
+        E::DatastoreInit { source, .. } => (datastore.to_owned(), source),
+        other => return verify_error(source, &other),
+    };
+    MetadataError::Storage {
+        source_name: source.name.clone(),
+        path,
+        source: io,
+    }
 }
 
 /// Transport failures are worth retrying later, unless what failed was the bytes: a hash or
@@ -539,5 +579,28 @@ mod tests {
                 .contains("cannot read the trusted root /nonexistent"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_cannot_be_written_is_the_device_s_storage_not_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("1.root.json");
+        std::fs::write(&root, b"{}").unwrap();
+        let mut s = source("https://x.example/targets/");
+        s.root = root.clone();
+        // Under a regular file, no directory can be created (ENOTDIR), as on a broken disk.
+        let err = fetch(
+            &s,
+            &reqwest::Client::new(),
+            &root.join("tuf"),
+            &RoleVersions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_storage(), "{err:?}");
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("cannot keep update metadata in"), "{text}");
+        assert!(!text.contains("did not verify"), "{text}");
     }
 }

@@ -410,6 +410,7 @@ async fn a_bundle_missing_on_the_operator_server_counts_as_an_outage() {
         .push_back(Err(FetchFailure {
             message: "404 Not Found".into(),
             retryable: true,
+            storage: false,
         }));
     rig.handle.check_now().await.unwrap();
     wait_for(&rig.handle, "failed", |s| s.state == UpdateState::Failed).await;
