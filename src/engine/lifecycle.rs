@@ -209,8 +209,6 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .is_some_and(|m| m.url.scheme() == "https")
     }
 
-    /// Which time this verified metadata is judged by (`policy::time`); `Err` with the
-    /// reason when the clock cannot be trusted or the metadata is expired by trusted time.
     /// The cellular network's time now, from the modem (trusted time).
     fn network_time(&self, now: Timestamp) -> Option<Trusted> {
         let offset = self.status.modem.network_time_offset_s?;
@@ -239,6 +237,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.settle_state();
     }
 
+    /// Which time this verified metadata is judged by (`policy::time`); `Err` with the
+    /// reason when the clock cannot be trusted or the metadata is expired by trusted time.
     fn judge_time(&self, now: Timestamp, v: &Verified) -> Result<Timestamp, String> {
         // The network's time first: it does not depend on the server being judged.
         let trusted = self.network_time(now).or(v.server_time.map(|at| Trusted {
@@ -252,6 +252,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 ratchet,
                 recovered,
             } => {
+                if when != now {
+                    tracing::info!(
+                        system_clock = %now,
+                        trusted = %when,
+                        source = trusted.map_or("", |t| t.source.as_str()),
+                        "the system clock is wrong: the metadata is judged by trusted time"
+                    );
+                }
                 if recovered {
                     tracing::info!(
                         %now,
