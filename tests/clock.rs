@@ -50,9 +50,9 @@ fn a_device_whose_clock_starts_in_1970_checks_by_the_networks_time_and_refuses_r
     d.sb.wait_for("a check verified by the network's time", WAIT, || {
         d.sb.ssuctl(&["check"]).status.code() == Some(0)
     });
-    let st = d.status();
+    // It downloads first, then offers the update to the user.
+    let st = d.wait_state("available");
     assert_eq!(st["LastCheckVerified"], true, "{st:#}");
-    assert_eq!(st["State"], "available", "{st:#}");
     assert_eq!(st["Available"]["version"], "1.0.1", "{st:#}");
     assert_ne!(st["Staleness"], "unverified", "{st:#}");
     let out = d.sb.ssuctl(&["status"]);
