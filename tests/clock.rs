@@ -88,3 +88,38 @@ fn a_device_whose_clock_starts_in_1970_checks_by_the_networks_time_and_refuses_r
     );
     assert_eq!(d.installs_into_b(), 0, "RAUC wrote slot B");
 }
+
+/// Without the network's time an HTTPS server cannot give the time either: by a 1970 clock
+/// its certificate is not valid yet, so no `Date` is ever authenticated. The device does not
+/// check, and says it is the clock.
+#[test]
+fn a_1970_clock_without_the_networks_time_does_not_check_over_https_either() {
+    let sb = common::Sandbox::up_with(common::Options {
+        agent: false,
+        ..common::Options::default()
+    });
+    let repo = sb.dir().join("repo");
+    ssu_repo(&["init", repo.to_str().unwrap(), "--role", "manufacturer"]);
+    let https = common::http::Nginx::start_tls(&repo.join("public"));
+    let dir = sb.dir().display().to_string();
+    let root = repo.join("public/metadata/1.root.json");
+    let toml = format!(
+        "{}ca_file = \"{}\"\n",
+        common::device_toml(&dir, https.url(), &root.display().to_string()),
+        https.ca_pem().display()
+    );
+    std::fs::create_dir_all(sb.dir().join("etc")).unwrap();
+    std::fs::write(sb.agent_config(), toml).unwrap();
+    sb.set_agent_env(&common::faketime_env("1970-01-02 00:00:00"));
+    sb.start("agent");
+
+    let out = sb.ssuctl(&["check"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(said.contains("never been set"), "{said}");
+    assert!(said.contains("certificate not valid yet"), "{said}");
+    let out = sb.ssuctl(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["Staleness"], "unverified", "{st:#}");
+    assert_eq!(st["LastCheckVerified"], false, "{st:#}");
+}

@@ -196,7 +196,18 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                         self.store_failed("cannot record the check", se);
                     }
                 }
-                self.check_not_verified(now, format!("could not verify update metadata: {e}"));
+                let mut message = format!("could not verify update metadata: {e}");
+                // Checked only for the HTTPS server's Date (see start_check): when that did not
+                // come, the clock is the reason to give — by a clock in 1970 no certificate is
+                // valid yet, and "certificate not valid yet" alone does not say what to fix.
+                if let Verdict::Refuse(clock) =
+                    time::judge(now, self.latest_known_time(), self.network_time(now))
+                {
+                    message = format!(
+                        "{clock}; the update server's HTTPS Date did not settle it ({message})"
+                    );
+                }
+                self.check_not_verified(now, message);
             }
         }
     }
