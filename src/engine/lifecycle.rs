@@ -204,7 +204,18 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                         self.store_failed("cannot record the check", se);
                     }
                 }
-                self.check_not_verified(now, format!("could not verify update metadata: {e}"));
+                let mut message = format!("could not verify update metadata: {e}");
+                // Checked only for the HTTPS server's Date (see start_check): when that did not
+                // come, the clock is the reason to give — by a clock in 1970 no certificate is
+                // valid yet, and "certificate not valid yet" alone does not say what to fix.
+                if let Verdict::Refuse(clock) =
+                    time::judge(now, self.latest_known_time(), self.network_time(now))
+                {
+                    message = format!(
+                        "{clock}; the update server's HTTPS Date did not settle it ({message})"
+                    );
+                }
+                self.check_not_verified(now, message);
             }
         }
     }
@@ -217,8 +228,6 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .is_some_and(|m| m.url.scheme() == "https")
     }
 
-    /// Which time this verified metadata is judged by (`policy::time`); `Err` with the
-    /// reason when the clock cannot be trusted or the metadata is expired by trusted time.
     /// The cellular network's time now, from the modem (trusted time).
     fn network_time(&self, now: Timestamp) -> Option<Trusted> {
         let offset = self.status.modem.network_time_offset_s?;
@@ -247,6 +256,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.settle_state();
     }
 
+    /// Which time this verified metadata is judged by (`policy::time`); `Err` with the
+    /// reason when the clock cannot be trusted or the metadata is expired by trusted time.
     fn judge_time(&self, now: Timestamp, v: &Verified) -> Result<Timestamp, String> {
         // The network's time first: it does not depend on the server being judged.
         let trusted = self.network_time(now).or(v.server_time.map(|at| Trusted {
@@ -260,6 +271,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 ratchet,
                 recovered,
             } => {
+                if when != now {
+                    tracing::info!(
+                        system_clock = %now,
+                        trusted = %when,
+                        source = trusted.map_or("", |t| t.source.as_str()),
+                        "the system clock is wrong: the metadata is judged by trusted time"
+                    );
+                }
                 if recovered {
                     tracing::info!(
                         %now,
