@@ -172,12 +172,17 @@ tr.ok td:first-child{border-left:4px solid #1a7f37}\
 th:nth-child(1){width:10rem}th:nth-child(2){width:9rem}th:nth-child(3){width:9rem}\
 th:nth-child(4),th:nth-child(5){width:17rem}th:nth-child(6){width:13rem}th:nth-child(8){width:9rem}";
 
-/// The whole page: devices needing attention first (worst first), then by hardware id and
-/// key id.
+/// The whole page: devices needing attention first (worst first: the highest level, then the
+/// most marks at it), then by hardware id and key id.
 pub fn render(devices: &[DeviceView], opts: &Options) -> String {
     let mut rows: Vec<(&DeviceView, Vec<(Level, String)>)> =
         devices.iter().map(|d| (d, attention(d, opts))).collect();
-    let worst = |marks: &[(Level, String)]| marks.iter().map(|m| m.0).max().unwrap_or(Level::Ok);
+    // Worst level first; among equals, the device with more marks at that level (a rolled
+    // back and compromised device before one that is only compromised).
+    let worst = |marks: &[(Level, String)]| {
+        let level = marks.iter().map(|m| m.0).max().unwrap_or(Level::Ok);
+        (level, marks.iter().filter(|m| m.0 == level).count())
+    };
     let hw = |d: &DeviceView| {
         d.verified()
             .and_then(|r| r["device"]["hardware_id"].as_str().map(str::to_owned))

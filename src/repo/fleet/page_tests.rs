@@ -164,6 +164,32 @@ fn stale_unverified_rolled_back_compromised_and_ended_devices_are_marked() {
     );
 }
 
+/// Two devices at the same worst level: the one with more marks at it comes first, whatever
+/// their key ids (a rolled back and compromised device before one that is only compromised).
+#[test]
+fn among_devices_at_the_same_level_the_one_with_more_marks_comes_first() {
+    let compromised = json!({"integrity": {"state": "compromised"}});
+    let rolled_back = json!({"integrity": {"state": "compromised"}, "update_state": "rolled-back"});
+    // Key ids are random: make the rolled-back device's sort after the other one's, so key
+    // order alone would list it second.
+    let ((_d1, only), (_d2, both)) = loop {
+        let (a, b) = (device(), device());
+        if key_id(&a.1) < key_id(&b.1) {
+            break (a, b);
+        }
+    };
+    let hub = tempfile::tempdir().unwrap();
+    deliver(hub.path(), &only, 1, compromised);
+    deliver(hub.path(), &both, 1, rolled_back);
+    let html = page(hub.path());
+    let at = |dev: &FileSigner| html.find(&format!("device-{}", key_id(dev))).unwrap();
+    assert!(at(&both) < at(&only), "{html}");
+}
+
+fn key_id(dev: &FileSigner) -> String {
+    crate::report::key::key_id(&dev.public_key())
+}
+
 #[test]
 fn silent_devices_skewed_clocks_and_devices_without_reports_are_marked() {
     let hub = tempfile::tempdir().unwrap();
