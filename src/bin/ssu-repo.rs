@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use ssu_agent::metadata::schema::{Cve, DeviceMeta, Kind, Replacement};
+use ssu_agent::repo::fleet;
 use ssu_agent::repo::{
     self, AddOptions, ApproveOptions, BundleFields, Expiries, Expiry, InitOptions, RefreshOptions,
     RepoError, RepoRole,
@@ -46,6 +47,31 @@ enum Command {
     /// Check a device's signed patch-status report (`ssuctl report --json`): signature, nonce,
     /// counter — and say what that proves and what it cannot.
     VerifyReport(VerifyReportArgs),
+    /// Enrol a device's public key in a report store: its delivered reports are accepted.
+    EnrollDevice(EnrollDeviceArgs),
+    /// Verify a delivered report against its enrolled device and store it in DIR.
+    AcceptReport(AcceptReportArgs),
+}
+
+#[derive(Args)]
+struct EnrollDeviceArgs {
+    /// The report store (created if missing).
+    dir: PathBuf,
+    /// The device's public key: 64 hex digits, or a file holding what `ssuctl report
+    /// --public-key` (or `--json`) prints.
+    #[arg(long, value_name = "PUB")]
+    device_key: String,
+}
+
+#[derive(Args)]
+struct AcceptReportArgs {
+    /// The report store.
+    dir: PathBuf,
+    /// The report as `ssuctl report --json` wrote it.
+    report: PathBuf,
+    /// Enrol an unknown device from the public key its report carries (trust on first use).
+    #[arg(long)]
+    allow_unknown: bool,
 }
 
 #[derive(Args)]
@@ -293,6 +319,17 @@ async fn run(command: Command) -> Result<(), String> {
             }
         }
         Command::VerifyReport(a) => verify_report(a)?,
+        Command::EnrollDevice(a) => {
+            let key = ssu_agent::report::verify::parse_public_key(&a.device_key)?;
+            let done = fleet::enroll(&a.dir, &key).map_err(|e| e.to_string())?;
+            println!("{done}");
+        }
+        Command::AcceptReport(a) => {
+            let bytes = read_bounded(&a.report, fleet::MAX_ENVELOPE as u64)?;
+            let done = fleet::accept(&a.dir, &bytes, a.allow_unknown, now)
+                .map_err(|e| format!("{}: REFUSED: {e}", a.report.display()))?;
+            println!("{done}");
+        }
         Command::Bulletin(a) => {
             let at = a.generated_at.unwrap_or(now);
             let written = repo::bulletin(&a.dir, &a.out_dir, at)

@@ -23,6 +23,7 @@ pub mod bulletin;
 mod bundle;
 mod error;
 mod expiry;
+pub mod fleet;
 mod keys;
 pub mod layout;
 mod settings;

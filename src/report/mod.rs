@@ -74,6 +74,9 @@ pub struct Context<'a> {
     /// The device's time when it signed.
     pub now: Timestamp,
     pub key_id: &'a str,
+    /// The raw public key: carried in the report so that a hub that trusts on first use
+    /// (`ssu-repo serve-reports --allow-unknown`) can enrol the device from its first report.
+    pub public_key: &'a [u8],
     /// [`Signer::storage`].
     pub key_storage: &'a str,
 }
@@ -132,7 +135,10 @@ pub fn build(st: &Status, ctx: &Context<'_>) -> Value {
     let v = &st.verified.versions;
     let report = json!({
         "format": FORMAT,
-        "key": {"id": ctx.key_id, "algorithm": key::ALGORITHM, "storage": ctx.key_storage},
+        "key": {
+            "id": ctx.key_id, "public_key": hex::encode(ctx.public_key),
+            "algorithm": key::ALGORITHM, "storage": ctx.key_storage,
+        },
         "nonce": hex::encode(ctx.nonce),
         "counter": ctx.counter,
         "boot_id": ctx.boot_id,
@@ -286,12 +292,14 @@ impl Reporter {
             let boot_id = std::fs::read_to_string(&id.boot_id_file)
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default();
+            let public_key = id.signer.public_key();
             let ctx = Context {
                 nonce: &nonce,
                 counter,
                 boot_id: &boot_id,
                 now: Timestamp::now(),
                 key_id: &id.key_id,
+                public_key: &public_key,
                 key_storage: id.signer.storage(),
             };
             sign(&*id.signer, &st, &ctx)

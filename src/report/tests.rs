@@ -87,6 +87,7 @@ fn ctx(counter: u64) -> Context<'static> {
         boot_id: "0123abcd",
         now: "2026-11-30T07:00:00.5Z".parse().unwrap(),
         key_id: "kid",
+        public_key: &[0x11; 32],
         key_storage: "file",
     }
 }
@@ -139,6 +140,7 @@ fn the_report_carries_what_a_hub_needs() {
     assert_eq!(r["boot_id"], "0123abcd");
     assert_eq!(r["time"], "2026-11-30T07:00:00Z");
     assert_eq!(r["key"]["id"], "kid");
+    assert_eq!(r["key"]["public_key"], "11".repeat(32));
     // Masked as on D-Bus: the issuer digits used for profile matching never leave.
     assert!(!canonical(&r).unwrap().contains("8949000"));
 
@@ -169,8 +171,10 @@ fn device() -> (tempfile::TempDir, key::FileSigner) {
 
 fn signed(signer: &key::FileSigner, counter: u64) -> (Vec<u8>, String) {
     let id = key::key_id(&signer.public_key());
+    let pk = signer.public_key();
     let c = Context {
         key_id: &id,
+        public_key: &pk,
         ..ctx(counter)
     };
     let env = sign(signer, &status(), &c).unwrap();
