@@ -51,6 +51,23 @@ enum Command {
     EnrollDevice(EnrollDeviceArgs),
     /// Verify a delivered report against its enrolled device and store it in DIR.
     AcceptReport(AcceptReportArgs),
+    /// Receive reports the agents deliver (`[report] url`): an HTTP server that verifies
+    /// each POSTed report and stores it in DIR. Plain HTTP: put TLS in front (docs/report.md).
+    ServeReports(ServeReportsArgs),
+}
+
+#[derive(Args)]
+struct ServeReportsArgs {
+    /// The report store (as for accept-report; created if missing).
+    dir: PathBuf,
+    /// Address to listen on, e.g. 127.0.0.1:8443 (port 0: any free port). The address
+    /// bound is printed as `listening on http://ADDR/`.
+    #[arg(long, value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    /// Enrol an unknown device from the public key its first report carries (trust on
+    /// first use, for trying it out).
+    #[arg(long)]
+    allow_unknown: bool,
 }
 
 #[derive(Args)]
@@ -229,6 +246,36 @@ struct RefreshArgs {
     allow_expired: bool,
 }
 
+async fn serve_reports(a: ServeReportsArgs) -> Result<(), String> {
+    use ssu_agent::report::serve;
+    ssu_agent::logging::init(ssu_agent::config::LogLevel::Info);
+    std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    // The line a script (or a test) waits for.
+    println!("listening on http://{bound}/");
+    let mut opts = serve::ServeOptions::new(a.dir);
+    opts.allow_unknown = a.allow_unknown;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match &mut term {
+            Ok(t) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = t.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    serve::run(listener, opts, shutdown).await;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     if ssu_agent::manpage::requested() {
         return ssu_agent::manpage::print(
@@ -324,6 +371,7 @@ async fn run(command: Command) -> Result<(), String> {
             let done = fleet::enroll(&a.dir, &key).map_err(|e| e.to_string())?;
             println!("{done}");
         }
+        Command::ServeReports(a) => serve_reports(a).await?,
         Command::AcceptReport(a) => {
             let bytes = read_bounded(&a.report, fleet::MAX_ENVELOPE as u64)?;
             let done = fleet::accept(&a.dir, &bytes, a.allow_unknown, now)

@@ -11,12 +11,14 @@
 //! - [`Reporter`]: what the D-Bus service holds: the key and the counter.
 //! - [`deliver`]: signing for the fleet server and POSTing (`[report] url`); the queue and
 //!   its retries are the engine's (`engine/delivery.rs`), the decisions `policy::delivery`'s.
+//! - [`serve`]: `ssu-repo serve-reports`, the HTTP receiver storing through `repo::fleet`.
 //! - [`verify`]: the hub's side — signature, key, nonce, counter — and what a verified
 //!   report proves and what it cannot (`docs/report.md`).
 
 pub mod counter;
 pub mod deliver;
 pub mod key;
+pub mod serve;
 pub mod verify;
 
 use std::path::PathBuf;
