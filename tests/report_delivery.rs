@@ -336,6 +336,8 @@ fn a_server_answering_500_garbage_or_nothing_loses_no_report_and_stores_it_once(
         d.sb.agent_log()
             .contains("report delivered to the fleet server")
     });
+    // Nothing was lost on the way: the report reached the store.
+    d.sb.wait_for("the report stored by the receiver", WAIT, || rx.reports().len() == 1);
     let log = d.sb.agent_log();
     for clear in [
         "report not delivered, kept in the queue: the server answered 500",
@@ -345,14 +347,14 @@ fn a_server_answering_500_garbage_or_nothing_loses_no_report_and_stores_it_once(
     ] {
         assert!(log.contains(clear), "missing {clear:?} in\n{log}");
     }
-    assert!(log.contains("duplicate=true"), "{log}");
-    assert_eq!(queued(&d), 0);
     let reports = rx.reports();
     assert_eq!(reports.len(), 1, "{reports:?}");
     let counter = reports[0].0;
     // Stored once; the retry after the lost answer was recognised as the same report.
     assert_eq!(rx.logged("stored", counter), 1, "{}", rx.log());
     assert_eq!(rx.logged("duplicate", counter), 1, "{}", rx.log());
+    assert!(log.contains("duplicate=true"), "{log}");
+    assert_eq!(queued(&d), 0);
     let attempts = proxy.exchanges();
     assert_eq!(attempts.len(), 5, "{attempts:?}");
     rx.stop();
