@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::device::*;
-use common::http::{Fault, Proxy};
+use common::http::{Fault, Nginx, Proxy};
 
 /// `ssu-repo serve-reports DIR`, stopped on drop; its log in DIR.log.
 struct Receiver {
@@ -133,12 +133,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Points the agent at `url` (plain http, allowed for the test), with short timeouts and
-/// retries, and a first periodic report a second after start.
+/// Points the agent at `url` (plain http is allowed, as the tests need), with short
+/// timeouts and retries, and a first periodic report a second after start.
 fn deliver_to(d: &Device, url: &str) {
+    deliver_with(d, url, "allow_http = true\n", "");
+}
+
+/// [`deliver_to`] with `report` added to `[report]` and `dropin` to the drop-in.
+fn deliver_with(d: &Device, url: &str, report: &str, dropin: &str) {
     let mut toml = std::fs::read_to_string(d.sb.agent_config()).unwrap();
     toml.push_str(&format!(
-        "[report]\nurl = \"{url}\"\nallow_http = true\ntimeout = \"2s\"\n\
+        "[report]\nurl = \"{url}\"\n{report}timeout = \"2s\"\n\
          retry_initial = \"1s\"\nretry_max = \"2s\"\n"
     ));
     std::fs::write(d.sb.agent_config(), toml).unwrap();
@@ -146,7 +151,7 @@ fn deliver_to(d: &Device, url: &str) {
     std::fs::create_dir_all(&dropins).unwrap();
     std::fs::write(
         dropins.join("50-report-test.toml"),
-        "[check]\nboot_delay = \"1s\"\n",
+        format!("[check]\nboot_delay = \"1s\"\n{dropin}"),
     )
     .unwrap();
 }
@@ -337,7 +342,9 @@ fn a_server_answering_500_garbage_or_nothing_loses_no_report_and_stores_it_once(
             .contains("report delivered to the fleet server")
     });
     // Nothing was lost on the way: the report reached the store.
-    d.sb.wait_for("the report stored by the receiver", WAIT, || rx.reports().len() == 1);
+    d.sb.wait_for("the report stored by the receiver", WAIT, || {
+        rx.reports().len() == 1
+    });
     let log = d.sb.agent_log();
     for clear in [
         "report not delivered, kept in the queue: the server answered 500",
@@ -358,4 +365,31 @@ fn a_server_answering_500_garbage_or_nothing_loses_no_report_and_stores_it_once(
     let attempts = proxy.exchanges();
     assert_eq!(attempts.len(), 5, "{attempts:?}");
     rx.stop();
+}
+
+#[test]
+fn over_https_through_nginx_a_report_is_delivered_and_verifies() {
+    let d = Device::new("");
+    let rx = Receiver::start(&d.sb.dir().join("fleet"), 0, false);
+    let www = d.sb.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let nginx = Nginx::start_tls_proxy(&www, "/reports", &format!("127.0.0.1:{}", rx.port));
+    assert!(nginx.url().starts_with("https://"));
+    // https, trusted through the agent's extra CA; no allow_http.
+    let ca = nginx.ca_pem();
+    deliver_with(
+        &d,
+        &format!("{}reports", nginx.url()),
+        "",
+        &format!("[download]\nca_file = \"{}\"\n", ca.display()),
+    );
+    d.sb.start("agent");
+    let key = enroll(&d, &rx);
+    let (r, file) = wait_report(&d, &rx, "a report over https", |_| true);
+    assert_verifies_and_matches_status(&d, &key, &file, &r);
+    assert!(
+        nginx.access_log().contains("POST /reports"),
+        "{}",
+        nginx.access_log()
+    );
 }

@@ -40,7 +40,17 @@ impl Nginx {
         Nginx::start_with(root, true)
     }
 
+    /// Serves `root` over HTTPS and passes requests under `path` to `http://upstream`: TLS in
+    /// front of a plain-HTTP service (the report receiver).
+    pub fn start_tls_proxy(root: &Path, path: &str, upstream: &str) -> Nginx {
+        Nginx::start_args(root, &["--tls", "--proxy", &format!("{path}={upstream}")])
+    }
+
     fn start_with(root: &Path, tls: bool) -> Nginx {
+        Nginx::start_args(root, if tls { &["--tls"] } else { &[] })
+    }
+
+    fn start_args(root: &Path, args: &[&str]) -> Nginx {
         let dir = tempfile::Builder::new()
             .prefix("ssu-http.")
             .tempdir()
@@ -49,10 +59,8 @@ impl Nginx {
         cmd.arg(repo_root().join("scripts/sandbox"))
             .arg("http")
             .arg(dir.path())
-            .arg(root);
-        if tls {
-            cmd.arg("--tls");
-        }
+            .arg(root)
+            .args(args);
         let out = cmd.output().expect("run scripts/sandbox http");
         let nginx = Nginx {
             url: std::fs::read_to_string(dir.path().join("http/url"))
