@@ -159,11 +159,14 @@ impl System for FakeSystem {
 /// The fleet server and the device key, scripted: signs "reports" carrying the status's
 /// installed version, state and booted slot with a counting counter; answers each POST with
 /// the next scripted answer, else as the receiver does (201 naming the report).
+/// What the courier's POST returns: the server's status and body, or why there was none.
+type PostResult = Result<(u16, Vec<u8>), String>;
+
 #[derive(Default)]
 struct FakeCourier {
     configured: bool,
     counter: std::sync::atomic::AtomicU64,
-    answers: Mutex<VecDeque<Result<(u16, Vec<u8>), String>>>,
+    answers: Mutex<VecDeque<PostResult>>,
     /// Every POST: (counter, when, the report's JSON).
     posted: Mutex<Vec<(u64, tokio::time::Instant, serde_json::Value)>>,
 }
@@ -202,7 +205,7 @@ impl ports::Courier for FakeCourier {
         })
     }
 
-    async fn post(&self, body: String) -> Result<(u16, Vec<u8>), String> {
+    async fn post(&self, body: String) -> PostResult {
         let (key_id, counter) = crate::report::identify(&body).unwrap();
         let envelope: crate::report::Envelope = serde_json::from_str(&body).unwrap();
         let report = serde_json::from_str(&envelope.report).unwrap();

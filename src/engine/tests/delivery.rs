@@ -42,8 +42,10 @@ fn secs(n: i64) -> Dur {
 }
 
 fn delivering(courier: &Arc<FakeCourier>) -> Setup {
-    let mut setup = Setup::default();
-    setup.courier = Some(courier.clone());
+    let mut setup = Setup {
+        courier: Some(courier.clone()),
+        ..Setup::default()
+    };
     setup.config.check.boot_delay = secs(60);
     setup
 }
