@@ -88,7 +88,8 @@ fn after_falling_back_to_an_older_agent_it_keeps_the_newer_store_its_floors_and_
     d.sb.start("agent");
     let older = agent_binary(&d);
     assert_eq!(older, Path::new(env!("CARGO_BIN_EXE_ssu-agent")));
-    assert_eq!(store_version(&d), 1);
+    // Schema 2 (the report queue, additive: readable_from 1 << 16).
+    assert_eq!(store_version(&d), 0x1_0002);
 
     // Update to the newer agent: 1.0.1 goes into B, the reboot starts B's agent, which
     // migrates the store and confirms the slot.
