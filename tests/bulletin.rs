@@ -4,14 +4,14 @@
 //! support end and the replacement plan; hostile text stays text. The screenshot is saved as
 //! `docs/bulletin.png`.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+mod common;
 
-/// Chromium's cold start on a loaded 2-core machine can take many seconds.
-const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(180);
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::chromium::{assert_has, chromium, png_size, text_lines};
+
 const GENERATED_AT: &str = "2026-11-27T12:00:00Z";
 /// A CVE summary that would run script if the page did not escape it (the schema allows
 /// `<`, quotes and `&` in summaries: they are printable).
@@ -200,79 +200,6 @@ fn bulletin(repo: &Path, out: &Path) -> Output {
     ])
 }
 
-/// Runs Debian's chromium headless on `page` with `args`; returns stdout. Polls for the exit
-/// (no fixed sleep) and kills it after [`CHROMIUM_TIMEOUT`].
-fn chromium(work: &Path, page: &Path, args: &[String]) -> String {
-    let profile = work.join("chromium-profile");
-    let mut cmd = Command::new("chromium");
-    cmd.args(["--headless", "--disable-gpu", "--no-first-run"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        // Its own HOME and no session bus: nothing of the machine's user leaks in.
-        .env("HOME", work)
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // Chromium's sandbox refuses to run as root.
-    if fs::metadata("/proc/self").unwrap().uid() == 0 {
-        cmd.arg("--no-sandbox");
-    }
-    let child = cmd
-        .spawn()
-        .expect("run chromium (scripts/deps installs it)");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(CHROMIUM_TIMEOUT) {
-        Ok(out) => out.expect("wait for chromium"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("chromium {args:?} did not finish in {CHROMIUM_TIMEOUT:?}");
-        }
-    };
-    assert!(out.status.success(), "chromium {args:?}: {}", show(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The text of a serialized DOM, one line per text node (tags are line breaks, entities
-/// decoded), empty lines dropped. Only `<style>`'s content is skipped.
-fn text_lines(dom: &str) -> Vec<String> {
-    let body = dom.split("</style>").last().unwrap_or(dom);
-    let mut lines = Vec::new();
-    for chunk in body.split('<').skip(1) {
-        let text = chunk.split_once('>').map_or("", |(_, t)| t);
-        let text = text
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&#39;", "'")
-            .replace("&nbsp;", " ")
-            .replace("&amp;", "&");
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if !text.is_empty() {
-            lines.push(text);
-        }
-    }
-    lines
-}
-
-/// `lines` has `want` as consecutive lines (e.g. a label and its value, or a table row).
-fn assert_has(lines: &[String], want: &[&str]) {
-    let found = lines
-        .windows(want.len())
-        .any(|w| w.iter().zip(want).all(|(a, b)| a == b));
-    assert!(
-        found,
-        "{want:?} not in the rendered text:\n{}",
-        lines.join("\n")
-    );
-}
-
 /// The lines of the section that starts with `heading`, up to the next model.
 fn section<'a>(lines: &'a [String], heading: &str) -> &'a [String] {
     let start = lines
@@ -284,13 +211,6 @@ fn section<'a>(lines: &'a [String], heading: &str) -> &'a [String] {
         .position(|l| l.ends_with("Gateway"))
         .map_or(lines.len(), |i| start + 1 + i);
     &lines[start..end]
-}
-
-/// Width and height from a PNG's IHDR chunk.
-fn png_size(png: &[u8]) -> (u32, u32) {
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
-    (be(16), be(20))
 }
 
 #[test]

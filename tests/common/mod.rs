@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod booted;
+pub mod chromium;
 pub mod control;
 pub mod device;
 pub mod http;

@@ -229,6 +229,10 @@ pub fn read_latest(dir: &Path, key_id: &str) -> Result<Option<Latest>, StoreErro
 /// enrols an unknown device from the public key its first report carries (trust on first
 /// use, for trying it out; a fleet enrols its devices with [`enroll`]). `now` is the hub's
 /// time of receipt.
+///
+/// Blocking (file I/O, fsync, a file lock that waits for another delivery of the same
+/// device): an async server calls it through `spawn_blocking`. A server answers
+/// [`Refused::is_storage_fault`] with 5xx and every other refusal with 4xx.
 pub fn accept(
     dir: &Path,
     envelope: &[u8],

@@ -278,6 +278,15 @@ fn replays_repeats_and_other_keys_are_refused_and_change_nothing() {
     );
     // None of it was a storage fault: retrying cannot help.
     assert!(!refuse(&old).is_storage_fault());
+    // The highest counter again, its stored file gone: cannot be told from a replay.
+    fs::remove_file(report_path(hub.path(), &id(&dev), 9)).unwrap();
+    assert_eq!(
+        refuse(&forked),
+        Refused::Replay {
+            counter: 9,
+            highest: 9
+        }
+    );
 }
 
 #[test]
