@@ -192,6 +192,8 @@ impl ports::Courier for FakeCourier {
             "version": status.installed.map(|i| i.version),
             "state": status.state.as_str(),
             "booted_slot": status.rauc.boot_slot,
+            "subscription": status.subscription.profile,
+            "integrity": status.integrity.state.as_str(),
         });
         let envelope = crate::report::Envelope {
             report: report.to_string(),

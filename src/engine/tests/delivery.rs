@@ -9,7 +9,13 @@ type Posts = Vec<(u64, tokio::time::Instant, serde_json::Value)>;
 
 /// Waits (in paused time) until the courier saw `n` POSTs; returns them all.
 async fn posts(c: &FakeCourier, n: usize) -> Posts {
-    for _ in 0..200_000 {
+    posts_within(c, n, 200_000).await
+}
+
+/// [`posts`], failing after `secs` seconds (so a periodic report cannot stand in for the
+/// one a change must send).
+async fn posts_within(c: &FakeCourier, n: usize, secs: u64) -> Posts {
+    for _ in 0..secs {
         if c.posted.lock().unwrap().len() >= n {
             return c.posted.lock().unwrap().clone();
         }
@@ -65,6 +71,8 @@ async fn an_install_and_a_rollback_each_send_a_report_of_the_status_after_them()
     let courier = FakeCourier::on();
     let mut setup = with_update(date(2026, 11, 1));
     setup.courier = Some(courier.clone());
+    // No periodic report within the test: each report seen is the change's.
+    setup.config.check.boot_delay = secs(86_400);
     let rig = start(setup);
     rig.handle.check_now().await.unwrap();
     wait_for(&rig.handle, "installed", |s| {
@@ -76,7 +84,7 @@ async fn an_install_and_a_rollback_each_send_a_report_of_the_status_after_them()
         s.installed.as_ref().is_some_and(|i| i.version == "1.0.1")
     })
     .await;
-    let all = posts(&courier, 1).await;
+    let all = posts_within(&courier, 1, 60).await;
     let (_, _, report) = all.last().unwrap();
     assert_eq!(report["version"], "1.0.1");
     assert_eq!(report["booted_slot"], "B");
@@ -114,7 +122,7 @@ async fn an_install_and_a_rollback_each_send_a_report_of_the_status_after_them()
     .await;
     rig.reboot_into("B", "1.0.2");
     let before = all.len();
-    let all = posts(&courier, before + 2).await;
+    let all = posts_within(&courier, before + 2, 60).await;
     let last = &all.last().unwrap().2;
     assert_eq!(last["state"], "rolled-back");
     assert_eq!(last["booted_slot"], "B");
@@ -123,6 +131,60 @@ async fn an_install_and_a_rollback_each_send_a_report_of_the_status_after_them()
     let mut unique = counters.clone();
     unique.dedup();
     assert_eq!(unique, counters, "each report sent once: {counters:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_change_and_an_integrity_change_each_send_a_report() {
+    use crate::config::OperatorProfile;
+    use crate::status::IntegrityState;
+    let fixture = tempfile::tempdir().unwrap();
+    let tainted = fixture.path().join("proc/sys/kernel/tainted");
+    std::fs::create_dir_all(tainted.parent().unwrap()).unwrap();
+    std::fs::write(&tainted, "0\n").unwrap();
+    let courier = FakeCourier::on();
+    let mut setup = delivering(&courier);
+    setup.config.integrity = crate::config::IntegrityConfig {
+        root: fixture.path().to_owned(),
+        ..Default::default()
+    };
+    let profile = |name: &str, mcc: &str| OperatorProfile {
+        name: name.into(),
+        mcc_mnc: vec![mcc.into()],
+        iccid_prefixes: vec![],
+        url: format!("https://{name}.example.com/").parse().unwrap(),
+        root: "/etc/ssu/op.json".into(),
+        approval_grace: secs(3600),
+        fallback_after: secs(3600),
+    };
+    setup.config.operators = vec![profile("telenet", "26201"), profile("other", "26202")];
+    let sim = |mcc: &str| ModemInfo {
+        availability: crate::status::Availability::Running,
+        modems: 1,
+        home_mcc_mnc: mcc.into(),
+        registration_state: Some(1),
+        ..ModemInfo::default()
+    };
+    setup.modem = sim("26201");
+    let rig = start(setup);
+    // The first periodic report (the first SIM and the first verdict are no changes).
+    let first = posts(&courier, 1).await;
+    assert_eq!(first[0].2["subscription"], "telenet");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(courier.posted.lock().unwrap().len(), 1);
+
+    rig.modem_tx.send_replace(sim("26202"));
+    let all = posts_within(&courier, 2, 60).await;
+    assert_eq!(all[1].2["subscription"], "other");
+
+    std::fs::write(&tainted, "8192\n").unwrap();
+    rig.handle.check_now().await.unwrap();
+    wait_for(&rig.handle, "compromised", |s| {
+        s.integrity.state == IntegrityState::Compromised
+    })
+    .await;
+    let all = posts_within(&courier, 3, 60).await;
+    assert_eq!(all[2].2["integrity"], "compromised");
+    assert_eq!(all.len(), 3, "{all:#?}");
 }
 
 #[tokio::test(start_paused = true)]
