@@ -9,6 +9,9 @@ template running on the bus named by DBUS_SYSTEM_BUS_ADDRESS).
                                      ModemManager does when a SIM is swapped
   set-registration N                 Modem3gpp.RegistrationState = N (1 home, 5 roaming, ...)
                                      and the matching Modem.State
+  network-time now|ISO8601           the network sends its time (NITZ): adds Modem.Time, whose
+                                     GetNetworkTime answers the real time now (or ISO8601),
+                                     and emits NetworkTimeChanged
   dump                               print the modem objects and their SIM (for debugging)
 
 The modemmanager template (dbusmock 0.38) is minimal: AddSimpleModem creates
@@ -29,6 +32,7 @@ PROPS = "org.freedesktop.DBus.Properties"
 MODEM = "org.freedesktop.ModemManager1.Modem"
 MODEM_3GPP = "org.freedesktop.ModemManager1.Modem.Modem3gpp"
 SIM = "org.freedesktop.ModemManager1.Sim"
+TIME = "org.freedesktop.ModemManager1.Modem.Time"
 
 # What the sandbox's default SIM/network look like (tests rely on these values).
 DEFAULT_MCCMNC = "26201"
@@ -171,6 +175,31 @@ def set_registration(state):
     mock(modem_path).UpdateProperties(MODEM, {"State": dbus.Int32(modem_state(state))})
 
 
+def network_time(when):
+    """Modem.Time as ModemManager exports it once the network has sent its time.
+
+    The template has no Modem.Time: add it with dbusmock's own API. "now" answers this
+    host's real clock at each call (the network's time does not stop), in ModemManager's
+    ISO 8601 form with an offset.
+    """
+    modem_path, ifaces = only_modem()
+    m = mock(modem_path)
+    if when == "now":
+        code = (
+            "import datetime\n"
+            "ret = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')"
+        )
+    else:
+        code = f"ret = {when!r}"
+    if TIME not in ifaces:
+        m.AddProperties(TIME, dbus.Dictionary({"NetworkTimezone": dbus.Dictionary(
+            {"offset": dbus.Int32(0)}, signature="sv")}, signature="sv"))
+    m.AddMethod(TIME, "GetNetworkTime", "", "s", code)
+    now = obj(modem_path).GetNetworkTime(dbus_interface=TIME)
+    m.EmitSignal(TIME, "NetworkTimeChanged", "s", [dbus.String(now)])
+    print(now)
+
+
 def dump():
     for path, ifaces in sorted(modems().items()):
         print(path)
@@ -197,6 +226,8 @@ def main(argv):
         swap_sim(mccmnc, iccid, imsi, operator)
     elif cmd == "set-registration" and len(args) == 1:
         set_registration(int(args[0]))
+    elif cmd == "network-time" and len(args) == 1:
+        network_time(args[0])
     elif cmd == "dump" and not args:
         dump()
     else:

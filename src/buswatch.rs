@@ -24,6 +24,12 @@ use crate::activation::{self, ActivationError, Started};
 /// Anything it does in between (a signal, a restart) triggers a refresh sooner.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(60);
 
+/// Longest a snapshot (the service's property reads, e.g. RAUC's `GetAll` and
+/// `GetSlotStatus`) may take. A service that is on the bus but stopped (hung, or frozen with
+/// SIGSTOP) never answers, and the bus does not time the call out for us: without a limit the
+/// watcher would wait for ever and keep reporting the service as it last saw it.
+pub(crate) const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// After a failed activation, the next attempt waits this long, doubling up to
 /// [`MAX_ACTIVATION_BACKOFF`]: each failure is a line in the bus's (and systemd's) log, and a
 /// service that is activatable but disabled fails every time.
@@ -74,6 +80,7 @@ pub(crate) trait Service {
 /// - with [`Service::ACTIVATE`], a service that is not on the bus (at start, or after it left)
 ///   is started by D-Bus activation if the bus can; a failed start is tried again with a
 ///   backoff from [`FIRST_ACTIVATION_BACKOFF`] to [`MAX_ACTIVATION_BACKOFF`];
+/// - a snapshot that takes longer than [`SNAPSHOT_TIMEOUT`] counts as an error;
 /// - a fresh [`Service::snapshot`] when the service (re)appears, on each signal it
 ///   [wants](Service::wants_refresh), whenever `refresh` is notified (`notify_one`), and every
 ///   [`RETRY_AFTER_ERROR`] after an error while it is on the bus.
@@ -128,32 +135,41 @@ pub(crate) async fn follow<S: Service>(
     loop {
         if refresh_due {
             refresh_due = false;
-            match service.snapshot(reporter.last.as_ref()).await {
-                Ok(info) => {
+            let snapshot = service.snapshot(reporter.last.as_ref());
+            let error = match tokio::time::timeout(SNAPSHOT_TIMEOUT, snapshot).await {
+                Ok(Ok(info)) => {
                     if failing {
                         tracing::info!("{label} answers again");
                     }
                     failing = false;
                     retry_at = None;
                     reporter.report(info);
+                    None
                 }
-                Err(e) if S::is_unavailable(&e) => {
+                Ok(Err(e)) if S::is_unavailable(&e) => {
                     // It left between the owner check and the call; NameOwnerChanged follows
                     // and its return will bring the next refresh.
                     tracing::debug!(error = %e, "{label} left while being asked");
                     reporter.report(S::unavailable());
+                    None
                 }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "{label} did not answer; reporting it unavailable");
-                    }
-                    failing = true;
-                    retry_at = bus
-                        .owner()
-                        .is_some()
-                        .then(|| Instant::now() + RETRY_AFTER_ERROR);
-                    reporter.report(S::unavailable());
+                Ok(Err(e)) => Some(e.to_string()),
+                // On the bus but not answering: as unusable as answering with errors.
+                Err(_) => Some(format!(
+                    "no answer within {} s (is it hung?)",
+                    SNAPSHOT_TIMEOUT.as_secs()
+                )),
+            };
+            if let Some(e) = error {
+                if !failing {
+                    tracing::warn!(error = %e, "{label} did not answer; reporting it unavailable");
                 }
+                failing = true;
+                retry_at = bus
+                    .owner()
+                    .is_some()
+                    .then(|| Instant::now() + RETRY_AFTER_ERROR);
+                reporter.report(S::unavailable());
             }
         }
 

@@ -61,10 +61,53 @@ pub fn check_writable(path: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// Whether `e` is the device's storage failing — full, read-only, not permitted, an I/O
+/// error — rather than something a name or content could cause (a too long file name, say).
+pub fn is_storage_failure(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem | K::PermissionDenied
+    ) || e.raw_os_error() == Some(5) // EIO
+}
+
+/// What an operator can do about a failed write to the device's own storage, in words for
+/// `LastError`, `LastCheckResult` and the journal: a full disk is not a bad update.
+pub fn storage_advice(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::StorageFull | K::QuotaExceeded => "the disk is full: free space on it, then check again",
+        K::ReadOnlyFilesystem => {
+            "the file system is read-only: remount it read-write, then check again"
+        }
+        K::PermissionDenied => {
+            "the agent may not write there: check the directory's owner and mode"
+        }
+        _ => "the disk failed: see the kernel log (journalctl -k), then check again",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn storage_advice_says_what_to_do_about_a_full_disk() {
+        let full = std::io::Error::from_raw_os_error(28); // ENOSPC
+        assert!(storage_advice(&full).starts_with("the disk is full"));
+        let quota = std::io::Error::from_raw_os_error(122); // EDQUOT
+        assert!(storage_advice(&quota).starts_with("the disk is full"));
+        let ro = std::io::Error::from_raw_os_error(30); // EROFS
+        assert!(storage_advice(&ro).contains("read-only"));
+        let eio = std::io::Error::from_raw_os_error(5);
+        assert!(storage_advice(&eio).contains("kernel log"));
+        for e in [full, quota, ro, eio] {
+            assert!(is_storage_failure(&e), "{e}");
+        }
+        // A name a repository chose (ENAMETOOLONG) is not the disk's fault.
+        assert!(!is_storage_failure(&std::io::Error::from_raw_os_error(36)));
+    }
 
     #[test]
     fn write_atomic_replaces_the_file_with_the_given_mode() {

@@ -44,11 +44,11 @@ fn rauc_not_running_is_started_by_activation_and_again_after_it_left() {
     });
     let first = sb.pid("rauc").expect("RAUC was started");
     assert!(process_alive(first));
-    let log = sb.agent_log();
-    assert!(
-        log.contains("RAUC (de.pengutronix.rauc) was not running; started it by D-Bus activation"),
-        "{log}"
-    );
+    // The agent may see RAUC's properties before it logs how RAUC came.
+    sb.wait_for("the agent to say it started RAUC", WAIT, || {
+        sb.agent_log()
+            .contains("RAUC (de.pengutronix.rauc) was not running; started it by D-Bus activation")
+    });
     let rauc_log = std::fs::read_to_string(sb.dir().join("rauc.log")).unwrap();
     assert!(
         rauc_log.contains("rauc started by D-Bus activation"),

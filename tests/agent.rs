@@ -191,6 +191,18 @@ fn introspection_matches_the_shipped_xml() {
         describe_interface(&shipped),
         "the served interface differs from dbus/org.ssu.Agent1.xml"
     );
+    // The standard Properties interface (the agent's own, see src/dbus/properties.rs) is
+    // described as the specification has it.
+    let node = zbus_xml::Node::try_from(served).unwrap();
+    let props = node
+        .interfaces()
+        .iter()
+        .find(|i| i.name().as_str() == "org.freedesktop.DBus.Properties")
+        .expect("Properties is described");
+    let mut members: Vec<String> = props.methods().map(|m| m.name().to_string()).collect();
+    members.extend(props.signals().map(|s| s.name().to_string()));
+    members.sort();
+    assert_eq!(members, ["Get", "GetAll", "PropertiesChanged", "Set"]);
 }
 
 /// The parts of `org.ssu.Agent1` that form the contract: members, argument names, types,

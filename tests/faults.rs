@@ -1,5 +1,6 @@
 //! Bad luck and local adversaries on the sandbox device (issue 16): a full disk under the
-//! store during `CheckNow`, RAUC frozen mid-installation, an `Inhibit` flood from an
+//! store or the metadata cache during `CheckNow`, RAUC frozen mid-installation or before the
+//! agent asks it anything, an `Inhibit` flood and a flood of refused calls from an
 //! unprivileged user, an agent that does not answer `ssuctl`.
 
 mod common;
@@ -132,6 +133,133 @@ fn check_now_with_a_full_store_answers_with_the_error_within_a_second() {
         "{st:#}"
     );
     d.wait_state("reboot-required");
+}
+
+// ---- a full disk under the metadata cache ------------------------------------------------
+
+#[test]
+fn a_full_disk_under_the_metadata_cache_is_said_as_such_and_refuses_nothing() {
+    let d = Device::new("");
+    // tough's metadata cache (state/tuf) on a small file system of its own, full before the
+    // agent ever writes to it; the store stays on the roomy disk.
+    let disk = Tmpfs::mount(&d.sb.dir().join("state/tuf"), "1m");
+    disk.fill();
+    d.publish_security_update();
+    d.sb.start("agent");
+    let out = d.sb.ssuctl(&["check"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("org.ssu.Agent1.Error.Storage")
+            && said.contains("No space left on device")
+            && said.contains("the disk is full: free space on it")
+            && said.contains("hint: the device's disk, not the update"),
+        "{said}"
+    );
+    assert!(!said.contains("did not verify"), "{said}");
+    let st = d.status();
+    let result = st["LastCheckResult"].as_str().unwrap();
+    assert!(
+        result.starts_with("could not check for updates:") && result.contains("the disk is full"),
+        "{st:#}"
+    );
+    assert!(!result.contains("did not verify"), "{st:#}");
+    assert_eq!(st["LastCheckVerified"], false);
+    let h = d.history();
+    assert!(h.iter().all(|e| e["action"] != "refused"), "{h:#?}");
+
+    // Room again: the same update verifies and installs.
+    disk.free();
+    let out = d.sb.ssuctl(&["check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    d.wait_state("reboot-required");
+    let h = d.history();
+    assert!(h.iter().all(|e| e["action"] != "refused"), "{h:#?}");
+}
+
+// ---- RAUC stopped before the agent asks it anything ---------------------------------------
+
+#[test]
+fn a_rauc_that_does_not_answer_the_watcher_is_reported_unavailable() {
+    let sb = Sandbox::up_with(Options {
+        agent: false,
+        modem: false,
+        ..Options::default()
+    });
+    // On the bus, but frozen: the agent's GetAll/GetSlotStatus are queued, never answered.
+    let rauc = sb.pid("rauc").unwrap().to_string();
+    run(Command::new("kill").args(["-STOP", &rauc]));
+    let started = Instant::now();
+    sb.start("agent");
+    let mut components = serde_json::Value::Null;
+    sb.wait_for("RAUC reported unavailable", Duration::from_secs(60), || {
+        let out = sb.ssuctl(&["status", "--json"]);
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        components = st["Components"].clone();
+        components["rauc"] == "unavailable"
+    });
+    let took = started.elapsed();
+    run(Command::new("kill").args(["-CONT", &rauc]));
+    // The watcher's limit (30 s), not an error RAUC sent.
+    assert!(took >= Duration::from_secs(25), "{took:?} {components}");
+    let log = sb.agent_log();
+    assert!(
+        log.contains("RAUC did not answer") && log.contains("no answer within 30 s"),
+        "{log}"
+    );
+}
+
+// ---- a flood of refused calls ------------------------------------------------------------
+
+#[test]
+fn a_thousand_refused_calls_from_nobody_leave_a_few_lines_in_the_journal() {
+    let sb = Sandbox::up_with(Options {
+        rauc: false,
+        modem: false,
+        ..Options::default()
+    });
+    // nobody must reach the bus socket (as under /run/dbus).
+    fs::set_permissions(sb.dir(), fs::Permissions::from_mode(0o711)).unwrap();
+    const FLOOD: &str = r#"
+import dbus
+bus = dbus.SystemBus()
+agent = bus.get_object("org.ssu.Agent1", "/org/ssu/Agent1", introspect=False)
+refused = 0
+for _ in range(1000):
+    try:
+        agent.SetAutoInstall(False, dbus_interface="org.ssu.Agent1")
+    except dbus.exceptions.DBusException as e:
+        if e.get_dbus_name() == "org.ssu.Agent1.Error.NotAuthorized":
+            refused += 1
+print(refused)
+"#;
+    let out = sb
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(venv_python())
+        .args(["-c", FLOOD])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000");
+    let log = sb.agent_log();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    // The first 5 in full (per caller and kind, per minute); the rest are summed up in one
+    // line once the minute has passed ("suppressed 995 refusals from uid 65534 …").
+    assert_eq!(count("refused: not in the allowlist"), 5, "{log}");
+    assert!(count("suppressed") <= 1, "{log}");
+    // Once the minute has passed, the rest are summed up — by a timer, not the next refusal.
+    sb.wait_for("the summary line", Duration::from_secs(90), || {
+        sb.agent_log().contains(
+            "suppressed 995 refusals from uid 65534 in the last minute \
+             (org.ssu.agent.configure: not in the allowlist)",
+        )
+    });
+    let log = sb.agent_log();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("WARN suppressed"), 1, "{log}");
+    assert_eq!(count("refused: not in the allowlist"), 5, "{log}");
 }
 
 // ---- ssuctl: exit codes and a timeout ----------------------------------------------------

@@ -3,7 +3,8 @@
 //! agent itself, which the bus delivers whatever the agent's match rules say. The agent must
 //! believe only the current owner of each service's name (`buswatch::OwnedSignals`).
 //!
-//! The spoofer is `gdbus emit` run through `setpriv` as nobody (uid/gid 65534, no groups).
+//! The spoofer is `gdbus emit` (or dbus-python) run through `setpriv` as nobody (uid/gid 65534,
+//! no groups). A forged polkit *reply* is the last test: dbus-daemon refuses it.
 
 mod common;
 
@@ -275,4 +276,249 @@ fn a_spoofed_metered_link_defers_nothing() {
     let st = d.wait_state("reboot-required");
     assert_eq!(st["Available"]["version"], "1.0.1", "{st:#}");
     assert_eq!(d.installs_into_b(), 1);
+}
+
+/// As nobody: a method return addressed to the agent, answering its call number `serial`
+/// with polkit's "authorized" (`(bba{ss})` = (true, false, {})), as if polkit had sent it.
+fn spoof_polkit_reply(sb: &Sandbox, serial: u32) -> std::process::Output {
+    // GDBus: dbus-python 1.3's Message.set_reply_serial smashes its own stack.
+    const SPOOFER: &str = r#"
+import sys
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib
+bus = Gio.bus_get_sync(Gio.BusType.SYSTEM, None)
+agent = bus.call_sync("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                      "GetNameOwner", GLib.Variant("(s)", ("org.ssu.Agent1",)),
+                      GLib.VariantType("(s)"), Gio.DBusCallFlags.NONE, -1, None).unpack()[0]
+reply = Gio.DBusMessage.new()
+reply.set_message_type(Gio.DBusMessageType.METHOD_RETURN)
+reply.set_destination(agent)
+reply.set_reply_serial(int(sys.argv[1]))
+reply.set_body(GLib.Variant("((bba{ss}))", ((True, False, {}),)))
+bus.send_message(reply, Gio.DBusSendMessageFlags.NONE)
+bus.flush_sync(None)
+print(bus.get_unique_name())
+"#;
+    sb.command("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+        ])
+        .arg(common::venv_python())
+        .args(["-c", SPOOFER, &serial.to_string()])
+        .current_dir("/")
+        .output()
+        .expect("run the spoofer")
+}
+
+/// What a forged-answer test runs: the sandbox (bus open to nobody), dbusmock's polkitd
+/// (authorizes nothing unless told) and a monitor of the whole bus writing to `wire`.
+struct PolkitScene {
+    sb: Sandbox,
+    polkit: std::process::Child,
+    monitor: std::process::Child,
+    wire: std::path::PathBuf,
+}
+
+impl PolkitScene {
+    fn up() -> PolkitScene {
+        let sb = Sandbox::up_with(Options {
+            rauc: false,
+            modem: false,
+            ..Options::default()
+        });
+        open_bus_to_others(&sb);
+        let polkit = sb
+            .command(common::venv_python())
+            .args(["-m", "dbusmock", "--system", "--template", "polkitd"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        sb.wait_for("polkit on the bus", WAIT, || {
+            sb.busctl(&["status", "org.freedesktop.PolicyKit1"])
+                .status
+                .success()
+        });
+        let wire = sb.dir().join("wire.log");
+        let monitor = sb
+            .command("dbus-monitor")
+            .arg("--address")
+            .arg(sb.bus_address())
+            .stdout(fs::File::create(&wire).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        sb.wait_for("the monitor", WAIT, || {
+            fs::read_to_string(&wire).is_ok_and(|w| w.contains("NameAcquired"))
+        });
+        PolkitScene {
+            sb,
+            polkit,
+            monitor,
+            wire,
+        }
+    }
+
+    fn wire(&self) -> String {
+        fs::read_to_string(&self.wire).unwrap_or_default()
+    }
+
+    /// With polkit frozen, nobody calls `SetAutoInstall(false)`; returns that call (gdbus) and
+    /// the serial of the agent's `CheckAuthorization` for it, read off the wire.
+    fn nobody_calls_while_polkit_is_frozen(&self) -> (std::process::Child, u32) {
+        signal_process(self.polkit.id(), "-STOP");
+        let call = self
+            .sb
+            .command("setpriv")
+            .args([
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+                "--clear-groups",
+                "gdbus",
+                "call",
+                "--system",
+                "--dest",
+                "org.ssu.Agent1",
+                "--object-path",
+                "/org/ssu/Agent1",
+                "--method",
+                "org.ssu.Agent1.SetAutoInstall",
+                "false",
+            ])
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut serial = None;
+        self.sb.wait_for("the agent asking polkit", WAIT, || {
+            serial = self
+                .wire()
+                .lines()
+                .filter(|l| l.contains("member=CheckAuthorization"))
+                .find_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("serial=")))
+                .and_then(|s| s.parse::<u32>().ok());
+            serial.is_some()
+        });
+        (call, serial.unwrap())
+    }
+
+    /// Forges polkit's "authorized" for call `serial`; returns the forger's unique name.
+    fn forge(&self, serial: u32) -> String {
+        let out = spoof_polkit_reply(&self.sb, serial);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for PolkitScene {
+    fn drop(&mut self) {
+        signal_process(self.polkit.id(), "-CONT");
+        for child in [&mut self.monitor, &mut self.polkit] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The agent acts on no logind or polkit *signal* (it takes no inhibitor locks and follows no
+/// `PrepareForShutdown`); polkit is asked with a method call, and only its reply counts. zbus
+/// hands a reply to the pending call its reply serial names, whoever sent it — and another
+/// user can read that serial off the wire's order. On the system bus, dbus-daemon is what
+/// stops a forged one: its policy lets a method return or error through only as the answer to
+/// a call the recipient made to that sender (`send_requested_reply`). This test forges
+/// polkit's "authorized" for the very call the agent is waiting on, from nobody, and watches
+/// the bus refuse it.
+#[test]
+fn a_forged_polkit_answer_from_another_user_is_refused_by_the_bus() {
+    let scene = PolkitScene::up();
+    let (call, serial) = scene.nobody_calls_while_polkit_is_frozen();
+    let forger = scene.forge(serial);
+    scene
+        .sb
+        .wait_for("the bus to refuse the forged reply", WAIT, || {
+            scene.wire().lines().any(|l| {
+                l.starts_with("error ")
+                    && l.contains("sender=org.freedesktop.DBus")
+                    && l.contains(&format!("destination={forger}"))
+                    && l.contains("error_name=org.freedesktop.DBus.Error.AccessDenied")
+            })
+        });
+    let w = scene.wire();
+    assert!(w.contains("requested_reply=\"0\""), "{w}");
+
+    // polkit answers for real: refused; nothing changed.
+    signal_process(scene.polkit.id(), "-CONT");
+    let out = call.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text_of(&out));
+    assert!(
+        text_of(&out).contains("org.ssu.Agent1.Error.NotAuthorized"),
+        "{}",
+        text_of(&out)
+    );
+    assert_eq!(status(&scene.sb)["AutoInstall"], true);
+}
+
+/// The same forgery on a bus whose policy lets unrequested replies through (a misconfigured
+/// system bus): the bus delivers it, zbus takes it for polkit's answer — and the agent refuses
+/// it, because it did not come from polkit's current owner (`auth::from_polkit`).
+#[test]
+fn a_forged_polkit_answer_that_the_bus_delivers_authorizes_nothing() {
+    let scene = PolkitScene::up();
+    // Loosen the policy: any method return may be sent and received.
+    let conf = scene.sb.dir().join("bus/system.conf");
+    let text = fs::read_to_string(&conf).unwrap();
+    let loose = text
+        .replace(
+            r#"<allow send_requested_reply="true" send_type="method_return"/>"#,
+            r#"<allow send_requested_reply="false" send_type="method_return"/>"#,
+        )
+        .replace(
+            r#"<allow receive_type="method_return"/>"#,
+            r#"<allow receive_requested_reply="false" receive_type="method_return"/>"#,
+        );
+    assert_ne!(loose, text);
+    fs::write(&conf, loose).unwrap();
+    let out = scene.sb.busctl(&[
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "ReloadConfig",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+
+    let (call, serial) = scene.nobody_calls_while_polkit_is_frozen();
+    let forger = scene.forge(serial);
+    // Delivered this time: nobody's call is answered at once, while polkit is still frozen.
+    let out = call.wait_with_output().unwrap();
+    let said = text_of(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("org.ssu.Agent1.Error.NotAuthorized")
+            && said.contains("did not come from polkit"),
+        "{said}"
+    );
+    let w = scene.wire();
+    assert!(
+        w.lines()
+            .any(|l| l.starts_with("method return") && l.contains(&format!("sender={forger}"))),
+        "the bus delivered the forged reply: {w}"
+    );
+    assert_eq!(status(&scene.sb)["AutoInstall"], true);
+    assert!(
+        scene.sb.agent_log().contains("did not come from polkit"),
+        "the journal says it"
+    );
 }

@@ -7,92 +7,12 @@
 //! The first run copies the tools and parses oe-core (minutes); later runs reuse bitbake's
 //! parse cache and the downloaded crates in /var/cache/ssu-agent-yocto (scripts/yocto).
 
-use std::collections::HashMap;
+mod bitbake;
+
+use bitbake::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// scripts/yocto ARGS (bitbake as the unprivileged build user, one at a time).
-fn yocto(args: &[&str]) -> Output {
-    Command::new("bash")
-        .arg(repo().join("scripts/yocto"))
-        .args(args)
-        .output()
-        .expect("run scripts/yocto")
-}
-
-/// `bitbake -e TARGET`: the raw text and its variables (`VAR="value"`, also exported ones).
-struct Env {
-    raw: String,
-    vars: HashMap<String, String>,
-}
-
-impl Env {
-    fn get(&self, var: &str) -> &str {
-        self.vars
-            .get(var)
-            .unwrap_or_else(|| panic!("bitbake -e has no {var}"))
-    }
-
-    fn words(&self, var: &str) -> Vec<&str> {
-        self.get(var).split_whitespace().collect()
-    }
-
-    /// The shell function `name() {` … `}` as bitbake expanded it.
-    fn shell_function(&self, name: &str) -> &str {
-        let start = self
-            .raw
-            .find(&format!("\n{name}() {{\n"))
-            .unwrap_or_else(|| panic!("bitbake -e has no shell function {name}"))
-            + 1;
-        let len = self.raw[start..].find("\n}\n").unwrap() + 3;
-        &self.raw[start..start + len]
-    }
-}
-
-fn bitbake_env(target: &str) -> Env {
-    let out = yocto(&["bitbake", "-e", target]);
-    assert!(out.status.success(), "bitbake -e {target}: {}", text(&out));
-    let raw = String::from_utf8(out.stdout).unwrap();
-    let mut vars = HashMap::new();
-    for line in raw.lines() {
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        if let Some((name, value)) = line.split_once("=\"")
-            && !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_:-${}.+/".contains(c))
-            && let Some(value) = value.strip_suffix('"')
-        {
-            vars.insert(name.to_owned(), value.replace("\\\"", "\""));
-        }
-    }
-    Env { raw, vars }
-}
-
-fn agent_env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| bitbake_env("ssu-agent"))
-}
-
-fn conf_env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| bitbake_env("ssu-agent-conf"))
-}
+use std::process::Command;
 
 #[test]
 fn bitbake_parses_the_layer_and_plans_a_build_of_ssu_agent() {
@@ -123,43 +43,6 @@ fn bitbake_parses_the_layer_and_plans_a_build_of_ssu_agent() {
     assert!(summary.contains("all succeeded"), "{summary}");
     fs::create_dir_all(done.parent().unwrap()).unwrap();
     fs::write(&done, summary).unwrap();
-}
-
-fn build_dir() -> PathBuf {
-    let out = yocto(&["--path"]);
-    assert!(out.status.success(), "{}", text(&out));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// SHA-256 over the tools' copy (its name is its content key), the build configuration and
-/// every file of the layer.
-fn dry_run_key(build: &Path) -> String {
-    use aws_lc_rs::digest::{Context, SHA256};
-    let mut ctx = Context::new(&SHA256);
-    let tools = yocto(&["--tools"]);
-    ctx.update(&tools.stdout);
-    for conf in ["conf/bblayers.conf", "conf/local.conf"] {
-        ctx.update(&fs::read(build.join(conf)).unwrap());
-    }
-    let mut files = Vec::new();
-    all_files(&repo().join("yocto-layer/meta-ssu"), &mut files);
-    files.sort();
-    for f in files {
-        ctx.update(f.to_string_lossy().as_bytes());
-        ctx.update(&fs::read(&f).unwrap());
-    }
-    hex::encode(ctx.finish())
-}
-
-fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            all_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }
 
 #[test]
@@ -373,65 +256,6 @@ fn a_pinned_source_whose_lock_disagrees_with_the_crate_list_stops_unpack() {
     assert!(log.contains("scripts/crates-inc"), "{log}");
 }
 
-/// Files are created as root by the test; bitbake (ssu-yocto) must own what it clones.
-fn chown_to_build_user(path: &Path) {
-    if rustix::process::geteuid().is_root() {
-        let out = Command::new("chown")
-            .args(["-R", "ssu-yocto:"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-    }
-}
-
-/// Runs the recipe's own expanded `do_install` under `sh -e`, as bitbake's run.do_install
-/// does: with the shell functions it calls (bbfatal, bbwarn, cargo_do_install, …) as bitbake
-/// defined them, and WORKDIR moved to `workdir`.
-fn run_do_install(env: &Env, workdir: &Path, vars: &[(&str, &str)]) -> Output {
-    // Every shell function in the environment: "name() {" … "}" at the line start.
-    let mut functions: HashMap<&str, &str> = HashMap::new();
-    let mut rest = env.raw.as_str();
-    while let Some(pos) = rest.find("() {\n") {
-        let line_start = rest[..pos].rfind('\n').map_or(0, |i| i + 1);
-        let name = &rest[line_start..pos];
-        let end = rest[pos..]
-            .find("\n}\n")
-            .map_or(rest.len(), |e| pos + e + 3);
-        if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            functions.insert(name, &rest[line_start..end]);
-        }
-        rest = &rest[end..];
-    }
-    // The ones do_install reaches, as bitbake emits only those.
-    let mut needed = vec!["do_install"];
-    let mut script = String::from("set -e\n");
-    while let Some(name) = needed.pop() {
-        let body = functions[name];
-        script.push_str(body);
-        for word in body.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            if functions.contains_key(word)
-                && !needed.contains(&word)
-                && !script.contains(&format!("\n{word}() {{"))
-                && !script.starts_with(&format!("{word}() {{"))
-            {
-                needed.push(word);
-            }
-        }
-    }
-    script.push_str("do_install\n");
-    let script = script.replace(env.get("WORKDIR"), workdir.to_str().unwrap());
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(script)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin");
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
 #[test]
 fn do_install_for_each_combination_of_the_integrator_variables() {
     let agent = agent_env();
@@ -596,19 +420,63 @@ fn do_install_for_each_combination_of_the_integrator_variables() {
     }
 }
 
-/// `cp -a` of what the recipe's default SRC_URI takes from a checkout (no target/).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap().flatten() {
-        let name = entry.file_name();
-        if name == "target" || name == ".git" {
-            continue;
-        }
-        let path = entry.path();
-        if path.is_dir() {
-            copy_tree(&path, &to.join(&name));
-        } else {
-            fs::copy(&path, to.join(&name)).unwrap();
-        }
+/// meta-rauc's `rauc` recommends rauc-mark-good, which marks every boot good and so defeats
+/// the agent's health check and rollback: an image with `inherit ssu_image` (the layer's
+/// example image) keeps it out, and its root file system check refuses it if it got in.
+#[test]
+fn an_ssu_image_leaves_rauc_mark_good_out_and_refuses_a_root_file_system_with_it() {
+    let image = bitbake_env("ssu-image-minimal");
+    assert!(
+        image
+            .words("BAD_RECOMMENDATIONS")
+            .contains(&"rauc-mark-good"),
+        "BAD_RECOMMENDATIONS={}",
+        image.get("BAD_RECOMMENDATIONS")
+    );
+    assert!(image.words("IMAGE_INSTALL").contains(&"ssu-agent"));
+    let check = "ssu_image_refuse_mark_good";
+    assert!(
+        image.words("ROOTFS_POSTPROCESS_COMMAND").contains(&check),
+        "ROOTFS_POSTPROCESS_COMMAND={}",
+        image.get("ROOTFS_POSTPROCESS_COMMAND")
+    );
+
+    let unit_dir = image.get("systemd_system_unitdir").to_owned();
+    let init_dir = format!("{}/init.d", image.get("sysconfdir"));
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    for dir in [&unit_dir, &init_dir] {
+        fs::create_dir_all(rootfs.join(dir.trim_start_matches('/'))).unwrap();
+    }
+    // A root file system with RAUC's own service and ssu-agent's passes.
+    fs::write(
+        rootfs
+            .join(unit_dir.trim_start_matches('/'))
+            .join("rauc.service"),
+        "",
+    )
+    .unwrap();
+    fs::write(
+        rootfs
+            .join(unit_dir.trim_start_matches('/'))
+            .join("ssu-agent.service"),
+        "",
+    )
+    .unwrap();
+    let out = run_function(&image, check, ("IMAGE_ROOTFS", &rootfs), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Either form of rauc-mark-good (systemd unit, SysV script) fails the image, naming it.
+    for file in [
+        format!("{unit_dir}/rauc-mark-good.service"),
+        format!("{init_dir}/rauc-mark-good"),
+    ] {
+        let path = rootfs.join(file.trim_start_matches('/'));
+        fs::write(&path, "").unwrap();
+        let out = run_function(&image, check, ("IMAGE_ROOTFS", &rootfs), &[]);
+        let log = text(&out);
+        assert!(!out.status.success(), "{file}: {log}");
+        assert!(log.contains(&file) && log.contains("rollback"), "{log}");
+        fs::remove_file(&path).unwrap();
     }
 }

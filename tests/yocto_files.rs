@@ -125,7 +125,7 @@ fn layer_files(dir: &Path, out: &mut Vec<PathBuf>) {
             layer_files(&path, out);
         } else if path
             .extension()
-            .is_some_and(|e| e == "bb" || e == "bbappend")
+            .is_some_and(|e| e == "bb" || e == "bbappend" || e == "bbclass")
             || path.ends_with("conf/layer.conf")
         {
             out.push(path);
@@ -143,6 +143,8 @@ fn yocto_layer_is_oelint_clean() {
         files.iter().any(|f| f.ends_with("ssu-agent_0.1.0.bb"))
             && files.iter().any(|f| f.ends_with("ssu-agent-conf_1.0.bb"))
             && files.iter().any(|f| f.ends_with("rauc-conf.bbappend"))
+            && files.iter().any(|f| f.ends_with("ssu_image.bbclass"))
+            && files.iter().any(|f| f.ends_with("ssu-image-minimal.bb"))
             && files.iter().any(|f| f.ends_with("conf/layer.conf")),
         "{files:?}"
     );

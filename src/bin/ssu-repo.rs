@@ -1,6 +1,7 @@
 //! `ssu-repo`: create and publish the TUF repositories ssu-agent updates from
 //! (see `docs/ssu-repo.md`; the work is done by `ssu_agent::repo`).
 
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,8 +12,9 @@ use ssu_agent::metadata::schema::{Cve, DeviceMeta, Kind, Replacement};
 use ssu_agent::repo::fleet;
 use ssu_agent::repo::{
     self, AddOptions, ApproveOptions, BundleFields, Expiries, Expiry, InitOptions, RefreshOptions,
-    RepoError, RepoRole,
+    RepoError, RepoRole, RotateOptions, WarnWindows,
 };
+use tough::schema::RoleType;
 
 /// Publish signed security updates (GSMA FS.25) as a static TUF repository.
 #[derive(Parser)]
@@ -23,7 +25,11 @@ struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 refused or failed (the repository is \
-unchanged when refused); 2 usage error.";
+unchanged when refused); 2 usage error; 3 (verify) verified, but some metadata expires within \
+its warning window.";
+
+/// `verify`'s exit code when the repository verifies but something expires soon.
+const EXIT_EXPIRING: u8 = 3;
 
 #[derive(Subcommand)]
 enum Command {
@@ -37,11 +43,33 @@ enum Command {
     Approve(ApproveArgs),
     /// Sign a new snapshot and timestamp (run before the timestamp expires).
     Refresh(RefreshArgs),
-    /// Load the public repository as a device would and check every target.
+    /// Load the public repository as a device would, check every target, and warn about
+    /// metadata that expires soon (exit code 3).
     Verify {
         /// Repository directory (or a bare public directory).
         dir: PathBuf,
+        /// Warn when a role expires within DURATION (all roles) or ROLE=DURATION (one role);
+        /// repeatable. Defaults: root=90d, targets=30d, snapshot=7d, timestamp=1d.
+        #[arg(long, value_name = "[ROLE=]DURATION")]
+        warn_within: Vec<String>,
     },
+    /// Create signing keys (FILE, 0600 PKCS#8) and their public keys (FILE.pub), e.g. for an
+    /// offline root key or a second key of a role with threshold 2.
+    Keygen {
+        /// New files (never overwritten).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Replace a role's keys: publishes the next root (signed by the old root keys and, for
+    /// root, the new ones) and re-signs the role's metadata with the new keys.
+    Rotate(RotateArgs),
+    /// Publish the next root with the same keys and a fresh expiry (repo.toml's root expiry).
+    RenewRoot(RenewRootArgs),
+    /// Sign a prepared root with root keys (the offline machine; needs no repository).
+    SignRoot(SignRootArgs),
+    /// Publish a root signed elsewhere (after `rotate --prepare` / `renew-root --prepare` and
+    /// `sign-root`), checked as devices will check it.
+    ImportRoot(ImportRootArgs),
     /// Write a static HTML security bulletin (OUT_DIR/index.html) from the verified metadata.
     Bulletin(BulletinArgs),
     /// Check a device's signed patch-status report (`ssuctl report --json`): signature, nonce,
@@ -109,6 +137,68 @@ struct AcceptReportArgs {
 }
 
 #[derive(Args)]
+struct RotateArgs {
+    /// The repository directory.
+    dir: PathBuf,
+    /// The role whose keys change.
+    #[arg(value_parser = parse_tuf_role, value_name = "root|targets|snapshot|timestamp")]
+    role: RoleType,
+    /// A key of the role's new set (repeat for several): a private key (.pk8) or, with
+    /// --prepare or for root, a public key (.pub). Keep a current key by naming its file.
+    /// Default: one new key generated into DIR/keys/.
+    #[arg(long = "key", value_name = "FILE")]
+    keys: Vec<PathBuf>,
+    /// Signatures needed from the new keys [default: the role's current threshold].
+    #[arg(long, value_name = "N")]
+    threshold: Option<NonZeroU64>,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+#[derive(Args)]
+struct RenewRootArgs {
+    /// The repository directory.
+    dir: PathBuf,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+#[derive(Args)]
+struct RootArgs {
+    /// A root key kept outside DIR/keys/ (repeatable).
+    #[arg(long = "root-key", value_name = "FILE")]
+    root_keys: Vec<PathBuf>,
+    /// Write the unsigned next root to OUT and change nothing (offline root key: sign OUT with
+    /// sign-root, then import-root it).
+    #[arg(long, value_name = "OUT")]
+    prepare: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SignRootArgs {
+    /// The prepared root (signed in place).
+    file: PathBuf,
+    /// A root key (.pk8) of this root or of the previous one (repeatable).
+    #[arg(long = "key", value_name = "FILE", required = true)]
+    keys: Vec<PathBuf>,
+    /// The previous root (N.root.json from the repository): to sign with a root key the new
+    /// root drops, and to report its signature count.
+    #[arg(long, value_name = "ROOT")]
+    previous: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ImportRootArgs {
+    /// The repository directory.
+    dir: PathBuf,
+    /// The signed root.
+    file: PathBuf,
+    /// A private key of a role this root changes, stored into DIR/keys/ (repeatable).
+    #[arg(long = "key", value_name = "FILE")]
+    keys: Vec<PathBuf>,
+}
+
+#[derive(Args)]
 struct VerifyReportArgs {
     /// The device's public key: 64 hex digits, or a file holding what `ssuctl report
     /// --public-key` (or `--json`) prints.
@@ -152,8 +242,8 @@ struct InitArgs {
     /// Shown by verify; defaults to the directory's name.
     #[arg(long)]
     name: Option<String>,
-    /// Validity of root.json (y = 365 days, d, h, m, s).
-    #[arg(long, default_value = "5y")]
+    /// Validity of root.json (y = 365 days, d, h, m, s); renew it with renew-root.
+    #[arg(long, default_value = "1y")]
     root_expires: String,
     #[arg(long, default_value = "1y")]
     targets_expires: String,
@@ -261,6 +351,9 @@ struct RefreshArgs {
     /// TEST FIXTURES ONLY: accept zero or negative expiries (publishes expired metadata).
     #[arg(long, hide = true)]
     allow_expired: bool,
+    /// TEST FIXTURES ONLY: sign the timestamp with this version (a fast-forward).
+    #[arg(long, hide = true)]
+    timestamp_version: Option<NonZeroU64>,
 }
 
 async fn serve_reports(a: ServeReportsArgs) -> Result<(), String> {
@@ -310,7 +403,8 @@ fn main() -> ExitCode {
         Err(e) => Err(format!("cannot start: {e}")),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(Exit::Expiring) => ExitCode::from(EXIT_EXPIRING),
         Err(message) => {
             eprintln!("ssu-repo: {message}");
             ExitCode::FAILURE
@@ -318,7 +412,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
+enum Exit {
+    Ok,
+    Expiring,
+}
+
+async fn run(command: Command) -> Result<Exit, String> {
     let now = Timestamp::now();
     let text = |e: RepoError| e.to_string();
     match command {
@@ -372,15 +471,60 @@ async fn run(command: Command) -> Result<(), String> {
             let opts = RefreshOptions {
                 snapshot_expires: opt("snapshot", &a.snapshot_expires)?,
                 timestamp_expires: opt("timestamp", &a.timestamp_expires)?,
+                timestamp_version: a.timestamp_version,
             };
             println!("{}", repo::refresh(&a.dir, &opts, now).await.map_err(text)?);
         }
-        Command::Verify { dir } => {
+        Command::Verify { dir, warn_within } => {
+            let mut windows = WarnWindows::default();
+            for w in &warn_within {
+                windows.set(w).map_err(text)?;
+            }
             let report = repo::verify(&dir).await.map_err(text)?;
             println!("{report}");
             if !report.is_ok() {
                 return Err(format!("{}: verification found problems", dir.display()));
             }
+            let warnings = repo::expiry_warnings(&report.roles, &windows, now);
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            if !warnings.is_empty() {
+                return Ok(Exit::Expiring);
+            }
+        }
+        Command::Keygen { files } => println!("{}", repo::keygen(&files).map_err(text)?),
+        Command::Rotate(a) => {
+            let opts = RotateOptions {
+                role: Some(a.role),
+                keys: a.keys,
+                threshold: a.threshold,
+                root_keys: a.root.root_keys,
+                prepare: a.root.prepare,
+            };
+            println!("{}", repo::rotate(&a.dir, &opts, now).await.map_err(text)?);
+        }
+        Command::RenewRoot(a) => {
+            let opts = RotateOptions {
+                role: None,
+                keys: Vec::new(),
+                threshold: None,
+                root_keys: a.root.root_keys,
+                prepare: a.root.prepare,
+            };
+            println!("{}", repo::rotate(&a.dir, &opts, now).await.map_err(text)?);
+        }
+        Command::SignRoot(a) => {
+            let done = repo::sign_root(&a.file, &a.keys, a.previous.as_deref())
+                .await
+                .map_err(text)?;
+            println!("{done}");
+        }
+        Command::ImportRoot(a) => {
+            let done = repo::import_root(&a.dir, &a.file, &a.keys, now)
+                .await
+                .map_err(text)?;
+            println!("{done}");
         }
         Command::VerifyReport(a) => verify_report(a)?,
         Command::EnrollDevice(a) => {
@@ -414,7 +558,7 @@ async fn run(command: Command) -> Result<(), String> {
             println!("{written}");
         }
     }
-    Ok(())
+    Ok(Exit::Ok)
 }
 
 fn verify_report(a: VerifyReportArgs) -> Result<(), String> {
@@ -488,6 +632,18 @@ fn list<T>(v: Vec<T>) -> Option<Vec<T>> {
 
 fn expiry(role: &'static str, s: &str, allow_expired: bool) -> Result<Expiry, String> {
     Expiry::parse(role, s, allow_expired).map_err(|e| e.to_string())
+}
+
+fn parse_tuf_role(s: &str) -> Result<RoleType, String> {
+    match s {
+        "root" => Ok(RoleType::Root),
+        "targets" => Ok(RoleType::Targets),
+        "snapshot" => Ok(RoleType::Snapshot),
+        "timestamp" => Ok(RoleType::Timestamp),
+        _ => Err(format!(
+            "{s:?}: expected root, targets, snapshot or timestamp"
+        )),
+    }
 }
 
 fn parse_role(s: &str) -> Result<RepoRole, String> {

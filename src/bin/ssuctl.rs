@@ -485,6 +485,10 @@ fn hint_for(error_name: &str) -> Option<&'static str> {
         "PolicyRefused" => "the message names the limit; ask for less",
         "InvalidArgs" => "a report nonce is 16 to 64 bytes: 32 to 128 hex digits",
         "Unavailable" => "the agent is shutting down or misses a part; see journalctl -u ssu-agent",
+        "Storage" => {
+            "the device's disk, not the update: free space there (df -h on the path named), \
+             then ssuctl check again"
+        }
         _ => return None,
     })
 }

@@ -14,15 +14,21 @@
 //! answer and our read, and `/proc` may be mounted `hidepid`. The allowlist names accounts
 //! and groups as the administrator configured them, which is what the database says.
 //! (NSS sources such as LDAP are not consulted; embedded images keep accounts in files.)
+//!
+//! Each refusal is a WARN in the journal, bounded per caller ([`super::refusals`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use zbus::Connection;
 use zbus::message::Header;
-use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+use zbus::names::{BusName, OwnedUniqueName, WellKnownName};
+use zbus_polkit::policykit1::{
+    AuthorityProxy, AuthorizationResult, CheckAuthorizationFlags, Subject,
+};
 
 use super::AgentError;
+use super::refusals::Refusals;
 use crate::activation::{self, ActivationError, Started};
 use crate::config::AuthorizationConfig;
 
@@ -56,6 +62,8 @@ pub struct Authorizer {
     config: AuthorizationConfig,
     passwd: PathBuf,
     group: PathBuf,
+    /// Which refusals make it to the journal.
+    refusals: Refusals,
 }
 
 impl Authorizer {
@@ -64,6 +72,7 @@ impl Authorizer {
             config,
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
+            refusals: Refusals::default(),
         }
     }
 
@@ -117,15 +126,18 @@ impl Authorizer {
             tracing::info!(uid, action = action.id(), "allowed by the allowlist");
             Ok(())
         } else {
-            let caller = Caller::ask(&dbus, &sender).await;
-            tracing::warn!(
-                uid,
-                pid = caller.pid,
-                process = caller.process.as_deref(),
-                sender = %sender,
-                action = action.id(),
-                "refused: not in the allowlist"
-            );
+            let what = format!("{}: not in the allowlist", action.id());
+            if self.refusals.note(Some(uid), &what) {
+                let caller = Caller::ask(&dbus, &sender).await;
+                tracing::warn!(
+                    uid,
+                    pid = caller.pid,
+                    process = caller.process.as_deref(),
+                    sender = %sender,
+                    action = action.id(),
+                    "refused: not in the allowlist"
+                );
+            }
             Err(AgentError::NotAuthorized(format!(
                 "user {} may not do {}: not in [authorization] allow_users/allow_groups; run \
                  as an allowed user or ask your administrator",
@@ -146,17 +158,45 @@ impl Authorizer {
         let authority = AuthorityProxy::new(conn)
             .await
             .map_err(|e| AgentError::NotAuthorized(format!("cannot reach polkit: {e}")))?;
+        // Who polkit is now: its answer must come from there (see `from_polkit`).
+        let owner = zbus::fdo::DBusProxy::new(conn)
+            .await
+            .map_err(|e| AgentError::NotAuthorized(format!("cannot ask the bus: {e}")))?
+            .get_name_owner(BusName::from(WellKnownName::from_static_str_unchecked(
+                POLKIT,
+            )))
+            .await
+            .map_err(|e| AgentError::NotAuthorized(format!("polkit is not on the bus: {e}")))?;
         // The calls stem from a user's action, so an authentication agent may ask them.
-        let result = authority
-            .check_authorization(
-                &subject,
-                action.id(),
-                &HashMap::new(),
-                CheckAuthorizationFlags::ALLOW_USER_INTERACTION,
-                "",
+        let details: HashMap<&str, &str> = HashMap::new();
+        let reply = authority
+            .inner()
+            .call_method(
+                "CheckAuthorization",
+                &(
+                    &subject,
+                    action.id(),
+                    &details,
+                    CheckAuthorizationFlags::ALLOW_USER_INTERACTION,
+                    "",
+                ),
             )
             .await
             .map_err(|e| AgentError::NotAuthorized(format!("polkit did not answer: {e}")))?;
+        if !from_polkit(&reply, &owner) {
+            tracing::error!(
+                sender = ?reply.header().sender().map(|s| s.as_str()),
+                polkit = %owner,
+                action = action.id(),
+                "an authorization answer did not come from polkit; refused"
+            );
+            return Err(AgentError::NotAuthorized(
+                "the authorization answer did not come from polkit; try again".into(),
+            ));
+        }
+        let result: AuthorizationResult = reply.body().deserialize().map_err(|e| {
+            AgentError::NotAuthorized(format!("polkit's answer is not understood: {e}"))
+        })?;
         if result.is_authorized {
             Ok(())
         } else {
@@ -165,20 +205,34 @@ impl Authorizer {
                 (Some(sender), Ok(dbus)) => Caller::ask(&dbus, &sender.to_owned()).await,
                 _ => Caller::default(),
             };
-            tracing::warn!(
-                uid = caller.uid,
-                pid = caller.pid,
-                process = caller.process.as_deref(),
-                sender = %header.sender().map(|s| s.as_str()).unwrap_or(""),
-                action = action.id(),
-                "refused by polkit"
-            );
+            let what = format!("{}: refused by polkit", action.id());
+            if self.refusals.note(caller.uid, &what) {
+                tracing::warn!(
+                    uid = caller.uid,
+                    pid = caller.pid,
+                    process = caller.process.as_deref(),
+                    sender = %header.sender().map(|s| s.as_str()).unwrap_or(""),
+                    action = action.id(),
+                    "refused by polkit"
+                );
+            }
             Err(AgentError::NotAuthorized(format!(
                 "polkit refused {}; run as root or ask your administrator for the permission",
                 action.id()
             )))
         }
     }
+}
+
+/// Whether `reply` was sent by `polkit`, the owner of polkit's name when it was asked. zbus
+/// hands a method return to the call whose serial it names, whoever sent it; on the system bus
+/// dbus-daemon lets only requested replies through (`send_requested_reply`), but a bus whose
+/// policy is looser must not turn another user's forged "authorized" into a decision.
+fn from_polkit(reply: &zbus::Message, polkit: &OwnedUniqueName) -> bool {
+    reply
+        .header()
+        .sender()
+        .is_some_and(|s| s.as_str() == polkit.as_str())
 }
 
 /// Whether polkit can decide: it runs, or the bus started it now. polkitd is normally
@@ -308,6 +362,25 @@ impl Account {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply_from(sender: &str) -> zbus::Message {
+        let call = zbus::Message::method_call("/org/freedesktop/PolicyKit1/Authority", "X")
+            .serial(std::num::NonZeroU32::new(7).unwrap())
+            .sender(":1.9")
+            .build(&())
+            .unwrap();
+        zbus::Message::method_return(&call.header())
+            .sender(sender)
+            .build(&((true, false, HashMap::<String, String>::new()),))
+            .unwrap()
+    }
+
+    #[test]
+    fn only_polkit_s_own_answer_counts() {
+        let polkit = OwnedUniqueName::try_from(":1.4").unwrap();
+        assert!(from_polkit(&reply_from(":1.4"), &polkit));
+        assert!(!from_polkit(&reply_from(":1.66"), &polkit));
+    }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\

@@ -8,6 +8,8 @@
 
 pub mod auth;
 pub mod limits;
+pub mod properties;
+pub mod refusals;
 pub mod reply;
 pub mod view;
 
@@ -56,6 +58,9 @@ pub enum AgentError {
     Unavailable(String),
     /// An internal failure (e.g. the store); the message says what.
     Internal(String),
+    /// The device's own storage failed (e.g. the disk is full); the message says where and
+    /// what to do. Says nothing about the update itself.
+    Storage(String),
 }
 
 impl From<EngineError> for AgentError {
@@ -65,6 +70,7 @@ impl From<EngineError> for AgentError {
             EngineError::Stopped => AgentError::Unavailable(e.to_string()),
             EngineError::NothingToInstall(m) => AgentError::NothingToInstall(m),
             EngineError::PolicyRefused(m) => AgentError::PolicyRefused(m),
+            EngineError::Storage(m) => AgentError::Storage(m),
             other => AgentError::Internal(other.to_string()),
         }
     }
@@ -466,8 +472,18 @@ pub async fn serve(
     auth: Authorizer,
     reporter: Arc<Reporter>,
 ) -> Result<(), ServeError> {
-    conn.object_server()
+    let server = conn.object_server();
+    server
         .at(OBJECT_PATH, Agent1::new(engine, auth, reporter))
+        .await
+        .map_err(ServeError::Object)?;
+    // Our Properties, which answers Set with PropertyReadOnly (see `properties.rs`).
+    server
+        .remove::<zbus::fdo::Properties, _>(OBJECT_PATH)
+        .await
+        .map_err(ServeError::Object)?;
+    server
+        .at(OBJECT_PATH, properties::Properties)
         .await
         .map_err(ServeError::Object)?;
     match conn

@@ -184,6 +184,23 @@ impl DownloadError {
         }
     }
 
+    /// Whether the device's own storage failed (no room, a write error in the cache):
+    /// nothing said about the server or the bytes.
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            DownloadError::NoSpace { .. } | DownloadError::Io { .. }
+        )
+    }
+
+    /// The I/O error behind a storage failure, if there is one (for advice on what to do).
+    pub fn storage_error(&self) -> Option<&io::Error> {
+        match self {
+            DownloadError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
     /// Whether the bytes received so far are proven useless, so the partial file goes.
     pub(super) fn condemns_partial(&self) -> bool {
         matches!(

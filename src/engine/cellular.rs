@@ -170,6 +170,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     self.set_unusable(None);
                 }
             }
+            // This device's disk, not the operator's server: no outage clock, no fallback.
+            Err(e) if e.is_storage() => {
+                tracing::warn!(operator = %name, "{e}");
+            }
             Err(e) => {
                 tracing::warn!(operator = %name, "operator server unusable: {e}");
                 self.cellular.operator_verified = None;

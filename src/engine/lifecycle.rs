@@ -188,6 +188,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let now = self.clock.now();
         match result {
             Ok(verified) => self.on_verified(now, verified),
+            Err(e) if e.is_storage() => {
+                // The device's disk, not the server: what verified before still stands, and
+                // the check says what to do rather than "did not verify".
+                self.checks.consecutive_failures += 1;
+                let message = format!("could not check for updates: {e}");
+                self.storage_error = Some(message.clone());
+                self.check_not_verified(now, message);
+            }
             Err(e) => {
                 self.checks.consecutive_failures += 1;
                 if !e.is_retryable() {
@@ -198,7 +206,18 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                         self.store_failed("cannot record the check", se);
                     }
                 }
-                self.check_not_verified(now, format!("could not verify update metadata: {e}"));
+                let mut message = format!("could not verify update metadata: {e}");
+                // Checked only for the HTTPS server's Date (see start_check): when that did not
+                // come, the clock is the reason to give — by a clock in 1970 no certificate is
+                // valid yet, and "certificate not valid yet" alone does not say what to fix.
+                if let Verdict::Refuse(clock) =
+                    time::judge(now, self.latest_known_time(), self.network_time(now))
+                {
+                    message = format!(
+                        "{clock}; the update server's HTTPS Date did not settle it ({message})"
+                    );
+                }
+                self.check_not_verified(now, message);
             }
         }
     }
@@ -211,8 +230,6 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .is_some_and(|m| m.url.scheme() == "https")
     }
 
-    /// Which time this verified metadata is judged by (`policy::time`); `Err` with the
-    /// reason when the clock cannot be trusted or the metadata is expired by trusted time.
     /// The cellular network's time now, from the modem (trusted time).
     fn network_time(&self, now: Timestamp) -> Option<Trusted> {
         let offset = self.status.modem.network_time_offset_s?;
@@ -241,6 +258,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.settle_state();
     }
 
+    /// Which time this verified metadata is judged by (`policy::time`); `Err` with the
+    /// reason when the clock cannot be trusted or the metadata is expired by trusted time.
     fn judge_time(&self, now: Timestamp, v: &Verified) -> Result<Timestamp, String> {
         // The network's time first: it does not depend on the server being judged.
         let trusted = self.network_time(now).or(v.server_time.map(|at| Trusted {
@@ -254,6 +273,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 ratchet,
                 recovered,
             } => {
+                if when != now {
+                    tracing::info!(
+                        system_clock = %now,
+                        trusted = %when,
+                        source = trusted.map_or("", |t| t.source.as_str()),
+                        "the system clock is wrong: the metadata is judged by trusted time"
+                    );
+                }
                 if recovered {
                     tracing::info!(
                         %now,
@@ -525,8 +552,12 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.checks.consecutive_failures += 1;
                 let message = format!("download of {} failed: {f}", p.target.name);
                 tracing::warn!("{message}");
-                self.operator_download_failed(&p.source);
-                if !f.retryable {
+                // The device's disk is no fault of the server or the bundle: no fallback to
+                // another server, no refusal (the partial file stays for the next check).
+                if !f.storage {
+                    self.operator_download_failed(&p.source);
+                }
+                if !f.retryable && !f.storage {
                     let now = self.clock.now();
                     self.record_refusal(now, &p.target.name, Some(&p.target.meta), &f.message);
                 }

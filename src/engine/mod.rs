@@ -131,6 +131,10 @@ pub enum EngineError {
     /// The engine runs, but its running step outlived its limit (watchdog).
     #[error("{0}")]
     Stalled(String),
+    /// The device's own storage failed (a full disk): the message says where and what to do.
+    /// Not the update's fault, and nothing about the update is judged by it.
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// Events announced as D-Bus signals.
@@ -325,6 +329,9 @@ pub struct Engine<C: Clock, P: Ports> {
     /// The first store failure while handling the current input: a command or check that
     /// ran into it answers with it (what was not recorded was not acted on).
     store_error: Option<String>,
+    /// The check that ended while handling the current input could not keep its metadata
+    /// (the device's storage failed): its callers are answered with this.
+    storage_error: Option<String>,
     /// RAUC's view changed while a step ran; settle the pending update after it.
     rauc_changed_while_busy: bool,
     /// This process already asked for a reboot (never twice).
@@ -443,6 +450,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             checking: false,
             check_waiters: Vec::new(),
             store_error: None,
+            storage_error: None,
             rauc_changed_while_busy: false,
             reboot_requested: false,
             refused_seen,
@@ -484,6 +492,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.publish();
         loop {
             self.store_error = None;
+            self.storage_error = None;
             let wait = if self.busy {
                 // The running step reports back; the schedule resumes after it.
                 std::time::Duration::from_secs(24 * 3600)
@@ -603,16 +612,17 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     /// Answers every `CheckNow` caller once no check runs. Called by the run loop after every
     /// input, so a check that ends on any path — verified, refused, failed, or stopped by a
     /// store failure — answers its callers in the same turn: with the store's error when a
-    /// write failed, else `Ok` (the outcome itself is in `LastCheckResult`).
+    /// write failed, with the storage failure when the metadata could not be kept, else `Ok`
+    /// (the outcome itself is in `LastCheckResult`).
     fn answer_check_waiters(&mut self) {
         if self.checking || self.check_waiters.is_empty() {
             return;
         }
-        let failure = self.store_error.clone();
         for waiter in self.check_waiters.drain(..) {
-            let answer = match &failure {
-                Some(message) => Err(EngineError::StoreFailed(message.clone())),
-                None => Ok(()),
+            let answer = match (&self.store_error, &self.storage_error) {
+                (Some(message), _) => Err(EngineError::StoreFailed(message.clone())),
+                (None, Some(message)) => Err(EngineError::Storage(message.clone())),
+                (None, None) => Ok(()),
             };
             let _ = waiter.send(answer);
         }

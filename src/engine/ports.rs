@@ -28,6 +28,8 @@ pub struct FetchFailure {
     pub message: String,
     /// True when trying again later may help (link trouble), false when the bytes are wrong.
     pub retryable: bool,
+    /// The device's own storage failed (a full disk): not the bytes' fault, never a refusal.
+    pub storage: bool,
 }
 
 /// Downloads a bundle target to a verified local file.
@@ -103,7 +105,16 @@ impl BundleFetcher for crate::download::Downloader {
         }
         result.map_err(|e| FetchFailure {
             retryable: e.is_retryable(),
-            message: e.to_string(),
+            storage: e.is_storage(),
+            message: if e.is_storage() {
+                let advice = e.storage_error().map_or(
+                    "the disk is full: free space on it, then check again",
+                    crate::fsutil::storage_advice,
+                );
+                format!("{e}; {advice}")
+            } else {
+                e.to_string()
+            },
         })
     }
 

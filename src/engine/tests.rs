@@ -643,5 +643,7 @@ mod control;
 mod timely;
 // Store failures under every command: `faults.rs`.
 mod faults;
-
+// The device's own disk failing under the metadata cache or a download: `storage.rs`.
+mod storage;
+// Reports to the fleet server: `delivery.rs`.
 mod delivery;

@@ -64,6 +64,19 @@ pub struct BundleTarget {
     pub meta: BundleMeta,
 }
 
+/// Any target that verified, by name: its length, hash and download places (see
+/// [`fetch_target`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFile {
+    pub name: String,
+    pub length: u64,
+    pub sha256: [u8; 32],
+    /// The TUF specification's layout.
+    pub url: Url,
+    /// tough's layout, tried when `url` is not found (as for [`BundleTarget::legacy_url`]).
+    pub legacy_url: Option<Url>,
+}
+
 /// A per-model record that verified and parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceTarget {
@@ -123,6 +136,26 @@ pub enum MetadataError {
     },
     #[error("{source_name}: the targets base URL cannot hold target {name}")]
     TargetUrl { source_name: String, name: String },
+    #[error("{source_name}: target {name} refused: {reason}")]
+    TargetRefused {
+        source_name: String,
+        /// Escaped (see [`targets::escape`]).
+        name: String,
+        reason: String,
+    },
+    /// The device's own storage failed while keeping the metadata cache (a full disk, a
+    /// read-only file system): nothing is known about the repository, for or against it.
+    #[error(
+        "{source_name}: cannot keep update metadata in {}: {source}; {}",
+        path.display(),
+        crate::fsutil::storage_advice(source)
+    )]
+    Storage {
+        source_name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl MetadataError {
@@ -134,6 +167,12 @@ impl MetadataError {
                 ..
             }
         )
+    }
+
+    /// The device's storage failed, not the repository: no reason to distrust what verified
+    /// before, and never a refusal of an update.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, MetadataError::Storage { .. })
     }
 }
 
@@ -164,17 +203,50 @@ pub async fn fetch(
     datastore: &Path,
     floor: &RoleVersions,
 ) -> Result<Verified, MetadataError> {
+    check(source, client, datastore, floor)
+        .await
+        .map(|(verified, _)| verified)
+}
+
+/// [`fetch`], and then the one target named `name`, looked up the way [`fetch`] resolves
+/// bundles (TUF's delegation search, the same name and URL rules): `None` when no role
+/// trusted for the name lists it. For a client that downloads a target by name rather than
+/// the agent's typed records (the TUF conformance suite's client,
+/// `examples/tuf-conformance-client.rs`).
+pub async fn fetch_target(
+    source: &Source,
+    client: &reqwest::Client,
+    datastore: &Path,
+    floor: &RoleVersions,
+    name: &str,
+) -> Result<(Verified, Option<TargetFile>), MetadataError> {
+    let (verified, repo) = check(source, client, datastore, floor).await?;
+    let consistent = repo.root().signed.consistent_snapshot;
+    let found = targets::locate(repo.targets(), source, consistent, name).map_err(|reason| {
+        MetadataError::TargetRefused {
+            source_name: source.name.clone(),
+            name: targets::escape(name),
+            reason,
+        }
+    })?;
+    Ok((verified, found))
+}
+
+/// The whole check: the verified repository, and what the agent takes from it.
+async fn check(
+    source: &Source,
+    client: &reqwest::Client,
+    datastore: &Path,
+    floor: &RoleVersions,
+) -> Result<(Verified, tough::Repository), MetadataError> {
     let shipped = std::fs::read(&source.root).map_err(|e| MetadataError::Root {
         path: source.root.clone(),
         source: e,
     })?;
-    crate::fsutil::create_private_dir(datastore).map_err(|e| MetadataError::Verify {
+    crate::fsutil::create_private_dir(datastore).map_err(|e| MetadataError::Storage {
         source_name: source.name.clone(),
-        message: format!(
-            "cannot create the metadata cache {}: {e}",
-            datastore.display()
-        ),
-        retryable: false,
+        path: datastore.to_owned(),
+        source: e,
     })?;
     let start = trust::start_root(datastore, &shipped);
     // Verified versioned metadata, so unchanged snapshot and targets are not fetched again.
@@ -182,7 +254,6 @@ pub async fn fetch(
         .with_cache(datastore.join("versioned"))
         .with_budget(source.max_metadata_bytes);
     let repo = match load(source, &start.bytes, &transport, datastore).await {
-        Ok(repo) => repo,
         Err(first) if is_datastore(&first) => {
             tracing::warn!(
                 source = %source.name,
@@ -190,14 +261,29 @@ pub async fn fetch(
                 "metadata datastore unusable; clearing it and loading again"
             );
             trust::clear_tough_files(datastore);
-            load(source, &start.bytes, &transport, datastore)
-                .await
-                .map_err(|e| verify_error(source, &e))?
+            load(source, &start.bytes, &transport, datastore).await
         }
-        Err(e) => return Err(verify_error(source, &e)),
+        other => other,
+    };
+    let repo = match repo {
+        Ok(repo) => repo,
+        Err(e) => {
+            // The roots verified before the failure are trusted from now on (see
+            // `trust::newest_chained`).
+            if let Some(root) = trust::newest_chained(&start.bytes, &transport.fetched_roots()) {
+                trust::persist_root(datastore, &shipped, &root);
+            }
+            return Err(classify(source, datastore, e));
+        }
     };
 
     transport.keep_fetched();
+    // tough verified the root chain: that holds whatever the other roles turn out to be.
+    if repo.root().signed.version.get() > start.version
+        && supported_spec_version(&repo.root().signed.spec_version)
+    {
+        trust::persist_root(datastore, &shipped, repo.root());
+    }
     check_spec_versions(source, &repo)?;
 
     let keys = RoleKeys::of(repo.root());
@@ -223,9 +309,6 @@ pub async fn fetch(
             floor,
         });
     }
-    if versions.root > start.version {
-        trust::persist_root(datastore, &shipped, repo.root());
-    }
     let expires = [
         repo.root().signed.expires,
         repo.timestamp().signed.expires,
@@ -238,7 +321,7 @@ pub async fn fetch(
 
     let consistent = repo.root().signed.consistent_snapshot;
     let reduced = targets::reduce(repo.targets(), source, consistent);
-    Ok(Verified {
+    let verified = Verified {
         source: source.name.clone(),
         versions,
         expires,
@@ -246,7 +329,8 @@ pub async fn fetch(
         devices: reduced.devices,
         refused: reduced.refused,
         server_time: transport.server_date(),
-    })
+    };
+    Ok((verified, repo))
 }
 
 async fn load(
@@ -300,10 +384,11 @@ fn check_spec_versions(source: &Source, repo: &tough::Repository) -> Result<(), 
     }
 }
 
-/// `1.<minor>.<patch>`, numbers only.
-fn supported_spec_version(v: &str) -> bool {
+/// `1.<minor>.<patch>` or `1.<minor>`, numbers only. The short form is what python-tuf
+/// accepts too, and what real repositories state (sigstore's root says `1.0`).
+pub(super) fn supported_spec_version(v: &str) -> bool {
     let parts: Vec<&str> = v.split('.').collect();
-    parts.len() == 3
+    (2..=3).contains(&parts.len())
         && parts[0] == "1"
         && parts
             .iter()
@@ -322,6 +407,30 @@ fn is_datastore(e: &tough::error::Error) -> bool {
             | E::DatastoreSerialize { .. }
             | E::SystemTimeSteppedBackward { .. }
     )
+}
+
+/// A failure of the device's storage under tough's datastore (reading, writing or removing
+/// its files: a full disk, a read-only file system, [`crate::fsutil::is_storage_failure`]) is
+/// [`MetadataError::Storage`]; anything else is the repository's ([`verify_error`]) — also a
+/// file name that a delegated role's name made too long.
+fn classify(source: &Source, datastore: &Path, e: tough::error::Error) -> MetadataError {
+    use tough::error::Error as E;
+    let (path, io) = match e {
+        E::DatastoreCreate { path, source, .. }
+        | E::DatastoreOpen { path, source, .. }
+        | E::DatastoreRemove { path, source, .. }
+            if crate::fsutil::is_storage_failure(&source) =>
+        {
+            (path, source)
+        }
+        E::DatastoreInit { source, .. } => (datastore.to_owned(), source),
+        other => return verify_error(source, &other),
+    };
+    MetadataError::Storage {
+        source_name: source.name.clone(),
+        path,
+        source: io,
+    }
 }
 
 /// Transport failures are worth retrying later, unless what failed was the bytes: a hash or
@@ -413,14 +522,45 @@ mod tests {
 
     #[test]
     fn spec_versions_of_another_major_are_refused() {
-        for ok in ["1.0.0", "1.0.31", "1.10.2"] {
+        for ok in ["1.0.0", "1.0.31", "1.10.2", "1.0"] {
             assert!(supported_spec_version(ok), "{ok}");
         }
         for bad in [
-            "2.0.0", "banana", "1.0", "", "1.0.0.0", "0.9.0", "1..0", "1.0.x",
+            "2.0.0", "banana", "1", "2.0", "", "1.0.0.0", "0.9.0", "1..0", "1.0.x", "1.",
         ] {
             assert!(!supported_spec_version(bad), "{bad}");
         }
+    }
+
+    /// A check that rotates root and then fails (here: no timestamp at all) still moves the
+    /// trusted root on (TUF 5.3.8); the next check starts from version 2 even when the
+    /// server then withholds `2.root.json`.
+    #[tokio::test]
+    async fn roots_verified_before_a_failure_are_kept() {
+        const V1: &[u8] = include_bytes!("../../tests/data/tuf/roots/1.root.json");
+        const V2: &[u8] = include_bytes!("../../tests/data/tuf/roots/2.root.json");
+        let dir = tempfile::tempdir().unwrap();
+        let metadata = dir.path().join("metadata");
+        std::fs::create_dir(&metadata).unwrap();
+        std::fs::write(metadata.join("2.root.json"), V2).unwrap();
+        std::fs::write(dir.path().join("shipped.json"), V1).unwrap();
+        let src = Source {
+            metadata_url: Url::from_directory_path(&metadata).unwrap(),
+            root: dir.path().join("shipped.json"),
+            ..source("file:///nonexistent/targets/")
+        };
+        let datastore = dir.path().join("tuf");
+        let client = reqwest::Client::new();
+        let err = fetch(&src, &client, &datastore, &RoleVersions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(trust::start_root(&datastore, V1).version, 2, "{err}");
+
+        std::fs::remove_file(metadata.join("2.root.json")).unwrap();
+        fetch(&src, &client, &datastore, &RoleVersions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(trust::start_root(&datastore, V1).version, 2);
     }
 
     #[tokio::test]
@@ -439,5 +579,28 @@ mod tests {
                 .contains("cannot read the trusted root /nonexistent"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_cannot_be_written_is_the_device_s_storage_not_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("1.root.json");
+        std::fs::write(&root, b"{}").unwrap();
+        let mut s = source("https://x.example/targets/");
+        s.root = root.clone();
+        // Under a regular file, no directory can be created (ENOTDIR), as on a broken disk.
+        let err = fetch(
+            &s,
+            &reqwest::Client::new(),
+            &root.join("tuf"),
+            &RoleVersions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_storage(), "{err:?}");
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("cannot keep update metadata in"), "{text}");
+        assert!(!text.contains("did not verify"), "{text}");
     }
 }

@@ -19,7 +19,7 @@ use tough::TargetName;
 use tough::schema::{Signed, Target, Targets};
 use url::Url;
 
-use super::client::{BundleTarget, DeviceTarget, RefusedTarget, Source};
+use super::client::{BundleTarget, DeviceTarget, RefusedTarget, Source, TargetFile};
 use super::schema::{BUNDLE_PREFIX, BundleMeta, CUSTOM_KEY, DEVICE_PREFIX, DeviceMeta};
 
 /// Longest refusal reason kept (they quote signed JSON).
@@ -70,6 +70,36 @@ pub fn reduce(targets: &Signed<Targets>, source: &Source, consistent: bool) -> R
         out.add(raw, target, source, consistent);
     }
     out
+}
+
+/// The target `name` as TUF's delegation search finds it, with where to download it;
+/// `Ok(None)` when no role trusted for the name lists it, `Err` with the reason when the name
+/// or its entry is one the agent refuses (as [`reduce`] refuses it for bundles).
+pub fn locate(
+    targets: &Signed<Targets>,
+    source: &Source,
+    consistent: bool,
+    name: &str,
+) -> Result<Option<TargetFile>, String> {
+    check_name(name)?;
+    let target_name = TargetName::new(name).map_err(|e| escape(&e.to_string()))?;
+    let Some(target) = resolve(targets, &target_name) else {
+        return Ok(None);
+    };
+    let sha256 = <[u8; 32]>::try_from(target.hashes.sha256.as_ref())
+        .map_err(|_| "sha256 is not 32 bytes".to_owned())?;
+    let url = target_url(&source.targets_url, name, &sha256, consistent)
+        .ok_or_else(|| "the name cannot be a file below the targets URL".to_owned())?;
+    let legacy_url = consistent
+        .then(|| legacy_target_url(&source.targets_url, name, &sha256))
+        .flatten();
+    Ok(Some(TargetFile {
+        name: name.to_owned(),
+        length: target.length,
+        sha256,
+        url,
+        legacy_url,
+    }))
 }
 
 /// The entry TUF's preorder depth-first search picks for `name` (spec 5.6.7), if any.
@@ -273,6 +303,61 @@ mod tests {
             "2026-03-01"
         );
         assert!(out.refused.is_empty(), "{:?}", out.refused);
+    }
+
+    /// A single target by name: the same search, name and URL rules as for bundles.
+    #[test]
+    fn a_target_is_located_through_the_delegation_search() {
+        let mut top = targets(
+            json!({ "a.txt": bundle("2026-03-01") }),
+            json!([
+                role("docs", &["docs/*"], true),
+                role("other", &["*"], false)
+            ]),
+        );
+        let other_sha = "cd".repeat(32);
+        let lists = [
+            json!({ "docs/x/y.txt": {"length": 7, "hashes": {"sha256": SHA}} }),
+            json!({
+                "docs/x/y.txt": {"length": 9, "hashes": {"sha256": other_sha}},
+                "a.txt": {"length": 9, "hashes": {"sha256": other_sha}},
+                "b.txt": {"length": 9, "hashes": {"sha256": other_sha}},
+                "docs/z.txt": {"length": 9, "hashes": {"sha256": other_sha}}
+            }),
+        ];
+        let roles = &mut top.signed.delegations.as_mut().unwrap().roles;
+        for (r, list) in roles.iter_mut().zip(lists) {
+            r.targets = Some(targets(list, json!([])));
+        }
+        let s = source();
+        let found = locate(&top, &s, true, "docs/x/y.txt").unwrap().unwrap();
+        assert_eq!((found.length, found.sha256), (7, [0xab; 32]));
+        assert_eq!(
+            found.url.as_str(),
+            format!("https://u.example/targets/docs/x/{SHA}.y.txt")
+        );
+        assert_eq!(
+            found.legacy_url.unwrap().as_str(),
+            format!("https://u.example/targets/{SHA}.docs/x/y.txt")
+        );
+        // The top-level entry wins over a later delegation's.
+        assert_eq!(locate(&top, &s, false, "a.txt").unwrap().unwrap().length, 1);
+        assert_eq!(
+            locate(&top, &s, false, "a.txt")
+                .unwrap()
+                .unwrap()
+                .url
+                .as_str(),
+            "https://u.example/targets/a.txt"
+        );
+        // Listed by a role that is searched (`other`, for `*`).
+        assert_eq!(locate(&top, &s, true, "b.txt").unwrap().unwrap().length, 9);
+        // Behind the terminating `docs`: `other` is never asked.
+        assert_eq!(locate(&top, &s, true, "docs/z.txt").unwrap(), None);
+        assert_eq!(locate(&top, &s, true, "nowhere.txt").unwrap(), None);
+        assert!(locate(&top, &s, true, "a\u{1b}b").is_err());
+        // Never a file outside the targets URL (refused, or not the name of any entry).
+        assert!(!matches!(locate(&top, &s, true, "../a.txt"), Ok(Some(_))));
     }
 
     #[test]

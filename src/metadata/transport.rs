@@ -18,7 +18,7 @@
 //! verifies whatever the transport returns (signatures, versions, and the hashes and lengths
 //! the timestamp and snapshot list), so a damaged cache fails verification like a bad server.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +69,10 @@ pub struct HttpTransport {
     /// Versioned metadata fetched from the network during this load, by file name; kept in
     /// the cache only once the whole load verified ([`HttpTransport::keep_fetched`]).
     fetched: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    /// `N.root.json` files fetched during this load, by version: the root chain as far as
+    /// the server offered it, for [`super::trust::newest_chained`] (see
+    /// [`HttpTransport::fetched_roots`]).
+    roots: Arc<Mutex<BTreeMap<u64, Vec<u8>>>>,
     /// Bytes the current check may still read from the network, and the whole budget.
     budget: Arc<AtomicU64>,
     budget_total: u64,
@@ -84,6 +88,7 @@ impl HttpTransport {
             timeout,
             cache: None,
             fetched: Arc::default(),
+            roots: Arc::default(),
             budget: Arc::new(AtomicU64::new(u64::MAX)),
             budget_total: u64::MAX,
             date: Arc::default(),
@@ -134,6 +139,12 @@ impl HttpTransport {
         }
     }
 
+    /// The `N.root.json` files this load fetched (as received; a response cut short is
+    /// incomplete and will not parse), and forgets them.
+    pub fn fetched_roots(&self) -> BTreeMap<u64, Vec<u8>> {
+        std::mem::take(&mut *self.roots.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     fn cached(&self, name: &str) -> Option<Vec<u8>> {
         let path = self.cache.as_ref()?.join(name);
         let bytes = read_bounded(&path)?;
@@ -158,6 +169,15 @@ pub fn is_versioned_metadata(name: &str) -> bool {
         && matches!(rest, "snapshot.json" | "targets.json")
 }
 
+/// The version N of `N.root.json` (N ≥ 1).
+pub fn root_version(name: &str) -> Option<u64> {
+    let version = name.strip_suffix(".root.json")?;
+    if version.starts_with('0') || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    version.parse().ok()
+}
+
 fn read_bounded(path: &Path) -> Option<Vec<u8>> {
     let meta = std::fs::symlink_metadata(path).ok()?;
     if !meta.is_file() || meta.len() > MAX_CACHED as u64 {
@@ -171,7 +191,27 @@ impl Transport for HttpTransport {
     async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
         match url.scheme() {
             "http" | "https" => {}
-            "file" => return tough::FilesystemTransport.fetch(url).await,
+            "file" => {
+                let name = url.path_segments().and_then(|mut s| s.next_back());
+                let version = name.and_then(root_version);
+                let stream = tough::FilesystemTransport.fetch(url).await?;
+                let Some(version) = version else {
+                    return Ok(stream);
+                };
+                // Recorded as over HTTP (tough stops reading at its root size limit).
+                let roots = self.roots.clone();
+                roots
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(version, Vec::new());
+                return Ok(Box::pin(stream.map(move |chunk| {
+                    if let Ok(bytes) = &chunk {
+                        let mut all = roots.lock().unwrap_or_else(|e| e.into_inner());
+                        all.entry(version).or_default().extend_from_slice(bytes);
+                    }
+                    chunk
+                })));
+            }
             _ => {
                 return Err(TransportError::new(
                     TransportErrorKind::UnsupportedUrlScheme,
@@ -240,6 +280,11 @@ impl Transport for HttpTransport {
             all.insert(name.clone(), Vec::new());
             self.fetched.clone()
         });
+        let root = root_version(&name).map(|v| {
+            let mut all = self.roots.lock().unwrap_or_else(|e| e.into_inner());
+            all.insert(v, Vec::new());
+            (v, self.roots.clone())
+        });
         let file_limit = max_file_size(&name);
         if response.content_length().is_some_and(|n| n > file_limit) {
             return Err(too_large(file_limit, "per file", &url));
@@ -284,6 +329,11 @@ impl Transport for HttpTransport {
                 if buf.len() + bytes.len() <= MAX_CACHED {
                     buf.extend_from_slice(bytes);
                 }
+            }
+            if let (Some((version, roots)), Ok(bytes)) = (&root, &chunk) {
+                // Bounded by the per-file limit checked above.
+                let mut all = roots.lock().unwrap_or_else(|e| e.into_inner());
+                all.entry(*version).or_default().extend_from_slice(bytes);
             }
             chunk.map_err(|e| TransportError::new_with_cause(TransportErrorKind::Other, &url, e))
         });

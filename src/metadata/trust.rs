@@ -8,6 +8,7 @@
 //! it descends from: a device whose configuration points at another repository starts from
 //! that repository's shipped root, not from a root of the old one.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,42 @@ pub fn start_root(datastore: &Path, shipped: &[u8]) -> StartRoot {
             keys: shipped_root.as_ref().map(RoleKeys::of).unwrap_or_default(),
         },
     }
+}
+
+/// The newest root that `fetched` (root files by version, as a load received them) chains to
+/// from `start` by TUF's root update rules (spec 5.3.4–5.3.5, as tough applies them): version
+/// N+1 signed by a threshold of version N's root keys and of its own, and numbered exactly
+/// N+1; it must also state a specification version the agent reads. `None` when not even
+/// `start` parses or nothing newer chains.
+///
+/// A load that fails after rotating root (an expired final root, a bad timestamp) has still
+/// established the newer roots; TUF persists each one as it is verified (5.3.8). Without
+/// that, the next check would start from the older root again and trust its keys as long as
+/// a server withholds the newer root files.
+pub fn newest_chained(start: &[u8], fetched: &BTreeMap<u64, Vec<u8>>) -> Option<Signed<Root>> {
+    let mut root = parse(start)?;
+    let mut advanced = false;
+    while let Some(bytes) = root
+        .signed
+        .version
+        .get()
+        .checked_add(1)
+        .and_then(|next| fetched.get(&next))
+    {
+        let Ok(next) = serde_json::from_slice::<Signed<Root>>(bytes) else {
+            break;
+        };
+        let chains = root.signed.verify_role(&next).is_ok()
+            && next.signed.verify_role(&next).is_ok()
+            && root.signed.version.get().checked_add(1) == Some(next.signed.version.get())
+            && super::client::supported_spec_version(&next.signed.spec_version);
+        if !chains {
+            break;
+        }
+        root = next;
+        advanced = true;
+    }
+    advanced.then_some(root)
 }
 
 /// Persists `root` (verified by tough) as the start of the next check. A failure is logged:
@@ -135,6 +172,27 @@ mod tests {
         // A damaged persisted root is not used.
         std::fs::write(path(ds, V1), &V2[..100]).unwrap();
         assert_eq!(start_root(ds, V1).version, 1);
+    }
+
+    #[test]
+    fn a_root_chain_is_followed_as_far_as_it_verifies() {
+        let fetched = |files: &[(u64, &[u8])]| -> BTreeMap<u64, Vec<u8>> {
+            files.iter().map(|(v, b)| (*v, b.to_vec())).collect()
+        };
+        let newest = newest_chained(V1, &fetched(&[(2, V2)])).unwrap();
+        assert_eq!(newest.signed.version.get(), 2);
+        // Nothing newer, a gap, a cut-off file, a file under the wrong version: no advance.
+        assert!(newest_chained(V1, &fetched(&[])).is_none());
+        assert!(newest_chained(V1, &fetched(&[(3, V2)])).is_none());
+        assert!(newest_chained(V1, &fetched(&[(2, &V2[..V2.len() / 2])])).is_none());
+        assert!(newest_chained(V2, &fetched(&[(3, V2)])).is_none());
+        // Version 2 re-signed by nobody: the chain stops at version 1.
+        let mut unsigned = root(V2);
+        unsigned.signatures.clear();
+        let unsigned = serde_json::to_vec(&unsigned).unwrap();
+        assert!(newest_chained(V1, &fetched(&[(2, &unsigned)])).is_none());
+        // A start root that does not parse: nothing.
+        assert!(newest_chained(b"{}", &fetched(&[(2, V2)])).is_none());
     }
 
     #[test]

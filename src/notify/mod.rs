@@ -130,18 +130,28 @@ pub async fn run(conn: Connection, mut notices: broadcast::Receiver<Notice>) {
                 ("category", Value::from("x-ssu.security-update")),
                 ("desktop-entry", Value::from("ssu-agent")),
             ]);
-            proxy
-                .notify(
-                    "ssu-agent",
-                    0,
-                    "software-update-urgent",
-                    &msg.summary,
-                    &msg.body,
-                    &[],
-                    hints,
-                    -1,
-                )
-                .await
+            // The first call may start a notification server by D-Bus activation; a server
+            // that never answers must not hold this task (and the notices behind it).
+            let limit = crate::activation::START_TIMEOUT;
+            let call = proxy.notify(
+                "ssu-agent",
+                0,
+                "software-update-urgent",
+                &msg.summary,
+                &msg.body,
+                &[],
+                hints,
+                -1,
+            );
+            match tokio::time::timeout(limit, call).await {
+                Ok(result) => result,
+                Err(_) => Err(zbus::Error::InputOutput(std::sync::Arc::new(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {} s", limit.as_secs()),
+                    ),
+                ))),
+            }
         }
         .await;
         match result {

@@ -21,6 +21,12 @@
 //!   the trusted time is used instead — for expiry too, so replayed old metadata is still
 //!   refused — but one source may not move time more than [`SINGLE_SOURCE_AHEAD`] past the
 //!   ratchet: a lying network or server could otherwise declare every signature expired.
+//! - A device that has never verified anything has no ratchet: a system clock at or past
+//!   [`EARLIEST`] is used as it is, an earlier one (1970) is not a time at all. Then trusted
+//!   time at or past `EARLIEST` is used instead (no upper bound: nothing verified yet bounds
+//!   it, and a source far ahead can only make valid metadata look expired — refused, and
+//!   nothing is kept), and without it the check is refused: by a clock in 1970 a replayed,
+//!   long-expired repository would look fresh, and nothing else would refuse it.
 //! - Otherwise the check is refused, saying what is wrong and what would fix it.
 
 use jiff::{SignedDuration, Timestamp};
@@ -31,6 +37,11 @@ pub const TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
 /// The most one trusted source may move the time past the ratchet on its own (a device
 /// stored for a year still gets its time; beyond that it waits for its clock to be set).
 pub const SINGLE_SOURCE_AHEAD: SignedDuration = SignedDuration::from_hours(400 * 24);
+
+/// A time before this agent was written: a system clock behind it has never been set (a
+/// device without an RTC battery starts in 1970). It only needs to be earlier than any real
+/// time the agent runs at, so it never needs updating.
+pub const EARLIEST: Timestamp = Timestamp::constant(1_767_225_600, 0); // 2026-01-01T00:00:00Z
 
 /// Where a trusted time came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +85,7 @@ pub enum Verdict {
 /// Decides the time for a check from the system clock, the ratchet and any trusted time.
 pub fn judge(system: Timestamp, ratchet: Option<Timestamp>, trusted: Option<Trusted>) -> Verdict {
     let Some(latest) = ratchet else {
-        return Verdict::Use {
-            now: system,
-            ratchet: system,
-            recovered: false,
-        };
+        return first_time(system, trusted);
     };
     if system >= latest - TOLERANCE {
         return Verdict::Use {
@@ -125,6 +132,37 @@ pub fn judge(system: Timestamp, ratchet: Option<Timestamp>, trusted: Option<Trus
     ))
 }
 
+/// The time of a device that has never verified anything (no ratchet yet).
+fn first_time(system: Timestamp, trusted: Option<Trusted>) -> Verdict {
+    if system >= EARLIEST {
+        return Verdict::Use {
+            now: system,
+            ratchet: system,
+            recovered: false,
+        };
+    }
+    match trusted {
+        Some(t) if t.at >= EARLIEST => Verdict::Use {
+            now: t.at,
+            ratchet: t.at,
+            recovered: false,
+        },
+        Some(t) => Verdict::Refuse(format!(
+            "not checked: the system clock ({system}) has never been set (it is before \
+             {EARLIEST}), and {} ({}) is not a time either: set the system clock (NTP, or the \
+             network's time) — checks resume once it is set",
+            t.source.as_str(),
+            t.at
+        )),
+        None => Verdict::Refuse(format!(
+            "not checked: the system clock ({system}) has never been set (it is before \
+             {EARLIEST}), and by it replayed, long-expired metadata would look fresh. Checks \
+             resume once the clock is set, or as soon as trusted time (the cellular network's \
+             time) gives the time"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,13 +191,41 @@ mod tests {
             Option<Trusted>,
             Want<'a>,
         );
-        let cases: [Case; 10] = [
+        let cases: [Case; 14] = [
             (
                 "no ratchet yet",
                 right,
                 None,
                 None,
                 Ok((right, right, false)),
+            ),
+            (
+                "no ratchet yet, a clock just set: trusted time does not matter",
+                EARLIEST,
+                None,
+                net("2026-11-30T08:00:00Z"),
+                Ok((EARLIEST, EARLIEST, false)),
+            ),
+            (
+                "no ratchet yet, 1970, nothing trusted",
+                epoch,
+                None,
+                None,
+                Err("never been set"),
+            ),
+            (
+                "no ratchet yet, 1970, network time: used, however far ahead",
+                epoch,
+                None,
+                net("2031-05-01T00:00:00Z"),
+                Ok((t("2031-05-01T00:00:00Z"), t("2031-05-01T00:00:00Z"), false)),
+            ),
+            (
+                "no ratchet yet, 1970, network time before this agent existed",
+                epoch,
+                None,
+                net("1980-01-06T00:00:00Z"),
+                Err("not a time either"),
             ),
             (
                 "clock past the ratchet",

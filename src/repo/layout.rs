@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! DIR/repo.toml                  role, name, expiries
-//! DIR/keys/<role>.pk8            signing keys (dir 0700, files 0600)
+//! DIR/keys/*.pk8                 signing keys (dir 0700, files 0600), found by key id:
+//!                                <role>.pk8 from init, <role>-<key id>.pk8 from rotations;
+//!                                keys/retired/ holds the keys rotations replaced
 //! DIR/public/metadata/           N.root.json, N.targets.json, N.snapshot.json, timestamp.json
 //! DIR/public/targets/            <dir>/<sha256>.<base name>, e.g. bundles/c/<sha256>.1.0.1.raucb
 //!                                (the TUF specification's layout), and hard links at tough's

@@ -1,8 +1,8 @@
 //! `ssu-repo`: the publisher for the manufacturer's and the operators' update servers.
 //!
 //! A repository is a directory (see [`layout`] for the files) holding signing keys, a
-//! `repo.toml`, and `public/`: a TUF repository (consistent snapshots, one Ed25519 key per
-//! role) that any static web server can serve. Targets carry the FS.25 fields of
+//! `repo.toml`, and `public/`: a TUF repository (consistent snapshots, Ed25519 keys, any
+//! threshold) that any static web server can serve. Targets carry the FS.25 fields of
 //! [`crate::metadata::schema`] under `custom.ssu`; every write goes through the same
 //! validation the device applies, so the publisher cannot publish what devices refuse.
 //!
@@ -12,6 +12,8 @@
 //! - [`device`]: a per-model record as `devices/<hardware-id>.json`;
 //! - [`approve`]: (operator) list a manufacturer's target with identical length and hashes;
 //! - [`refresh`]: new snapshot and timestamp;
+//! - [`keygen`], [`rotate`], [`sign_root`], [`import_root`]: the key lifecycle (rotations,
+//!   thresholds, renewing root, the offline root key; see [`lifecycle`]);
 //! - [`verify`]: load `public/` as a device would and check every target;
 //! - [`bulletin`]: a static HTML security bulletin from the verified metadata.
 //!
@@ -26,6 +28,8 @@ mod expiry;
 pub mod fleet;
 mod keys;
 pub mod layout;
+mod lifecycle;
+mod rotate;
 mod settings;
 mod tuf;
 mod verify;
@@ -45,9 +49,13 @@ pub use error::RepoError;
 pub use expiry::Expiry;
 pub use keys::KEY_TYPE;
 pub use layout::Layout;
+pub use lifecycle::{Done, RotateOptions, import_root, keygen, rotate, sign_root};
 pub use settings::{Expiries, RepoRole, Settings};
 pub use tuf::Refreshed;
-pub use verify::{Described, RoleStatus, TargetStatus, VerifyReport, describe, verify};
+pub use verify::{
+    Described, RoleStatus, TargetStatus, VerifyReport, WarnWindows, describe, expiry_warnings,
+    verify,
+};
 
 use crate::metadata::schema::{BundleMeta, CUSTOM_KEY, DeviceMeta};
 use layout::RepoLock;
@@ -477,6 +485,9 @@ pub async fn approve(
 pub struct RefreshOptions {
     pub snapshot_expires: Option<Expiry>,
     pub timestamp_expires: Option<Expiry>,
+    /// Test fixtures only: the timestamp's version instead of the next one (e.g. 2^64−1, the
+    /// fast-forward an attacker with the timestamp key can sign).
+    pub timestamp_version: Option<std::num::NonZeroU64>,
 }
 
 impl fmt::Display for Refreshed {
@@ -510,5 +521,11 @@ pub async fn refresh(
         .as_ref()
         .unwrap_or(&e.timestamp)
         .from(now)?;
-    tuf::refresh(&open.layout, &open.repo, snapshot, timestamp).await
+    tuf::refresh(
+        &open.layout,
+        &open.repo,
+        (snapshot, timestamp),
+        opts.timestamp_version,
+    )
+    .await
 }

@@ -54,11 +54,11 @@ pub struct Expiries {
 }
 
 impl Default for Expiries {
-    /// Root 5 years, targets 1 year, snapshot 30 days, timestamp 7 days.
+    /// Root 1 year (see docs/ssu-repo.md, "Root expiry"), targets 1 year, snapshot 30 days, timestamp 7 days.
     fn default() -> Self {
         let p = |role, s| Expiry::parse(role, s, false).expect("valid default expiry");
         Expiries {
-            root: p("root", "5y"),
+            root: p("root", "1y"),
             targets: p("targets", "1y"),
             snapshot: p("snapshot", "30d"),
             timestamp: p("timestamp", "7d"),

@@ -10,7 +10,10 @@ use jiff::Timestamp;
 use tough::editor::RepositoryEditor;
 use tough::editor::signed::{SignedRepository, SignedRole};
 use tough::schema::key::Key;
-use tough::schema::{Hashes, KeyHolder, Metafile, RoleKeys, RoleType, Root, Target};
+use tough::schema::{
+    Hashes, KeyHolder, Metafile, RoleKeys, RoleType, Root, Signed, Snapshot, Target,
+    Timestamp as TufTimestamp,
+};
 use tough::{ExpirationEnforcement, FilesystemTransport, Repository, RepositoryLoader, TargetName};
 use url::Url;
 
@@ -89,7 +92,8 @@ pub async fn sign_root(
             },
         );
     }
-    let signer = keys::sources(keys_dir, &[RoleType::Root])?;
+    let ring = keys::ring(keys_dir)?;
+    let signer = keys::signers(keys_dir, &ring, &root, RoleType::Root)?;
     let holder = KeyHolder::Root(root.clone());
     SignedRole::new(root, &holder, &signer, &SystemRandom::new())
         .await
@@ -102,11 +106,21 @@ pub async fn sign_empty(
     settings: &Settings,
     now: Timestamp,
 ) -> Result<SignedRepository, RepoError> {
+    let root = read_root(&layout.trusted_root())?;
     let mut editor = RepositoryEditor::new(layout.trusted_root())
         .await
         .map_err(RepoError::tuf("reading root.json"))?;
     set_versions(&mut editor, settings, Versions::first(), now)?;
-    sign_editor(editor, layout).await
+    sign_editor(editor, layout, &root.signed).await
+}
+
+/// Reads and parses a root.json (no signature check; callers check what they rely on).
+pub fn read_root(path: &Path) -> Result<Signed<Root>, RepoError> {
+    let bytes = std::fs::read(path).map_err(RepoError::io(path, "cannot read"))?;
+    serde_json::from_slice(&bytes).map_err(|e| RepoError::Tuf {
+        context: format!("{}: not a root.json", path.display()),
+        source: Box::new(e),
+    })
 }
 
 /// The versions the next signing gets.
@@ -173,11 +187,35 @@ pub async fn sign_with_targets(
     targets: Vec<(TargetName, Target)>,
     now: Timestamp,
 ) -> Result<SignedRepository, RepoError> {
-    let versions = Versions::after(&repo)?;
     let root_path = layout
         .metadata
         .join(format!("{}.root.json", repo.root().signed.version));
-    let mut editor = RepositoryEditor::from_repo(&root_path, repo)
+    let root = repo.root().clone();
+    sign_all(
+        layout,
+        settings,
+        repo,
+        &root_path,
+        &root.signed,
+        targets,
+        now,
+    )
+    .await
+}
+
+/// Like [`sign_with_targets`], signed under the root at `root_path` (a newer root than the
+/// repository's when keys rotate).
+pub async fn sign_all(
+    layout: &Layout,
+    settings: &Settings,
+    repo: Repository,
+    root_path: &Path,
+    root: &Root,
+    targets: Vec<(TargetName, Target)>,
+    now: Timestamp,
+) -> Result<SignedRepository, RepoError> {
+    let versions = Versions::after(&repo)?;
+    let mut editor = RepositoryEditor::from_repo(root_path, repo)
         .await
         .map_err(RepoError::tuf("loading the repository for editing"))?;
     for (name, target) in targets {
@@ -187,17 +225,19 @@ pub async fn sign_with_targets(
             .map_err(RepoError::tuf(format!("{raw}: adding")))?;
     }
     set_versions(&mut editor, settings, versions, now)?;
-    sign_editor(editor, layout).await
+    sign_editor(editor, layout, root).await
 }
 
 async fn sign_editor(
     editor: RepositoryEditor,
     layout: &Layout,
+    root: &Root,
 ) -> Result<SignedRepository, RepoError> {
-    let signers = keys::sources(
-        &layout.keys,
-        &[RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp],
-    )?;
+    let ring = keys::ring(&layout.keys)?;
+    let mut signers = Vec::new();
+    for role in [RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp] {
+        signers.extend(keys::signers(&layout.keys, &ring, root, role)?);
+    }
     editor
         .sign(&signers)
         .await
@@ -231,23 +271,70 @@ pub struct Refreshed {
 pub async fn refresh(
     layout: &Layout,
     repo: &Repository,
-    snapshot_expires: Timestamp,
-    timestamp_expires: Timestamp,
+    expires: (Timestamp, Timestamp),
+    timestamp_version: Option<NonZeroU64>,
 ) -> Result<Refreshed, RepoError> {
-    let signers = keys::sources(&layout.keys, &[RoleType::Snapshot, RoleType::Timestamp])?;
-    let holder = KeyHolder::Root(repo.root().signed.clone());
+    let signed = sign_snapshot_timestamp(
+        layout,
+        repo,
+        &repo.root().signed,
+        expires,
+        timestamp_version,
+    )
+    .await?;
+    let staging = Staging::new(&layout.metadata)?;
+    write_snapshot_timestamp(
+        &signed,
+        staging.path(),
+        repo.root().signed.consistent_snapshot,
+    )
+    .await?;
+    publish_metadata(&staging, &layout.metadata)?;
+    Ok(Refreshed {
+        snapshot_version: signed.0.signed().signed.version.get(),
+        snapshot_expires: expires.0,
+        timestamp_version: signed.1.signed().signed.version.get(),
+        timestamp_expires: expires.1,
+    })
+}
+
+/// A signed snapshot and the timestamp naming it.
+pub type SnapshotTimestamp = (SignedRole<Snapshot>, SignedRole<TufTimestamp>);
+
+/// `repo`'s snapshot and timestamp with versions bumped (or the timestamp's set to
+/// `timestamp_version`, for test fixtures) and `expires` (snapshot, timestamp), signed with
+/// the keys `root` lists for them.
+pub async fn sign_snapshot_timestamp(
+    layout: &Layout,
+    repo: &Repository,
+    root: &Root,
+    expires: (Timestamp, Timestamp),
+    timestamp_version: Option<NonZeroU64>,
+) -> Result<SnapshotTimestamp, RepoError> {
+    let ring = keys::ring(&layout.keys)?;
+    let mut signers = keys::signers(&layout.keys, &ring, root, RoleType::Snapshot)?;
+    signers.extend(keys::signers(
+        &layout.keys,
+        &ring,
+        root,
+        RoleType::Timestamp,
+    )?);
+    let holder = KeyHolder::Root(root.clone());
     let rng = SystemRandom::new();
 
     let mut snapshot = repo.snapshot().signed.clone();
     snapshot.version = bump(snapshot.version, "snapshot")?;
-    snapshot.expires = snapshot_expires;
+    snapshot.expires = expires.0;
     let snapshot = SignedRole::new(snapshot, &holder, &signers, &rng)
         .await
         .map_err(RepoError::tuf("signing snapshot.json"))?;
 
     let mut timestamp = repo.timestamp().signed.clone();
-    timestamp.version = bump(timestamp.version, "timestamp")?;
-    timestamp.expires = timestamp_expires;
+    timestamp.version = match timestamp_version {
+        Some(v) => v,
+        None => bump(timestamp.version, "timestamp")?,
+    };
+    timestamp.expires = expires.1;
     timestamp.meta = HashMap::from([(
         "snapshot.json".to_owned(),
         Metafile {
@@ -263,22 +350,23 @@ pub async fn refresh(
     let timestamp = SignedRole::new(timestamp, &holder, &signers, &rng)
         .await
         .map_err(RepoError::tuf("signing timestamp.json"))?;
+    Ok((snapshot, timestamp))
+}
 
-    let staging = Staging::new(&layout.metadata)?;
-    let consistent = repo.root().signed.consistent_snapshot;
-    snapshot
-        .write(staging.path(), consistent)
+/// Writes a signed snapshot and timestamp into `dir` (a staging directory).
+pub async fn write_snapshot_timestamp(
+    signed: &SnapshotTimestamp,
+    dir: &Path,
+    consistent: bool,
+) -> Result<(), RepoError> {
+    signed
+        .0
+        .write(dir, consistent)
         .await
         .map_err(RepoError::tuf("writing snapshot.json"))?;
-    timestamp
-        .write(staging.path(), consistent)
+    signed
+        .1
+        .write(dir, consistent)
         .await
-        .map_err(RepoError::tuf("writing timestamp.json"))?;
-    publish_metadata(&staging, &layout.metadata)?;
-    Ok(Refreshed {
-        snapshot_version: snapshot.signed().signed.version.get(),
-        snapshot_expires,
-        timestamp_version: timestamp.signed().signed.version.get(),
-        timestamp_expires,
-    })
+        .map_err(RepoError::tuf("writing timestamp.json"))
 }

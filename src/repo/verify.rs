@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use tough::schema::Target;
 use tough::{ExpirationEnforcement, Repository, TargetName};
 
@@ -192,6 +192,96 @@ pub async fn verify(dir: &Path) -> Result<VerifyReport, RepoError> {
     Ok(report)
 }
 
+/// How long before each role's expiry `verify` warns: the default gives each role's owner the
+/// time its renewal takes — root a quarter year (an offline signing ceremony), targets a month
+/// (a release with the offline targets key), snapshot a week and timestamp a day (a
+/// `refresh` timer that stopped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarnWindows {
+    pub root: SignedDuration,
+    pub targets: SignedDuration,
+    pub snapshot: SignedDuration,
+    pub timestamp: SignedDuration,
+}
+
+impl Default for WarnWindows {
+    fn default() -> Self {
+        let days = |d: i64| SignedDuration::from_hours(24 * d);
+        WarnWindows {
+            root: days(90),
+            targets: days(30),
+            snapshot: days(7),
+            timestamp: days(1),
+        }
+    }
+}
+
+impl WarnWindows {
+    /// Applies `--warn-within SPEC`: `DURATION` for every role, or `ROLE=DURATION`.
+    pub fn set(&mut self, spec: &str) -> Result<(), RepoError> {
+        let (role, text) = match spec.split_once('=') {
+            Some((r, t)) => (Some(r.trim()), t),
+            None => (None, spec),
+        };
+        let d = super::Expiry::parse("warning", text, false)?.duration();
+        match role {
+            None => {
+                *self = WarnWindows {
+                    root: d,
+                    targets: d,
+                    snapshot: d,
+                    timestamp: d,
+                }
+            }
+            Some("root") => self.root = d,
+            Some("targets") => self.targets = d,
+            Some("snapshot") => self.snapshot = d,
+            Some("timestamp") => self.timestamp = d,
+            Some(other) => {
+                return Err(RepoError::bad_arg(
+                    "--warn-within",
+                    format!("{other:?}: expected root, targets, snapshot or timestamp"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn of(&self, role: &str) -> SignedDuration {
+        match role {
+            "root" => self.root,
+            "targets" => self.targets,
+            "snapshot" => self.snapshot,
+            _ => self.timestamp,
+        }
+    }
+}
+
+/// A warning for each role that expires within its window after `now`, saying what renews
+/// it.
+pub fn expiry_warnings(roles: &[RoleStatus], windows: &WarnWindows, now: Timestamp) -> Vec<String> {
+    roles
+        .iter()
+        .filter_map(|r| {
+            let left = r.expires.duration_since(now);
+            if left > windows.of(r.role) {
+                return None;
+            }
+            let days = left.as_secs() / 86_400;
+            let hours = (left.as_secs() % 86_400) / 3600;
+            let fix = match r.role {
+                "root" => "ssu-repo renew-root (or a rotation) signs a new root",
+                "targets" => "the next add/device/approve signs new targets",
+                _ => "ssu-repo refresh signs a new snapshot and timestamp",
+            };
+            Some(format!(
+                "{} v{} expires {} (in {days} d {hours} h); {fix}",
+                r.role, r.version, r.expires
+            ))
+        })
+        .collect()
+}
+
 fn role_statuses(repo: &Repository) -> Vec<RoleStatus> {
     let (root, targets) = (&repo.root().signed, &repo.targets().signed);
     let (snapshot, timestamp) = (&repo.snapshot().signed, &repo.timestamp().signed);
@@ -288,4 +378,53 @@ async fn read_whole_target(
         ));
     }
     Ok(keep.then_some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(role: &'static str, expires: &str) -> RoleStatus {
+        RoleStatus {
+            role,
+            version: 3,
+            expires: expires.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn warns_for_each_role_inside_its_window_only() {
+        let now: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let roles = [
+            status("root", "2030-03-01T00:00:00Z"), // 59 days: inside 90
+            status("targets", "2030-03-01T00:00:00Z"), // outside 30
+            status("snapshot", "2030-01-07T12:00:00Z"), // 6.5 days: inside 7
+            status("timestamp", "2030-01-02T06:00:00Z"), // 30 h: outside 1 day
+        ];
+        let w = expiry_warnings(&roles, &WarnWindows::default(), now);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("root v3 expires 2030-03-01T00:00:00Z (in 59 d 0 h)"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("renew-root"), "{w:?}");
+        assert!(
+            w[1].starts_with("snapshot v3") && w[1].contains("refresh"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn windows_are_set_for_all_roles_or_one() {
+        let mut w = WarnWindows::default();
+        w.set("root=2y").unwrap();
+        assert_eq!(w.root, SignedDuration::from_hours(2 * 365 * 24));
+        assert_eq!(w.targets, WarnWindows::default().targets);
+        w.set("10d").unwrap();
+        assert_eq!(w.timestamp, SignedDuration::from_hours(240));
+        assert_eq!(w.root, SignedDuration::from_hours(240));
+        for bad in ["delegated=1d", "root=soon", "-1d", ""] {
+            assert!(w.set(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -313,6 +313,13 @@ impl Sandbox {
             .collect()
     }
 
+    /// Environment variables for the agent from its next start on (DIR/agent.env), e.g.
+    /// [`faketime_env`]'s.
+    pub fn set_agent_env(&self, vars: &[(String, String)]) {
+        let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        fs::write(self.dir().join("agent.env"), text).expect("write agent.env");
+    }
+
     /// The agent's stdout and stderr so far (across restarts).
     pub fn agent_log(&self) -> String {
         fs::read_to_string(self.dir().join("agent.log")).unwrap_or_default()
@@ -478,6 +485,26 @@ impl Drop for Monitor {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The environment that makes a process's clock start at `start` ("1970-01-02 00:00:00",
+/// UTC) and run on from there: Debian's libfaketime (package `faketime`, see scripts/deps),
+/// preloaded. Only the wall clock: a faked monotonic clock would move Tokio's timers too.
+pub fn faketime_env(start: &str) -> Vec<(String, String)> {
+    // The thread-safe build: the agent's runtime, zbus and SQLite call the clock from
+    // several threads.
+    let lib = fs::read_dir("/usr/lib")
+        .expect("read /usr/lib")
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketimeMT.so.1 under /usr/lib/<triplet>/faketime (run scripts/deps)");
+    vec![
+        ("LD_PRELOAD".into(), lib.display().to_string()),
+        ("FAKETIME".into(), format!("@{start}")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ("TZ".into(), "UTC".into()),
+    ]
 }
 
 /// The start of the agent configuration the update tests share: the sandbox device's

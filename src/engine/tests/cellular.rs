@@ -170,6 +170,34 @@ async fn without_approval_it_waits_out_the_grace_then_uses_the_manufacturer() {
     assert!(rig.handle.status().last_check.unwrap().at >= until);
 }
 
+/// The end of the approval grace is spread per device (issue 13): a fleet does not fall back
+/// to the manufacturer in the same minute, and none before the grace ends.
+#[tokio::test(start_paused = true)]
+async fn two_devices_end_the_approval_grace_at_different_bounded_times() {
+    let grace_end = START.parse::<Timestamp>().unwrap() + SignedDuration::from_hours(23);
+    let mut ends = Vec::new();
+    for seed in [1, 2] {
+        let mut setup = on_telenet(
+            target(1, Severity::High),
+            operator_repo(Some(vec![])),
+            24,
+            24,
+        );
+        setup.seed = seed;
+        setup.config.spread.approval = Dur(SignedDuration::from_hours(1));
+        let rig = start(setup);
+        rig.handle.check_now().await.unwrap();
+        let st = wait_for(&rig.handle, "waiting", |s| s.state == UpdateState::Deferred).await;
+        let until = st.source.waiting_until.unwrap();
+        assert!(
+            until >= grace_end && until <= grace_end + SignedDuration::from_hours(1),
+            "{until}"
+        );
+        ends.push(until);
+    }
+    assert_ne!(ends[0], ends[1], "approval grace ends in lockstep");
+}
+
 #[tokio::test(start_paused = true)]
 async fn past_the_grace_the_manufacturer_is_used_at_once() {
     let rig = start(on_telenet(
@@ -410,6 +438,7 @@ async fn a_bundle_missing_on_the_operator_server_counts_as_an_outage() {
         .push_back(Err(FetchFailure {
             message: "404 Not Found".into(),
             retryable: true,
+            storage: false,
         }));
     rig.handle.check_now().await.unwrap();
     wait_for(&rig.handle, "failed", |s| s.state == UpdateState::Failed).await;

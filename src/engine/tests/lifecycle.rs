@@ -353,6 +353,7 @@ async fn download_failure_installs_nothing() {
         .push_back(Err(FetchFailure {
             message: "SHA-256 mismatch".into(),
             retryable: false,
+            storage: false,
         }));
     let mut notices = rig.handle.notices();
     rig.handle.check_now().await.unwrap();

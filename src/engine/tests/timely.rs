@@ -495,3 +495,60 @@ async fn a_1970_clock_checks_by_the_cellular_networks_time() {
     assert!(!st.last_check.unwrap().verified);
     assert_eq!(rig.metadata.fetches.load(Ordering::SeqCst), 0);
 }
+
+/// A device that has never verified anything (no ratchet) and starts in 1970.
+fn new_device_in_1970(network: Option<Timestamp>, expires: &str) -> Setup {
+    let epoch = at("1970-01-01T00:00:00Z");
+    let mut setup = with_update(date(2026, 11, 1));
+    setup.clock = Some(epoch);
+    setup.modem.network_time_offset_s = network.map(|n| n.duration_since(epoch).as_secs());
+    let mut v = setup.metadata.fallback.lock().unwrap().take().unwrap();
+    v.expires = at(expires);
+    *setup.metadata.fallback.lock().unwrap() = Some(v);
+    setup
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_device_in_1970_checks_by_the_networks_time_and_refuses_replayed_metadata() {
+    let network = at("2026-11-27T10:00:00Z");
+    let rig = start(new_device_in_1970(Some(network), "2027-01-01T00:00:00Z"));
+    rig.handle.check_now().await.unwrap();
+    wait_for(&rig.handle, "verified", |s| {
+        s.last_check.as_ref().is_some_and(|c| c.verified)
+    })
+    .await;
+    assert_eq!(
+        ratchet(&rig),
+        network,
+        "the ratchet starts at the network's time"
+    );
+
+    // Metadata that expired before the network's time, fresh by the 1970 clock: a replay.
+    let rig = start(new_device_in_1970(Some(network), "2026-11-20T00:00:00Z"));
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "checked", |s| s.last_check.is_some()).await;
+    let check = st.last_check.unwrap();
+    assert!(!check.verified);
+    assert!(
+        check.message.contains("replayed or stale"),
+        "{}",
+        check.message
+    );
+    assert!(st.available.is_none());
+    assert_eq!(rig.installs(), 0);
+
+    // No time from anywhere: nothing is fetched, and the message says what would fix it.
+    let rig = start(new_device_in_1970(None, "2027-01-01T00:00:00Z"));
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "checked", |s| s.last_check.is_some()).await;
+    let check = st.last_check.unwrap();
+    assert!(!check.verified);
+    assert!(
+        check.message.contains("never been set"),
+        "{}",
+        check.message
+    );
+    assert!(check.message.contains("resume"), "{}", check.message);
+    assert_eq!(rig.metadata.fetches.load(Ordering::SeqCst), 0);
+    assert!(st.available.is_none());
+}
