@@ -107,7 +107,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         modem: modem_rx,
         network: network_rx,
     };
-    let ports = adapters(&config, conn.clone(), rauc_refresh)?;
+    // One reporter for the bus and the fleet server: one key, one counter.
+    let reporter = Arc::new(crate::report::Reporter::open(&config));
+    let ports = adapters(&config, conn.clone(), rauc_refresh, reporter.clone())?;
     let (engine, handle) = Engine::new(
         config.clone(),
         store,
@@ -124,7 +126,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let auth = dbus::auth::Authorizer::new(config.authorization.clone());
     // Subscribed before the name is taken, so losing it right away is seen too.
     let name_lost = name_lost_stream(&conn).await.map_err(DaemonError::Bus)?;
-    let reporter = Arc::new(crate::report::Reporter::open(&config));
     dbus::serve(&conn, handle.clone(), auth, reporter).await?;
 
     tracing::info!(name = dbus::BUS_NAME, "serving on the system bus");
@@ -200,12 +201,14 @@ impl Ports for Real {
     type Metadata = TufSource;
     type Fetcher = Downloader;
     type System = HostSystem;
+    type Courier = crate::report::deliver::HttpCourier;
 }
 
 fn adapters(
     config: &Config,
     conn: zbus::Connection,
     rauc_refresh: Arc<tokio::sync::Notify>,
+    reporter: Arc<crate::report::Reporter>,
 ) -> Result<Adapters<Real>, DaemonError> {
     let d = &config.download;
     let mut download = download::DownloadConfig::new(&d.cache_dir);
@@ -256,6 +259,12 @@ fn adapters(
             reboot_command: install.reboot_command.clone(),
             health_checks: install.health_checks.clone(),
             health_check_timeout: install.health_check_timeout.0.unsigned_abs(),
+        }),
+        courier: Arc::new(crate::report::deliver::HttpCourier {
+            reporter,
+            client,
+            url: config.report.url.clone(),
+            timeout: config.report.timeout.0.unsigned_abs(),
         }),
     })
 }

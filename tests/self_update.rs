@@ -88,7 +88,8 @@ fn after_falling_back_to_an_older_agent_it_keeps_the_newer_store_its_floors_and_
     d.sb.start("agent");
     let older = agent_binary(&d);
     assert_eq!(older, Path::new(env!("CARGO_BIN_EXE_ssu-agent")));
-    assert_eq!(store_version(&d), 1);
+    // Schema 2 (the report queue, additive: readable_from 1 << 16).
+    assert_eq!(store_version(&d), 0x1_0002);
 
     // Update to the newer agent: 1.0.1 goes into B, the reboot starts B's agent, which
     // migrates the store and confirms the slot.
@@ -101,8 +102,9 @@ fn after_falling_back_to_an_older_agent_it_keeps_the_newer_store_its_floors_and_
         st["InstalledVersion"] == "1.0.1" && st["State"] == "idle"
     });
     assert_eq!(agent_binary(&d), newer);
-    // Schema 2, declaring agents of schema 1 able to use it (readable_from 1 << 16).
-    assert_eq!(store_version(&d), 0x1_0002);
+    // Schema 3 (the test step after the report queue), declaring agents of schema 1 able to
+    // use it (readable_from 1 << 16).
+    assert_eq!(store_version(&d), 0x1_0003);
     assert!(extra_note(&d).is_some());
     let floor = metadata_floor(&d);
 
@@ -149,7 +151,7 @@ fn after_falling_back_to_an_older_agent_it_keeps_the_newer_store_its_floors_and_
     assert_eq!(d.installs_into_b(), 2);
     // The older agent wrote into the newer store without marking it down or dropping
     // anything the newer agent added.
-    assert_eq!(store_version(&d), 0x1_0002);
+    assert_eq!(store_version(&d), 0x1_0003);
     assert_eq!(
         extra_note(&d).as_deref(),
         Some("written by the test-extra-migration build")
@@ -200,10 +202,10 @@ fn a_rollback_from_the_newer_agent_is_finished_by_the_older_one_on_the_newer_sto
     assert!(
         d.sb.agent_log()
             .lines()
-            .any(|l| l.contains("migrated store schema") && l.contains("from=1 to=2")),
+            .any(|l| l.contains("migrated store schema") && l.contains("from=2 to=3")),
         "the newer agent ran on the store"
     );
-    assert_eq!(store_version(&d), 0x1_0002);
+    assert_eq!(store_version(&d), 0x1_0003);
     assert!(extra_note(&d).is_some());
     let rolled_back: String = store(&d)
         .query_row(
@@ -229,5 +231,5 @@ fn a_rollback_from_the_newer_agent_is_finished_by_the_older_one_on_the_newer_sto
     assert!(text.contains("security update 1.0.2"), "{text}");
     d.wait_state("reboot-required");
     assert_eq!(d.installs_into_b(), 2);
-    assert_eq!(store_version(&d), 0x1_0002);
+    assert_eq!(store_version(&d), 0x1_0003);
 }

@@ -79,8 +79,25 @@ enum Command {
     EnrollDevice(EnrollDeviceArgs),
     /// Verify a delivered report against its enrolled device and store it in DIR.
     AcceptReport(AcceptReportArgs),
+    /// Receive reports the agents deliver (`[report] url`): an HTTP server that verifies
+    /// each POSTed report and stores it in DIR. Plain HTTP: put TLS in front (docs/report.md).
+    ServeReports(ServeReportsArgs),
     /// Write a static HTML page (OUT_DIR/index.html) of each device's newest verified report.
     Fleet(FleetArgs),
+}
+
+#[derive(Args)]
+struct ServeReportsArgs {
+    /// The report store (as for accept-report; created if missing).
+    dir: PathBuf,
+    /// Address to listen on, e.g. 127.0.0.1:8443 (port 0: any free port). The address
+    /// bound is printed as `listening on http://ADDR/`.
+    #[arg(long, value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    /// Enrol an unknown device from the public key its first report carries (trust on
+    /// first use, for trying it out).
+    #[arg(long)]
+    allow_unknown: bool,
 }
 
 #[derive(Args)]
@@ -339,6 +356,36 @@ struct RefreshArgs {
     timestamp_version: Option<NonZeroU64>,
 }
 
+async fn serve_reports(a: ServeReportsArgs) -> Result<(), String> {
+    use ssu_agent::report::serve;
+    ssu_agent::logging::init(ssu_agent::config::LogLevel::Info);
+    std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    // The line a script (or a test) waits for.
+    println!("listening on http://{bound}/");
+    let mut opts = serve::ServeOptions::new(a.dir);
+    opts.allow_unknown = a.allow_unknown;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match &mut term {
+            Ok(t) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = t.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    serve::run(listener, opts, shutdown).await;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     if ssu_agent::manpage::requested() {
         return ssu_agent::manpage::print(
@@ -485,6 +532,7 @@ async fn run(command: Command) -> Result<Exit, String> {
             let done = fleet::enroll(&a.dir, &key).map_err(|e| e.to_string())?;
             println!("{done}");
         }
+        Command::ServeReports(a) => serve_reports(a).await?,
         Command::Fleet(a) => {
             let silent = ssu_agent::config::parse_duration(&a.silent_after)
                 .map_err(|e| format!("--silent-after: {e}"))?;

@@ -319,6 +319,9 @@ fn validate(c: &Config, provenance: &Provenance) -> Result<(), ConfigError> {
             "must be between 65536 and 268435456".to_owned(),
         );
     }
+    if let Err((key, reason)) = super::report::validate(&c.report) {
+        return err(key, reason);
+    }
     if let Err((key, reason)) = operator::validate(&c.operators) {
         // Profiles are one array: whichever file set it holds the offending entry.
         let path = provenance.get("operator").cloned().unwrap_or_default();

@@ -19,8 +19,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 mod load;
 pub mod operator;
+pub mod report;
 pub use load::{Loaded, files_for, from_sources, load};
 pub use operator::{LinkCostConfig, OperatorProfile};
+pub use report::ReportConfig;
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ssu-agent/agent.toml";
@@ -50,6 +52,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `[spread]`: per-device offsets so a fleet does not move in lockstep.
     pub spread: SpreadConfig,
+    /// `[report]`: delivering signed reports to a fleet server.
+    pub report: ReportConfig,
 }
 
 /// `[spread]`: the most each per-device offset may delay (see [`crate::policy::spread`]).
@@ -369,6 +373,7 @@ impl Default for Config {
             authorization: AuthorizationConfig::default(),
             notify: NotifyConfig::default(),
             spread: SpreadConfig::default(),
+            report: ReportConfig::default(),
         }
     }
 }

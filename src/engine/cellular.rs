@@ -522,14 +522,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         }
     }
 
-    fn link(&self) -> Link {
+    pub(super) fn link(&self) -> Link {
         Link {
             metered: self.status.network.metered == Some(true),
             roaming: linkcost::is_roaming(self.status.modem.registration_state),
         }
     }
 
-    fn budget_used(&self, now: Timestamp) -> u64 {
+    pub(super) fn budget_used(&self, now: Timestamp) -> u64 {
         let b: Budget = self
             .store
             .state(BUDGET_KEY)
@@ -550,6 +550,11 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             return;
         }
         let now = self.clock.now();
+        self.count_costly_bytes(now, bytes);
+    }
+
+    /// Adds `bytes` sent or received over a costly link to this month's budget.
+    pub(super) fn count_costly_bytes(&mut self, now: Timestamp, bytes: u64) {
         let b = Budget {
             month: month_of(now),
             bytes: self.budget_used(now).saturating_add(bytes),

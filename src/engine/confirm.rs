@@ -53,6 +53,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 if self.save_pending(None) {
                     self.status.state = UpdateState::RolledBack;
                     self.status.available = None;
+                    // Back on the old slot: what the fleet server must hear (the report
+                    // sent before the reboot still named the rejected slot as booted).
+                    self.want_report("rolled-back");
                 }
             }
             Phase::RollingBack if !self.reboot_requested => self.reboot(),

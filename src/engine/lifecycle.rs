@@ -119,6 +119,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.on_confirmation(result);
             }
             Internal::Probed(result) => self.on_probed(result),
+            Internal::ReportSigned(reason, result) => self.on_report_signed(reason, result),
+            Internal::ReportPosted(answer, costly) => self.on_report_posted(answer, costly),
             Internal::RaucUnresponsive(message) => self.on_rauc_unresponsive(message),
         }
     }

@@ -15,6 +15,7 @@
 mod cellular;
 mod confirm;
 mod control;
+mod delivery;
 mod integrity;
 mod lifecycle;
 pub mod pending;
@@ -44,7 +45,7 @@ use crate::store::{HistoryEntry, Recovery, Store, StoreError};
 pub use cellular::SubscriptionChange;
 pub use control::{MAX_INHIBITORS, RebootPlan, Request};
 use pending::Pending;
-use ports::{BundleFetcher, FetchFailure, MetadataSource, System};
+use ports::{BundleFetcher, Courier, FetchFailure, MetadataSource, System};
 
 /// Store key of the time of the last check whose metadata verified.
 const LAST_VERIFIED_KEY: &str = "last_verified_at";
@@ -252,6 +253,7 @@ pub trait Ports: 'static {
     type Metadata: MetadataSource;
     type Fetcher: BundleFetcher;
     type System: System;
+    type Courier: Courier;
 }
 
 /// The adapters themselves.
@@ -262,6 +264,8 @@ pub struct Adapters<P: Ports> {
     pub operators: BTreeMap<String, Arc<P::Metadata>>,
     pub fetcher: Arc<P::Fetcher>,
     pub system: Arc<P::System>,
+    /// Signs reports and delivers them to the fleet server.
+    pub courier: Arc<P::Courier>,
 }
 
 /// Results of background steps, back on the engine's task.
@@ -281,6 +285,10 @@ enum Internal {
     HealthChecked(confirm::Confirmation),
     /// An integrity probe run finished (it does not make the engine busy).
     Probed(Integrity),
+    /// A report for the fleet server was signed (why it was wanted); not busy either.
+    ReportSigned(String, Result<ports::Signed, String>),
+    /// The fleet server answered a report, or did not; whether it went over a costly link.
+    ReportPosted(Result<(u16, Vec<u8>), String>, bool),
 }
 
 /// The engine task's state. Construct with [`Engine::new`], then `run` it.
@@ -337,6 +345,8 @@ pub struct Engine<C: Clock, P: Ports> {
     probing: integrity::Probing,
     /// The user's and host's wishes (see `control.rs`).
     control: control::ControlState,
+    /// Reports on their way to the fleet server (see `delivery.rs`).
+    delivery: delivery::DeliveryState,
 }
 
 impl<C: Clock, P: Ports> Engine<C, P> {
@@ -448,8 +458,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             seed,
             probing: Default::default(),
             control,
+            delivery: Default::default(),
         };
         engine.load_cellular();
+        engine.load_delivery();
         engine.status.state = engine.state_for_pending();
         engine.status.available = engine.offer_for_pending();
         engine.refresh_derived();
@@ -507,6 +519,15 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     std::time::Duration::try_from(d).unwrap_or_default()
                 })
                 .unwrap_or_default();
+            let delivery_deadline = self.delivery_deadline();
+            let delivery_wait = delivery_deadline
+                .map(|t| {
+                    let d = t
+                        .duration_since(self.clock.now())
+                        .max(jiff::SignedDuration::ZERO);
+                    std::time::Duration::try_from(d).unwrap_or_default()
+                })
+                .unwrap_or_default();
             tokio::select! {
                 () = &mut shutdown => break,
                 cmd = self.commands.recv() => match cmd {
@@ -531,10 +552,13 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 () = tokio::time::sleep(wait), if !self.busy => self.start_check(),
                 () = tokio::time::sleep(control_wait),
                     if !self.busy && control_deadline.is_some() => self.reconsider(),
+                // Whatever is due is done by `tend_delivery` below.
+                () = tokio::time::sleep(delivery_wait), if delivery_deadline.is_some() => {}
             }
             self.answer_check_waiters();
             self.refresh_derived();
             self.publish();
+            self.tend_delivery();
         }
         tracing::debug!("engine stopped");
     }
@@ -630,7 +654,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         });
     }
 
-    fn notify(&self, notice: Notice) {
+    fn notify(&mut self, notice: Notice) {
+        self.report_notice(&notice);
         // No subscriber (no D-Bus service in a test) is fine.
         let _ = self.notices.send(notice);
     }

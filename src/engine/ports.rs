@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::metadata::client::{self, BundleTarget, MetadataError, RoleVersions, Verified};
+use crate::status::Status;
 
 /// Fetches and verifies the update source's metadata.
 pub trait MetadataSource: Send + Sync + 'static {
@@ -52,6 +53,28 @@ pub trait System: Send + Sync + 'static {
     fn reboot(&self) -> Result<(), String>;
     /// Runs the configured health checks after booting a new slot.
     fn health_check(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// A report signed for delivery: the envelope as it is POSTed, and what the server's
+/// acknowledgement must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The [`crate::report::Envelope`] as JSON.
+    pub body: String,
+    pub key_id: String,
+    pub counter: u64,
+}
+
+/// Signs reports and carries them to the fleet server (`[report] url`).
+pub trait Courier: Send + Sync + 'static {
+    /// False when no fleet server is configured: nothing is signed or queued.
+    fn configured(&self) -> bool;
+    /// A signed report of `status`, bound to a fresh random nonce the device chose.
+    fn sign(&self, status: Status) -> impl Future<Output = Result<Signed, String>> + Send;
+    /// POSTs `body` once: the answer's status and (at most
+    /// [`crate::policy::delivery::MAX_ANSWER_BYTES` of) its body, or why there was none
+    /// (no connection, timeout, not HTTP). Judging the answer is the policy's job.
+    fn post(&self, body: String) -> impl Future<Output = Result<(u16, Vec<u8>), String>> + Send;
 }
 
 /// The real fetcher: resumable, verified HTTP(S) downloads.

@@ -156,6 +156,73 @@ impl System for FakeSystem {
     }
 }
 
+/// The fleet server and the device key, scripted: signs "reports" carrying the status's
+/// installed version, state and booted slot with a counting counter; answers each POST with
+/// the next scripted answer, else as the receiver does (201 naming the report).
+/// What the courier's POST returns: the server's status and body, or why there was none.
+type PostResult = Result<(u16, Vec<u8>), String>;
+
+#[derive(Default)]
+struct FakeCourier {
+    configured: bool,
+    counter: std::sync::atomic::AtomicU64,
+    answers: Mutex<VecDeque<PostResult>>,
+    /// Every POST: (counter, when, the report's JSON).
+    posted: Mutex<Vec<(u64, tokio::time::Instant, serde_json::Value)>>,
+}
+
+impl FakeCourier {
+    fn on() -> Arc<FakeCourier> {
+        Arc::new(FakeCourier {
+            configured: true,
+            ..FakeCourier::default()
+        })
+    }
+}
+
+impl ports::Courier for FakeCourier {
+    fn configured(&self) -> bool {
+        self.configured
+    }
+
+    async fn sign(&self, status: Status) -> Result<ports::Signed, String> {
+        let counter = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let report = serde_json::json!({
+            "counter": counter,
+            "version": status.installed.map(|i| i.version),
+            "state": status.state.as_str(),
+            "booted_slot": status.rauc.boot_slot,
+            "subscription": status.subscription.profile,
+            "integrity": status.integrity.state.as_str(),
+        });
+        let envelope = crate::report::Envelope {
+            report: report.to_string(),
+            signature: "00".into(),
+            key_id: "k1".into(),
+        };
+        Ok(ports::Signed {
+            body: serde_json::to_string(&envelope).unwrap(),
+            key_id: "k1".into(),
+            counter,
+        })
+    }
+
+    async fn post(&self, body: String) -> PostResult {
+        let (key_id, counter) = crate::report::identify(&body).unwrap();
+        let envelope: crate::report::Envelope = serde_json::from_str(&body).unwrap();
+        let report = serde_json::from_str(&envelope.report).unwrap();
+        self.posted
+            .lock()
+            .unwrap()
+            .push((counter, tokio::time::Instant::now(), report));
+        if let Some(a) = self.answers.lock().unwrap().pop_front() {
+            return a;
+        }
+        let ack = serde_json::json!({"result": "stored", "key_id": key_id, "counter": counter});
+        Ok((201, ack.to_string().into_bytes()))
+    }
+}
+
 struct Fakes;
 
 impl Ports for Fakes {
@@ -163,6 +230,7 @@ impl Ports for Fakes {
     type Metadata = FakeMetadata;
     type Fetcher = FakeFetcher;
     type System = FakeSystem;
+    type Courier = FakeCourier;
 }
 
 // ---- rig ----------------------------------------------------------------------------
@@ -258,6 +326,8 @@ struct Setup {
     seed: u64,
     /// The system clock at the start (default START).
     clock: Option<Timestamp>,
+    /// Delivery to a fleet server (off by default).
+    courier: Option<Arc<FakeCourier>>,
 }
 
 impl Default for Setup {
@@ -276,6 +346,7 @@ impl Default for Setup {
             network: NetworkInfo::default(),
             seed: 42,
             clock: None,
+            courier: None,
         }
     }
 }
@@ -325,6 +396,7 @@ fn start(setup: Setup) -> Rig {
         operators: operators.clone(),
         fetcher: fetcher.clone(),
         system: system.clone(),
+        courier: setup.courier.unwrap_or_default(),
     };
     let inputs = Inputs {
         rauc: rauc_rx,
@@ -573,3 +645,5 @@ mod timely;
 mod faults;
 // The device's own disk failing under the metadata cache or a download: `storage.rs`.
 mod storage;
+// Reports to the fleet server: `delivery.rs`.
+mod delivery;

@@ -11,8 +11,10 @@
 //! - [`wave`]: the model's rollout wave (SEC-0021).
 //! - [`spread`]: per-device offsets so a fleet does not move in lockstep.
 //! - [`time`]: which time to trust when the clock and the ratchet disagree.
+//! - [`delivery`]: the report queue's bounds, retry backoff and the server's answers.
 
 pub mod consent;
+pub mod delivery;
 pub mod linkcost;
 pub mod schedule;
 pub mod select;

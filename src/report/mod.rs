@@ -9,11 +9,16 @@
 //! - [`build`]: the report as canonical JSON (OLPC canonical JSON, as TUF signs), from the
 //!   engine's [`Status`] snapshot — pure, with time, nonce, counter and boot id as inputs.
 //! - [`Reporter`]: what the D-Bus service holds: the key and the counter.
+//! - [`deliver`]: signing for the fleet server and POSTing (`[report] url`); the queue and
+//!   its retries are the engine's (`engine/delivery.rs`), the decisions `policy::delivery`'s.
+//! - [`serve`]: `ssu-repo serve-reports`, the HTTP receiver storing through `repo::fleet`.
 //! - [`verify`]: the hub's side — signature, key, nonce, counter — and what a verified
 //!   report proves and what it cannot (`docs/report.md`).
 
 pub mod counter;
+pub mod deliver;
 pub mod key;
+pub mod serve;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -304,6 +309,14 @@ impl Reporter {
         .await
         .map_err(|e| ReportError::Encode(format!("the signing task failed: {e}")))?
     }
+}
+
+/// The key id and counter of an envelope as JSON (what the server's acknowledgement names);
+/// `None` when it is not one.
+pub fn identify(envelope_json: &str) -> Option<(String, u64)> {
+    let envelope: Envelope = serde_json::from_str(envelope_json).ok()?;
+    let report: Value = serde_json::from_str(&envelope.report).ok()?;
+    Some((envelope.key_id, report.get("counter")?.as_u64()?))
 }
 
 /// Builds, encodes and signs one report.

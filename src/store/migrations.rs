@@ -64,6 +64,20 @@ CREATE TABLE state (
 PRAGMA application_id = 1397970241;
 ";
 
+/// Schema version 2 (additive: agents of schema 1 keep using the database, ignoring it).
+///
+/// - `report_queue`: signed reports waiting for delivery to the fleet server, oldest = lowest
+///   id (`AUTOINCREMENT`: an id is never reused, so a delivery that answers late cannot remove
+///   a newer report that took its id). `body` is the envelope exactly as it is POSTed.
+const V2: &str = "
+CREATE TABLE report_queue (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    queued_at TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    body      TEXT NOT NULL
+);
+";
+
 /// One schema step.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Migration {
@@ -75,7 +89,7 @@ pub(super) struct Migration {
     pub readable_from: i64,
 }
 
-/// Test only: an additive step 2, for the tests that run an agent with a newer schema
+/// Test only: an additive step after the real ones, for the tests that run an agent with a newer schema
 /// against an older one (`tests/self_update.rs` builds the agent with this feature).
 #[cfg(feature = "test-extra-migration")]
 const TEST_EXTRA: &str = "
@@ -92,6 +106,10 @@ INSERT INTO test_extra (note) VALUES ('written by the test-extra-migration build
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
         sql: V1,
+        readable_from: 1,
+    },
+    Migration {
+        sql: V2,
         readable_from: 1,
     },
     #[cfg(feature = "test-extra-migration")]

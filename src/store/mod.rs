@@ -29,6 +29,7 @@
 pub mod floors;
 mod migrations;
 mod open;
+mod queue;
 mod records;
 mod recover;
 
@@ -40,6 +41,7 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use serde::Serialize;
 
 use crate::status::{CheckRecord, Installed};
+pub use queue::{QueuedReport, QueuedSize};
 use records::Table;
 pub use recover::{FloorSources, Recovery};
 

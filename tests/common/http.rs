@@ -8,7 +8,8 @@
 //!
 //! The proxy speaks just enough HTTP/1.1 for this: it reads the request head, forwards it with
 //! `Connection: close` (so each connection carries exactly one exchange and faults map to
-//! requests), reads the response head, then pumps the body.
+//! requests) followed by the request body (`Content-Length` bytes: POSTed reports), reads the
+//! response head, then pumps the body.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -39,7 +40,17 @@ impl Nginx {
         Nginx::start_with(root, true)
     }
 
+    /// Serves `root` over HTTPS and passes requests under `path` to `http://upstream`: TLS in
+    /// front of a plain-HTTP service (the report receiver).
+    pub fn start_tls_proxy(root: &Path, path: &str, upstream: &str) -> Nginx {
+        Nginx::start_args(root, &["--tls", "--proxy", &format!("{path}={upstream}")])
+    }
+
     fn start_with(root: &Path, tls: bool) -> Nginx {
+        Nginx::start_args(root, if tls { &["--tls"] } else { &[] })
+    }
+
+    fn start_args(root: &Path, args: &[&str]) -> Nginx {
         let dir = tempfile::Builder::new()
             .prefix("ssu-http.")
             .tempdir()
@@ -48,10 +59,8 @@ impl Nginx {
         cmd.arg(repo_root().join("scripts/sandbox"))
             .arg("http")
             .arg(dir.path())
-            .arg(root);
-        if tls {
-            cmd.arg("--tls");
-        }
+            .arg(root)
+            .args(args);
         let out = cmd.output().expect("run scripts/sandbox http");
         let nginx = Nginx {
             url: std::fs::read_to_string(dir.path().join("http/url"))
@@ -123,6 +132,8 @@ pub enum Fault {
     IgnoreRange,
     /// Answer with this status and an empty body, without asking the server.
     Status(u16),
+    /// Answer with bytes that are not HTTP, then close, without asking the server.
+    Garbage,
 }
 
 /// The most garbage [`Fault::Endless`] sends on one connection.
@@ -367,9 +378,20 @@ impl Sender<'_> {
 }
 
 fn serve(shared: &Shared, mut client: TcpStream) {
-    let Ok((request, _)) = read_head(&mut client) else {
+    let Ok((request, mut body)) = read_head(&mut client) else {
         return;
     };
+    // The rest of a request body (a POST), so that it can be forwarded whole.
+    let length = header(&request, "content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    while body.len() < length {
+        let mut chunk = vec![0u8; (length - body.len()).min(64 * 1024)];
+        match client.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
     let fault = {
         let mut plan = shared.plan.lock().unwrap();
         plan.next
@@ -396,10 +418,16 @@ fn serve(shared: &Shared, mut client: TcpStream) {
         stalled: false,
     };
     // Errors end the exchange; a client hanging up is how most of them end.
-    let _ = pump(shared, &request, &fault, &mut out);
+    let _ = pump(shared, &request, &body, &fault, &mut out);
 }
 
-fn pump(shared: &Shared, request: &str, fault: &Fault, out: &mut Sender<'_>) -> io::Result<()> {
+fn pump(
+    shared: &Shared,
+    request: &str,
+    request_body: &[u8],
+    fault: &Fault,
+    out: &mut Sender<'_>,
+) -> io::Result<()> {
     let index = out.index;
     let set_status = |status| shared.exchanges.lock().unwrap()[index].status = status;
     if let Fault::Status(status) = *fault {
@@ -407,6 +435,10 @@ fn pump(shared: &Shared, request: &str, fault: &Fault, out: &mut Sender<'_>) -> 
         let head =
             format!("HTTP/1.1 {status} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         out.send(head.as_bytes())?;
+        return Ok(());
+    }
+    if *fault == Fault::Garbage {
+        out.send(b"\x16\x03\x01 this is not HTTP \xff\xfe\r\n\r\n")?;
         return Ok(());
     }
 
@@ -417,6 +449,7 @@ fn pump(shared: &Shared, request: &str, fault: &Fault, out: &mut Sender<'_>) -> 
     let request = rewrite(request, &drop_request, &["Connection: close".to_string()]);
     let mut upstream = TcpStream::connect(shared.upstream)?;
     upstream.write_all(request.as_bytes())?;
+    upstream.write_all(request_body)?;
 
     let (head, mut body) = read_head(&mut upstream)?;
     set_status(

@@ -2,8 +2,9 @@
 //! knows: the schema of a released version never changes, a newer schema keeps everything the
 //! older agents it admits use, and every such older agent opens and uses it.
 //!
-//! Built normally, the only version is 1; `cargo test --lib --features test-extra-migration
-//! store::` (run by scripts/test) adds the additive test step 2 and so checks a real pair.
+//! Built normally, the versions are 1 and 2 (the report queue, additive), so a real pair is
+//! checked; `cargo test --lib --features test-extra-migration store::` (run by scripts/test)
+//! adds the additive test step 3.
 
 use super::*;
 use crate::store::migrations::{MIGRATIONS, RELEASED, migrate_with, user_version};
