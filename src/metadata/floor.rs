@@ -78,6 +78,12 @@ impl RoleVersions {
         .find(|(_, have, min)| have < min)
     }
 
+    /// Whether [`released_by`](Self::released_by) lowered any version of `self` in `standing`
+    /// (a key rotation released it), as opposed to only learning the keys.
+    pub fn released_in(&self, standing: &RoleVersions) -> bool {
+        standing.below(self).is_some()
+    }
+
     /// This floor as it still binds metadata verified under `now` (the keys of the root the
     /// check ended with). `before` are the keys of the trusted root the check started from:
     /// they stand in for a floor that does not know its keys. A role whose keys changed is
@@ -180,6 +186,20 @@ mod tests {
         // Nothing known at all: nothing released.
         let r = f.released_by(&RoleKeys::default(), &keys("t2", "s2"));
         assert_eq!((r.timestamp, r.snapshot), (u64::MAX, 1000));
+    }
+
+    #[test]
+    fn learning_the_keys_is_not_a_release() {
+        // A fresh device (or a floor from before keys were tracked) only learns the keys:
+        // nothing to announce as a rotation.
+        let fresh = RoleVersions::default();
+        let standing = fresh.released_by(&keys("t1", "s1"), &keys("t1", "s1"));
+        assert_ne!(standing, fresh, "the keys are learnt");
+        assert!(!fresh.released_in(&standing));
+        let f = floor(keys("t1", "s1"));
+        assert!(!f.released_in(&f.released_by(&keys("t1", "s1"), &keys("t1", "s1"))));
+        assert!(f.released_in(&f.released_by(&keys("t1", "s1"), &keys("t2", "s1"))));
+        assert!(f.released_in(&f.released_by(&keys("t1", "s1"), &keys("t1", "s2"))));
     }
 
     #[test]
