@@ -474,6 +474,14 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         Ok((engine, handle))
     }
 
+    /// How long from the engine's clock until `t` (zero once it has passed).
+    fn until(&self, t: Timestamp) -> std::time::Duration {
+        let d = t
+            .duration_since(self.clock.now())
+            .max(jiff::SignedDuration::ZERO);
+        std::time::Duration::try_from(d).unwrap_or_default()
+    }
+
     /// Runs until `shutdown` completes or every [`Handle`] is dropped.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -505,29 +513,12 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     Some(w) if w > self.clock.now() => w.min(next),
                     _ => next,
                 };
-                let wait = next
-                    .duration_since(self.clock.now())
-                    .max(jiff::SignedDuration::ZERO);
-                std::time::Duration::try_from(wait).unwrap_or_default()
+                self.until(next)
             };
             let control_deadline = self.control_deadline();
-            let control_wait = control_deadline
-                .map(|t| {
-                    let d = t
-                        .duration_since(self.clock.now())
-                        .max(jiff::SignedDuration::ZERO);
-                    std::time::Duration::try_from(d).unwrap_or_default()
-                })
-                .unwrap_or_default();
+            let control_wait = control_deadline.map(|t| self.until(t)).unwrap_or_default();
             let delivery_deadline = self.delivery_deadline();
-            let delivery_wait = delivery_deadline
-                .map(|t| {
-                    let d = t
-                        .duration_since(self.clock.now())
-                        .max(jiff::SignedDuration::ZERO);
-                    std::time::Duration::try_from(d).unwrap_or_default()
-                })
-                .unwrap_or_default();
+            let delivery_wait = delivery_deadline.map(|t| self.until(t)).unwrap_or_default();
             tokio::select! {
                 () = &mut shutdown => break,
                 cmd = self.commands.recv() => match cmd {
