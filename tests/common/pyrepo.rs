@@ -119,6 +119,23 @@ impl AccessLog {
         AccessLog { path, seen }
     }
 
+    /// [`since`](Self::since), waiting (up to `timeout`) until `done` holds for what arrived:
+    /// nginx writes a request's line only once the request ends, and a request the agent cut
+    /// short ends when nginx notices (after the agent may already have answered).
+    pub fn until(
+        &mut self,
+        timeout: std::time::Duration,
+        done: impl Fn(&[(String, u16, u64)]) -> bool,
+    ) -> Vec<(String, u16, u64)> {
+        let end = std::time::Instant::now() + timeout;
+        let mut all = self.since();
+        while !done(&all) && std::time::Instant::now() < end {
+            std::thread::sleep(super::POLL);
+            all.extend(self.since());
+        }
+        all
+    }
+
     /// (path, status, bytes sent) of the requests since the last call.
     pub fn since(&mut self) -> Vec<(String, u16, u64)> {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
