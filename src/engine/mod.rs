@@ -13,6 +13,7 @@
 //! [`ports`].
 
 mod cellular;
+mod check;
 mod confirm;
 mod control;
 mod delivery;
