@@ -82,7 +82,7 @@ fn a_device_follows_a_key_change_at_every_root_version() {
     let work = d.sb.dir().join("offline");
     std::fs::create_dir(&work).unwrap();
     let w = |name: &str| work.join(name).display().to_string();
-    d.sb.start("agent");
+    d.start_agent();
     verified(&d);
     let state = state_inodes(&d);
     assert!(state.len() >= 2, "{state:?}");
@@ -110,7 +110,7 @@ fn a_device_follows_a_key_change_at_every_root_version() {
     // v4: a new snapshot key; the agent restarts in between.
     d.sb.stop("agent");
     ssu_repo(&["rotate", &dir, "snapshot"]);
-    d.sb.start("agent");
+    d.start_agent();
     verified(&d);
 
     // v5: a new timestamp key.
@@ -168,7 +168,7 @@ fn a_device_follows_a_key_change_at_every_root_version() {
 
     // An update signed under the v6 keys installs, on the state the device kept all along.
     d.sb.stop("agent");
-    d.sb.start("agent");
+    d.start_agent();
     d.publish_security_update();
     let text = d.check();
     assert!(text.contains("security update 1.0.1"), "{text}");
@@ -199,7 +199,7 @@ fn a_root_short_of_its_threshold_is_refused_by_import_and_by_the_device() {
         "--threshold",
         "2",
     ]);
-    d.sb.start("agent");
+    d.start_agent();
     verified(&d);
     d.publish_security_update();
 
@@ -244,7 +244,7 @@ fn a_root_short_of_its_threshold_is_refused_by_import_and_by_the_device() {
 fn a_device_recovers_from_a_timestamp_at_the_largest_version_once_the_key_rotates() {
     let d = Device::new("");
     let dir = d.repo_dir().to_owned();
-    d.sb.start("agent");
+    d.start_agent();
     verified(&d);
     let state = state_inodes(&d);
 
@@ -286,7 +286,7 @@ fn a_device_recovers_from_a_timestamp_at_the_largest_version_once_the_key_rotate
     // Across a restart, the device keeps checking (floor and trusted root persisted) and
     // installs what is published next.
     d.sb.stop("agent");
-    d.sb.start("agent");
+    d.start_agent();
     ssu_repo(&["refresh", &dir]);
     verified(&d);
     d.publish_security_update();

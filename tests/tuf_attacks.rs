@@ -55,7 +55,7 @@ fn a_delegated_role_cannot_override_or_reach_past_its_paths() {
         &security_custom("0.9.2", "2026-12-03"),
     );
     repo.publish(&[]);
-    d.sb.start("agent");
+    d.start_agent();
     let monitor = d.monitor();
 
     let text = d.check();
@@ -88,7 +88,7 @@ fn refused(d: &Device) -> String {
 #[test]
 fn the_device_recovers_from_a_fast_forward_once_the_keys_rotate() {
     let (d, repo) = py_device("");
-    d.sb.start("agent");
+    d.start_agent();
     verified(&d);
 
     // A stolen timestamp key signs the largest version there is.
@@ -104,7 +104,7 @@ fn the_device_recovers_from_a_fast_forward_once_the_keys_rotate() {
     verified(&d);
     // Also after a restart (the floor in the store agrees).
     d.sb.stop("agent");
-    d.sb.start("agent");
+    d.start_agent();
     repo.publish(&["--timestamp-version", "5"]);
     verified(&d);
 
@@ -136,7 +136,7 @@ fn the_device_recovers_from_a_fast_forward_once_the_keys_rotate() {
 #[test]
 fn a_failed_check_keeps_the_verified_metadata_cache() {
     let (d, repo) = py_device("");
-    d.sb.start("agent");
+    d.start_agent();
     repo.publish(&[]);
     verified(&d);
     let ts = repo.metadata().join("timestamp.json");
@@ -183,7 +183,7 @@ fn control_characters_in_a_target_name_fail_that_target_only() {
         &security_custom("1.0.1", "2026-11-01"),
     );
     repo.publish(&[]);
-    d.sb.start("agent");
+    d.start_agent();
 
     let text = d.check();
     assert!(text.contains("security update 1.0.1"), "{text}");
@@ -213,7 +213,7 @@ fn control_characters_in_a_target_name_fail_that_target_only() {
     }
     // A restart re-reads the history and is still fine.
     d.sb.stop("agent");
-    d.sb.start("agent");
+    d.start_agent();
     assert_eq!(d.history().len(), history.len());
 }
 
@@ -222,7 +222,7 @@ fn control_characters_in_a_target_name_fail_that_target_only() {
 #[test]
 fn a_declared_snapshot_length_does_not_lift_the_byte_limit() {
     let (d, repo) = py_device("");
-    d.sb.start("agent");
+    d.start_agent();
     verified(&d);
     // A timestamp signed by a stolen key declares a 100 MiB snapshot, and the server
     // serves that much.
@@ -269,7 +269,7 @@ fn a_check_reads_no_more_than_the_configured_metadata_bytes() {
     let pad = serde_json::json!({"pad": "x".repeat(100_000)});
     repo.target("targets", "notes/padding.txt", None, &pad);
     repo.publish(&[]);
-    d.sb.start("agent");
+    d.start_agent();
     let mut log = AccessLog::new(&d.sb);
     let text = refused(&d);
     assert!(
@@ -294,7 +294,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[test]
 fn metadata_of_another_spec_version_is_refused() {
     let (d, repo) = py_device("");
-    d.sb.start("agent");
+    d.start_agent();
     for bad in ["2.0.0", "banana"] {
         repo.publish(&["--spec-version", bad]);
         let text = refused(&d);
@@ -305,7 +305,7 @@ fn metadata_of_another_spec_version_is_refused() {
 #[test]
 fn a_repeated_signature_is_reported_in_words() {
     let (d, repo) = py_device("");
-    d.sb.start("agent");
+    d.start_agent();
     repo.publish(&[]);
     // The timestamp's one signature, twice.
     let ts = repo.metadata().join("timestamp.json");
@@ -328,7 +328,7 @@ fn a_repeated_signature_is_reported_in_words() {
 #[test]
 fn a_length_mismatch_is_a_bad_repository_not_network_trouble() {
     let (d, repo) = py_device("");
-    d.sb.start("agent");
+    d.start_agent();
     verified(&d);
     assert_ne!(d.status()["Staleness"], "unverified");
     repo.publish(&[]);
@@ -353,7 +353,7 @@ fn installs_from(layout: &str) {
         &security_custom("1.0.1", "2026-11-01"),
     );
     repo.publish(&["--layout", layout]);
-    d.sb.start("agent");
+    d.start_agent();
     let text = d.check();
     assert!(text.contains("security update 1.0.1"), "{text}");
     d.wait_state("reboot-required");

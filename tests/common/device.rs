@@ -202,6 +202,20 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
 
     /// `ssuctl check`; returns its text. The check must have run: exit 0 (verified) or 4
     /// (ran, but verified nothing — what the refusal tests expect; they read the text).
+    /// Starts the agent and waits until it knows RAUC's compatible, as a booted device does
+    /// before its first check: a check before that verifies but cannot judge yet which
+    /// updates apply (the agent judges them as soon as RAUC answers), so a test asserting on
+    /// the check's words must not race RAUC's first answer.
+    pub fn start_agent(&self) {
+        self.sb.start("agent");
+        let mut last = serde_json::Value::Null;
+        self.sb
+            .wait_for("the agent to know RAUC's compatible", WAIT, || {
+                last = self.status();
+                last["Compatible"] != ""
+            });
+    }
+
     pub fn check(&self) -> String {
         let out = self.sb.ssuctl(&["check"]);
         assert!(
