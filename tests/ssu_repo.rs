@@ -2,11 +2,13 @@
 //! what it publishes is read back with tough's client from `file://` URLs, as a device would.
 //! Every refusal is checked to leave the repository byte-for-byte unchanged.
 
-use std::collections::BTreeMap;
+mod ssu_repo_cli;
+
+use ssu_repo_cli::{files, ok, refused, run, text};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use ssu_agent::metadata::schema::{BundleMeta, DeviceMeta, Kind, Severity};
 use tough::{Repository, RepositoryLoader, TargetName};
@@ -77,71 +79,12 @@ impl Work {
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn s(v: &str) -> String {
     v.to_owned()
 }
 
 fn p(v: &Path) -> String {
     v.to_str().unwrap().to_owned()
-}
-
-fn run(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssu-repo"))
-        .args(args)
-        .output()
-        .expect("run ssu-repo")
-}
-
-/// Runs ssu-repo, expects success, returns stdout.
-fn ok(args: &[String]) -> String {
-    let out = run(args);
-    assert!(out.status.success(), "ssu-repo {args:?}\n{}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs ssu-repo expecting a refusal that leaves `repo` unchanged; returns stderr.
-fn refused(repo: &Path, args: &[String]) -> String {
-    let before = files(repo);
-    let out = run(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "ssu-repo {args:?}\n{}",
-        text(&out)
-    );
-    assert_eq!(
-        files(repo).keys().collect::<Vec<_>>(),
-        before.keys().collect::<Vec<_>>(),
-        "ssu-repo {args:?} added or removed files"
-    );
-    assert!(files(repo) == before, "ssu-repo {args:?} changed a file");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-/// Every file under `dir`, with its bytes.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.insert(path.clone(), fs::read(&path).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn mode(path: &Path) -> u32 {

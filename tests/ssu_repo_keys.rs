@@ -3,71 +3,17 @@
 //! byte-for-byte unchanged. What it publishes is read back with tough's client, as a device
 //! would (tests/key_rotation.rs has the sandbox agent follow the same rotations).
 
-use std::collections::BTreeMap;
+mod ssu_repo_cli;
+
+use ssu_repo_cli::{files, ok, refused, run, text};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use tough::schema::RoleType;
 use tough::{Repository, RepositoryLoader};
 use url::Url;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssu-repo"))
-        .args(args)
-        .output()
-        .expect("run ssu-repo")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(out.status.success(), "ssu-repo {args:?}\n{}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Every file under `dir`, with its bytes.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.insert(path.clone(), fs::read(&path).unwrap());
-            }
-        }
-    }
-    out
-}
-
-/// Runs ssu-repo expecting exit 1 and `repo` unchanged; returns stderr.
-fn refused(repo: &Path, args: &[&str]) -> String {
-    let before = files(repo);
-    let out = run(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "ssu-repo {args:?}\n{}",
-        text(&out)
-    );
-    assert!(
-        files(repo) == before,
-        "ssu-repo {args:?} changed the repository"
-    );
-    String::from_utf8(out.stderr).unwrap()
-}
 
 struct Work {
     dir: tempfile::TempDir,
