@@ -449,17 +449,7 @@ async fn a_device_whose_clock_starts_in_1970_still_checks_and_refuses_replayed_m
     let mut setup = https_device("2026-11-20T00:00:00Z", server, "2026-11-25T00:00:00Z");
     setup.clock = Some(at("1970-01-01T00:00:00Z"));
     let rig = start(setup);
-    rig.handle.check_now().await.unwrap();
-    let st = wait_for(&rig.handle, "checked", |s| s.last_check.is_some()).await;
-    let check = st.last_check.unwrap();
-    assert!(!check.verified);
-    assert!(
-        check.message.contains("replayed or stale"),
-        "{}",
-        check.message
-    );
-    assert!(st.available.is_none());
-    assert_eq!(rig.installs(), 0);
+    replay_is_refused(&rig).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -525,17 +515,7 @@ async fn a_new_device_in_1970_checks_by_the_networks_time_and_refuses_replayed_m
 
     // Metadata that expired before the network's time, fresh by the 1970 clock: a replay.
     let rig = start(new_device_in_1970(Some(network), "2026-11-20T00:00:00Z"));
-    rig.handle.check_now().await.unwrap();
-    let st = wait_for(&rig.handle, "checked", |s| s.last_check.is_some()).await;
-    let check = st.last_check.unwrap();
-    assert!(!check.verified);
-    assert!(
-        check.message.contains("replayed or stale"),
-        "{}",
-        check.message
-    );
-    assert!(st.available.is_none());
-    assert_eq!(rig.installs(), 0);
+    replay_is_refused(&rig).await;
 
     // No time from anywhere: nothing is fetched, and the message says what would fix it.
     let rig = start(new_device_in_1970(None, "2027-01-01T00:00:00Z"));
@@ -551,4 +531,20 @@ async fn a_new_device_in_1970_checks_by_the_networks_time_and_refuses_replayed_m
     assert!(check.message.contains("resume"), "{}", check.message);
     assert_eq!(rig.metadata.fetches.load(Ordering::SeqCst), 0);
     assert!(st.available.is_none());
+}
+
+/// A check of metadata that expired before the trusted time: not verified, nothing offered
+/// or installed, and the message says why.
+async fn replay_is_refused(rig: &Rig) {
+    rig.handle.check_now().await.unwrap();
+    let st = wait_for(&rig.handle, "checked", |s| s.last_check.is_some()).await;
+    let check = st.last_check.unwrap();
+    assert!(!check.verified);
+    assert!(
+        check.message.contains("replayed or stale"),
+        "{}",
+        check.message
+    );
+    assert!(st.available.is_none());
+    assert_eq!(rig.installs(), 0);
 }
