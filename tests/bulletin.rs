@@ -11,35 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::chromium::{assert_has, chromium, png_size, text_lines};
+use common::device::{show, ssu_repo as ok, ssu_repo_output as ssu_repo};
 
 const GENERATED_AT: &str = "2026-11-27T12:00:00Z";
 /// A CVE summary that would run script if the page did not escape it (the schema allows
 /// `<`, quotes and `&` in summaries: they are printable).
 const HOSTILE: &str = "<script>document.title='owned'</script> & \"quoted\" <b>bold</b>";
 const SCREENSHOT_SIZE: (u32, u32) = (1100, 1250);
-
-fn ssu_repo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssu-repo"))
-        .args(args)
-        .output()
-        .expect("run ssu-repo")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs ssu-repo, expects success, returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = ssu_repo(args);
-    assert!(out.status.success(), "ssu-repo {args:?}: {}", show(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A plain RAUC bundle with one image, signed by a throw-away key made on first use.
 fn rauc_bundle(work: &Path, compatible: &str, version: &str) -> PathBuf {

@@ -12,34 +12,12 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::chromium::{assert_has, chromium, png_size, text_lines};
 use common::device::{Device, WAIT};
+use common::device::{show, ssu_repo as ok, ssu_repo_output as ssu_repo};
 
 const SCREENSHOT_SIZE: (u32, u32) = (1600, 540);
-
-fn ssu_repo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssu-repo"))
-        .args(args)
-        .output()
-        .expect("run ssu-repo")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = ssu_repo(args);
-    assert!(out.status.success(), "ssu-repo {args:?}: {}", show(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// What the hub got from one device: its public key as printed for enrolment, one report.
 struct Collected {

@@ -75,6 +75,24 @@ pub fn ssu_repo(args: &[&str]) -> String {
     run(Command::new(env!("CARGO_BIN_EXE_ssu-repo")).args(args))
 }
 
+/// `ssu-repo ARGS` as it ended, for tests that expect it to fail.
+pub fn ssu_repo_output(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ssu-repo"))
+        .args(args)
+        .output()
+        .expect("run ssu-repo")
+}
+
+/// A finished command's status and output, for assertion messages.
+pub fn show(out: &std::process::Output) -> String {
+    format!(
+        "{}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 impl Device {
     /// Sandbox + repository with no targets yet; the agent is not started.
     pub fn new(install_extra: &str) -> Device {
