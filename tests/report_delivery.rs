@@ -99,7 +99,14 @@ impl Receiver {
             let Ok(files) = std::fs::read_dir(dev.path().join("reports")) else {
                 continue;
             };
+            // Only stored reports: the server writes `.<name>.tmp` first and renames it, so a
+            // temporary file seen here may be gone by the time it is read (seen in CI).
             for f in files.flatten() {
+                let name = f.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') || !name.ends_with(".json") {
+                    continue;
+                }
                 let bytes = std::fs::read(f.path()).unwrap();
                 let env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
                 let report: serde_json::Value =
