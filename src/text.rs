@@ -1,4 +1,23 @@
-//! Text from outside (signed metadata, D-Bus callers, configuration) that people will read.
+//! Text from outside (signed metadata, D-Bus callers, configuration) that people will read,
+//! and errors put into words for them.
+
+/// An error and its sources on one line (`error sending request: connection refused`):
+/// reqwest's and tough's own messages stop at the first level, and the useful part (which
+/// file, which signature, why a connection failed) is a level or two down. A source whose
+/// text is already in the line is left out.
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
 
 /// Characters that may not reach a log line, a D-Bus string a settings screen shows, or a
 /// terminal: C0/C1 controls (ESC starts terminal escape sequences), the line and paragraph

@@ -2,7 +2,7 @@
 //! and POSTs, the real receiver (`ssu-repo serve-reports`) verifies and stores, and
 //! `ssu-repo verify-report` checks what arrived as a hub would — after an install and a
 //! rollback, across a server outage and agent restarts, and against a server that answers
-//! 500, garbage or nothing.
+//! 500, garbage or nothing, and a redirect that would take it out of https.
 
 mod common;
 
@@ -399,4 +399,36 @@ fn over_https_through_nginx_a_report_is_delivered_and_verifies() {
         "{}",
         nginx.access_log()
     );
+}
+
+#[test]
+fn a_redirect_from_https_to_plain_http_is_not_followed_and_the_report_stays_queued() {
+    let d = Device::new("");
+    // It would store the report of any device: only the agent's refusal keeps it out.
+    let rx = Receiver::start(&d.sb.dir().join("fleet"), 0, true);
+    let www = d.sb.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    // 307 keeps the method and the body: followed, the report would go out in clear text.
+    let nginx = Nginx::start_tls_redirect(&www, "/reports", &rx.url());
+    deliver_with(
+        &d,
+        &format!("{}reports", nginx.url()),
+        "",
+        &format!("[download]\nca_file = \"{}\"\n", nginx.ca_pem().display()),
+    );
+    d.sb.start("agent");
+    d.sb.wait_for("the redirect refused", WAIT, || {
+        d.sb.agent_log()
+            .contains("refusing to leave https for http://127.0.0.1")
+    });
+    assert!(
+        nginx
+            .access_log()
+            .contains("\"POST /reports HTTP/1.1\" 307"),
+        "{}",
+        nginx.access_log()
+    );
+    assert_eq!(queued(&d), 1);
+    assert!(rx.reports().is_empty(), "{:?}", rx.reports());
+    assert!(!rx.log().contains("report 1 of device"), "{}", rx.log());
 }

@@ -52,8 +52,8 @@ pub enum DownloadError {
         source: reqwest::Error,
     },
 
-    /// Too many redirects. Not retried.
-    #[error("{url}: redirect loop: {source}")]
+    /// A redirect not followed: too many, or from https to http. Not retried.
+    #[error("{url}: redirect refused: {}", crate::text::causes(source))]
     Redirect {
         url: String,
         #[source]

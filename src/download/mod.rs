@@ -86,7 +86,7 @@ const MAX_CA_FILE: u64 = 1 << 20;
 /// metadata gives for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// Where to get it (`http`/`https`; redirects are followed, at most 5).
+    /// Where to get it (`http`/`https`; redirects are followed, at most 5, never from https to http).
     pub url: Url,
     /// Its exact length in bytes: never more is accepted.
     pub length: u64,
@@ -169,14 +169,40 @@ impl DownloadConfig {
     }
 }
 
-/// Builds the HTTP client `config` asks for: connect timeout, our user agent, at most 5
-/// redirects, and the system's roots plus `extra_root_ca`. Share it (see
+/// The most redirects one request follows.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Why a redirect is not followed; `None`: follow it. `previous` are the URLs already
+/// requested (the configured one first). Leaving TLS is refused: a server reached over
+/// https must not be able to send the agent's next request — a report's body, or which
+/// bundle a device wants — in clear text, whatever it signs.
+pub fn refuse_redirect(previous: &[Url], next: &Url) -> Option<String> {
+    if previous.len() > MAX_REDIRECTS {
+        Some(format!("more than {MAX_REDIRECTS} redirects"))
+    } else if previous.iter().any(|u| u.scheme() == "https") && next.scheme() != "https" {
+        Some(format!("refusing to leave https for {next}"))
+    } else {
+        None
+    }
+}
+
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        match refuse_redirect(attempt.previous(), attempt.url()) {
+            Some(why) => attempt.error(why),
+            None => attempt.follow(),
+        }
+    })
+}
+
+/// Builds the HTTP client `config` asks for: connect timeout, our user agent, the redirects
+/// [`refuse_redirect`] allows, and the system's roots plus `extra_root_ca`. Share it (see
 /// [`Downloader::client`]) rather than building another.
 pub fn build_client(config: &DownloadConfig) -> Result<reqwest::Client, DownloadError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(config.connect_timeout)
         .user_agent(concat!("ssu-agent/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::limited(5));
+        .redirect(redirect_policy());
     if let Some(path) = &config.extra_root_ca {
         let mut pem = Vec::new();
         std::fs::File::open(path)
@@ -495,6 +521,32 @@ mod tests {
     fn fetch_future_is_send(d: &Downloader, t: &Target, p: &mut (dyn FnMut(Progress) + Send)) {
         fn is_send<T: Send>(_: T) {}
         is_send(d.fetch(t, p));
+    }
+
+    #[test]
+    fn redirects_may_not_leave_https_nor_go_on_forever() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let (tls, plain) = (u("https://fleet.example/r"), u("http://fleet.example/r"));
+        // Followed: http to either, https to https, within the limit.
+        assert_eq!(refuse_redirect(std::slice::from_ref(&plain), &plain), None);
+        assert_eq!(refuse_redirect(std::slice::from_ref(&plain), &tls), None);
+        assert_eq!(refuse_redirect(std::slice::from_ref(&tls), &tls), None);
+        // Refused: out of https, directly or after an https hop, and to other schemes.
+        for (previous, next) in [
+            (vec![tls.clone()], plain.clone()),
+            (vec![plain.clone(), tls.clone()], plain.clone()),
+            (vec![tls.clone()], u("ftp://fleet.example/r")),
+        ] {
+            let why = refuse_redirect(&previous, &next).expect("refused");
+            assert!(why.contains("refusing to leave https"), "{why}");
+        }
+        let hops = vec![tls.clone(); MAX_REDIRECTS];
+        assert_eq!(refuse_redirect(&hops, &tls), None);
+        let hops = vec![tls.clone(); MAX_REDIRECTS + 1];
+        assert_eq!(
+            refuse_redirect(&hops, &tls).as_deref(),
+            Some("more than 5 redirects")
+        );
     }
 
     #[test]

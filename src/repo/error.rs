@@ -67,7 +67,7 @@ pub enum RepoError {
     #[error("{target}: not listed in {}", repo.display())]
     NotListed { target: String, repo: PathBuf },
     /// tough failed to load, sign or write metadata.
-    #[error("{context}: {}", chain(source.as_ref()))]
+    #[error("{context}: {}", crate::text::causes(source.as_ref()))]
     Tuf {
         context: String,
         #[source]
@@ -111,20 +111,4 @@ impl RepoError {
             reason: reason.into(),
         }
     }
-}
-
-/// An error and its sources on one line: tough's errors wrap the useful part (which file,
-/// which signature) a level or two down.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = s.source();
-    }
-    out
 }

@@ -353,7 +353,7 @@ async fn read_whole_target(
     target: &Target,
 ) -> Result<Option<Vec<u8>>, String> {
     let fail =
-        |e: &dyn std::error::Error| format!("{}: file: {}", name.raw(), super::error::chain(e));
+        |e: &dyn std::error::Error| format!("{}: file: {}", name.raw(), crate::text::causes(e));
     let stream = repo
         .read_target(name)
         .await

@@ -12,6 +12,7 @@ use super::{Reporter, identify};
 use crate::engine::ports::{Courier, Signed};
 use crate::policy::delivery::MAX_ANSWER_BYTES;
 use crate::status::Status;
+use crate::text::causes;
 
 /// Bytes of the nonce the device picks for a delivered report (a hub that wants its own
 /// nonce asks with `GetReport`).
@@ -65,7 +66,7 @@ impl Courier for HttpCourier {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| format!("cannot POST to {url}: {}", chain(&e)))?;
+                .map_err(|e| format!("cannot POST to {url}: {}", causes(&e)))?;
             let status = response.status().as_u16();
             // The receiver answers in a few hundred bytes; more is not read.
             let mut answer = Vec::new();
@@ -76,7 +77,7 @@ impl Courier for HttpCourier {
                     Err(e) => {
                         return Err(format!(
                             "{url} answered {status}, then the answer broke off: {}",
-                            chain(&e)
+                            causes(&e)
                         ));
                     }
                 }
@@ -92,20 +93,4 @@ impl Courier for HttpCourier {
             )),
         }
     }
-}
-
-/// An error with its causes (`error sending request: connection refused`), which is what an
-/// operator needs; reqwest's own message stops at the first.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(c) = next {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        next = c.source();
-    }
-    out
 }

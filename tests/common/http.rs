@@ -46,6 +46,11 @@ impl Nginx {
         Nginx::start_args(root, &["--tls", "--proxy", &format!("{path}={upstream}")])
     }
 
+    /// Serves `root` over HTTPS and answers requests for `path` with a 307 redirect to `to`.
+    pub fn start_tls_redirect(root: &Path, path: &str, to: &str) -> Nginx {
+        Nginx::start_args(root, &["--tls", "--redirect", &format!("{path}={to}")])
+    }
+
     fn start_with(root: &Path, tls: bool) -> Nginx {
         Nginx::start_args(root, if tls { &["--tls"] } else { &[] })
     }
