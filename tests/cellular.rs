@@ -81,8 +81,6 @@ impl Device {
             r#"{head}[install]
 boot_id_file = "{dir}/boot/boot_id"
 reboot_command = ["true"]
-[integrity]
-root = "{dir}/device"
 {extra}
 [[operator]]
 name = "telenet"

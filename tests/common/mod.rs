@@ -509,8 +509,9 @@ pub fn faketime_env(start: &str) -> Vec<(String, String)> {
 
 /// The start of the agent configuration the update tests share: the sandbox device's
 /// identity (factory image 1.0.0, patch level 2026-09-01), one manufacturer server, no check
-/// until a test asks, short network timeouts. Tests append `[install]` and whatever else
-/// they need.
+/// until a test asks, short network timeouts, and the integrity probes reading the sandbox's
+/// clean device tree (DIR/device) rather than the host's writable /. Tests append
+/// `[install]` and whatever else they need.
 pub fn device_toml(dir: &str, manufacturer_url: &str, root: &str) -> String {
     format!(
         r#"[agent]
@@ -530,6 +531,8 @@ root = "{root}"
 cache_dir = "{dir}/cache"
 connect_timeout = "5s"
 read_timeout = "10s"
+[integrity]
+root = "{dir}/device"
 "#
     )
 }
