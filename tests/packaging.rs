@@ -132,14 +132,19 @@ fn dpkg_status(package: &str) -> Option<String> {
         .filter(|s| s != "not-installed")
 }
 
-/// Processes running `exe` (by /proc/PID/exe), to prove the package started no agent.
+/// Processes running `exe` (by /proc/PID/exe), to prove the package started no agent. Only
+/// this mount namespace's: an agent in a booted test device (systemd-nspawn) also runs
+/// "/usr/bin/ssu-agent", of its own root.
 fn pids_of(exe: &Path) -> Vec<u32> {
+    let ours = fs::read_link("/proc/self/ns/mnt").unwrap();
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        if fs::read_link(entry.path().join("exe")).is_ok_and(|p| p == exe) {
+        if fs::read_link(entry.path().join("exe")).is_ok_and(|p| p == exe)
+            && fs::read_link(entry.path().join("ns/mnt")).is_ok_and(|ns| ns == ours)
+        {
             pids.push(pid);
         }
     }
