@@ -511,7 +511,7 @@ pub fn faketime_env(start: &str) -> Vec<(String, String)> {
 /// identity (factory image 1.0.0, patch level 2026-09-01), one manufacturer server, no check
 /// until a test asks, short network timeouts, and the integrity probes reading the sandbox's
 /// clean device tree (DIR/device) rather than the host's writable /. Tests append
-/// `[install]` and whatever else they need.
+/// `[install]` and whatever else they need (or `[download]` keys: that table comes last).
 pub fn device_toml(dir: &str, manufacturer_url: &str, root: &str) -> String {
     format!(
         r#"[agent]
@@ -527,12 +527,12 @@ boot_delay = "1h"
 [manufacturer]
 url = "{manufacturer_url}"
 root = "{root}"
+[integrity]
+root = "{dir}/device"
 [download]
 cache_dir = "{dir}/cache"
 connect_timeout = "5s"
 read_timeout = "10s"
-[integrity]
-root = "{dir}/device"
 "#
     )
 }
