@@ -6,8 +6,10 @@ use tracing_subscriber::prelude::*;
 
 use crate::config::LogLevel;
 
-/// Installs the global subscriber. Call once, early in `main`.
-pub fn init(level: LogLevel) {
+/// Installs the global subscriber. Call once, early in `main`. `program` is the journal's
+/// SYSLOG_IDENTIFIER (`journalctl -t PROGRAM`): the agent's, or ssu-repo's when its receiver
+/// runs as a service next to (or instead of) an agent.
+pub fn init(program: &str, level: LogLevel) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{},zbus=warn", level.as_str())));
     if under_journald()
@@ -15,7 +17,7 @@ pub fn init(level: LogLevel) {
     {
         tracing_subscriber::registry()
             .with(filter)
-            .with(journald.with_syslog_identifier("ssu-agent".to_owned()))
+            .with(journald.with_syslog_identifier(program.to_owned()))
             .init();
         return;
     }

@@ -43,7 +43,7 @@ pub fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    logging::init(loaded.config.agent.log_level);
+    logging::init("ssu-agent", loaded.config.agent.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

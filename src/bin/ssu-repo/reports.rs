@@ -84,7 +84,7 @@ pub struct VerifyReportArgs {
 
 pub async fn serve_reports(a: ServeReportsArgs) -> Result<(), String> {
     use ssu_agent::report::serve;
-    ssu_agent::logging::init(ssu_agent::config::LogLevel::Info);
+    ssu_agent::logging::init("ssu-repo", ssu_agent::config::LogLevel::Info);
     std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
