@@ -12,6 +12,8 @@
 //! `IntegrityState`, but no change. An agent restart is no change either, because the
 //! comparison is with the stored verdict, not with "not probed yet".
 
+use super::pending::Phase;
+use super::ports::System;
 use super::{Clock, Engine, Internal, Notice, Ports};
 use crate::status::{Integrity, IntegrityState};
 use crate::store::NewHistoryEntry;
@@ -24,13 +26,14 @@ pub const STATE_KEY: &str = "integrity_state";
 pub(super) struct ProbeJob {
     config: std::sync::Arc<crate::config::Config>,
     rauc: crate::status::RaucInfo,
+    judging_booted_slot: bool,
 }
 
 impl ProbeJob {
     /// Runs the probes on a blocking thread (they read files and walk directories).
     pub(super) async fn run(self) -> Integrity {
         tokio::task::spawn_blocking(move || {
-            crate::integrity::run(&self.config.integrity, &self.rauc)
+            crate::integrity::run(&self.config.integrity, &self.rauc, self.judging_booted_slot)
         })
         .await
         // A probe that panicked proves nothing either way.
@@ -80,7 +83,26 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         Some(ProbeJob {
             config: self.config.clone(),
             rauc: self.status.rauc.clone(),
+            judging_booted_slot: self.judging_booted_slot(),
         })
+    }
+
+    /// Whether the booted slot is the update this agent is confirming (it may mark it bad)
+    /// or has rejected and is rolling back from (it did mark it bad): `Installed` or
+    /// `Confirming` after a reboot into another slot than the install ran on, or
+    /// `RollingBack` before its reboot.
+    fn judging_booted_slot(&self) -> bool {
+        let Some(p) = &self.pending else {
+            return false;
+        };
+        let rebooted = self.ports.system.boot_id() != p.boot_id;
+        match p.phase {
+            Phase::Installed | Phase::Confirming => {
+                rebooted && self.status.rauc.boot_slot != p.booted_slot
+            }
+            Phase::RollingBack => !rebooted,
+            Phase::Downloading | Phase::Installing => false,
+        }
     }
 
     /// A probe run reported.

@@ -97,6 +97,9 @@ impl Outcome {
 pub struct Ctx<'a> {
     pub config: &'a IntegrityConfig,
     pub rauc: &'a RaucInfo,
+    /// This agent is confirming the booted slot, or rolling back from it: a `bad` mark on it
+    /// is (or is about to be) the agent's own verdict, not a sign of a forced boot.
+    pub judging_booted_slot: bool,
 }
 
 impl Ctx<'_> {
@@ -112,8 +115,13 @@ pub fn under(root: &Path, path: &Path) -> PathBuf {
 }
 
 /// Runs every configured probe (in [`ProbeId::ALL`] order) and judges the result. Blocking.
-pub fn run(config: &IntegrityConfig, rauc: &RaucInfo) -> Integrity {
-    let ctx = Ctx { config, rauc };
+/// `judging_booted_slot`: see [`Ctx::judging_booted_slot`].
+pub fn run(config: &IntegrityConfig, rauc: &RaucInfo, judging_booted_slot: bool) -> Integrity {
+    let ctx = Ctx {
+        config,
+        rauc,
+        judging_booted_slot,
+    };
     let findings: Vec<IntegrityFinding> = ProbeId::ALL
         .into_iter()
         .filter(|p| config.probes.contains(p))
@@ -134,7 +142,7 @@ pub fn run(config: &IntegrityConfig, rauc: &RaucInfo) -> Integrity {
 
 fn probe(id: ProbeId, ctx: &Ctx<'_>) -> (Outcome, String) {
     match id {
-        ProbeId::RaucSlot => slot::rauc_slot(ctx.rauc),
+        ProbeId::RaucSlot => slot::rauc_slot(ctx.rauc, ctx.judging_booted_slot),
         ProbeId::RootfsReadonly => kernel::rootfs_readonly(ctx),
         ProbeId::DmVerity => kernel::dm_verity(ctx),
         ProbeId::KernelTaint => kernel::kernel_taint(ctx),
@@ -247,6 +255,7 @@ pub(crate) mod testutil {
         f(&Ctx {
             config: c,
             rauc: &RaucInfo::default(),
+            judging_booted_slot: false,
         })
     }
 
@@ -327,7 +336,7 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/bin")).unwrap();
         let mut c = config(root);
         c.setuid_paths = vec!["/usr/bin".into()];
-        let got = run(&c, &rauc_ok());
+        let got = run(&c, &rauc_ok(), false);
         assert_eq!(got.state, IntegrityState::Trusted, "{got:#?}");
         let ids: Vec<&str> = got.findings.iter().map(|f| f.probe.as_str()).collect();
         assert_eq!(
@@ -344,7 +353,7 @@ mod tests {
         );
 
         put(root, "proc/sys/kernel/tainted", "8192\n");
-        let got = run(&c, &rauc_ok());
+        let got = run(&c, &rauc_ok(), false);
         assert_eq!(got.state, IntegrityState::Compromised);
         let taint = got.findings.iter().find(|f| f.probe == "kernel-taint");
         assert!(taint.unwrap().evidence.contains('E'), "{got:#?}");
@@ -356,11 +365,11 @@ mod tests {
         let mut c = config(dir.path());
         c.probes = vec![ProbeId::KernelTaint];
         put(dir.path(), "proc/sys/kernel/tainted", "0");
-        let got = run(&c, &RaucInfo::default());
+        let got = run(&c, &RaucInfo::default(), false);
         assert_eq!(got.findings.len(), 1);
         assert_eq!(got.state, IntegrityState::Trusted);
         c.probes.clear();
-        let got = run(&c, &RaucInfo::default());
+        let got = run(&c, &RaucInfo::default(), false);
         assert!(got.findings.is_empty());
         assert_eq!(got.state, IntegrityState::Unknown);
     }
@@ -368,7 +377,7 @@ mod tests {
     #[test]
     fn an_empty_root_is_unknown_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
-        let got = run(&config(dir.path()), &RaucInfo::default());
+        let got = run(&config(dir.path()), &RaucInfo::default(), false);
         assert_eq!(got.state, IntegrityState::Unknown, "{got:#?}");
         assert!(got.findings.iter().all(|f| f.outcome == "unknown"));
     }

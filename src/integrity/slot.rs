@@ -7,7 +7,8 @@
 //! 2. when RAUC reports `BootSlot`, it is that slot's bootname (the bootloader and RAUC
 //!    agree on what was booted);
 //! 3. the bootloader does not call that slot `bad` (a bad slot only runs when something
-//!    forced it).
+//!    forced it) — unless this agent is judging that slot: after an update it marks the new
+//!    slot bad itself when the health checks fail, and the mark stands until the reboot back.
 //!
 //! A slot without installation records passes: the factory image was not installed by RAUC,
 //! and that is no sign of tampering. Unknown while RAUC is unavailable.
@@ -15,7 +16,7 @@
 use super::Outcome;
 use crate::status::{Availability, RaucInfo};
 
-pub fn rauc_slot(rauc: &RaucInfo) -> (Outcome, String) {
+pub fn rauc_slot(rauc: &RaucInfo, judging_booted_slot: bool) -> (Outcome, String) {
     if rauc.availability != Availability::Running {
         return (
             Outcome::Unknown,
@@ -50,6 +51,15 @@ pub fn rauc_slot(rauc: &RaucInfo) -> (Outcome, String) {
             format!(
                 "RAUC's BootSlot is {:?} but the booted slot {} has bootname {:?}",
                 rauc.boot_slot, slot.name, slot.bootname
+            ),
+        );
+    }
+    if slot.boot_status == "bad" && judging_booted_slot {
+        return (
+            Outcome::Pass,
+            format!(
+                "booted slot {} ({}) is marked bad by this agent's health check: rolling back",
+                slot.name, slot.bootname
             ),
         );
     }
@@ -150,15 +160,31 @@ mod tests {
             ),
         ];
         for (rauc, want, needle) in cases {
-            let (o, e) = rauc_slot(&rauc);
+            let (o, e) = rauc_slot(&rauc, false);
             assert_eq!(o, want, "{rauc:?}: {e}");
             assert!(e.contains(needle), "{e}");
         }
         let mut later = info("B", vec![a_booted()]);
         later.slots[0] = slot("rootfs.1", "B", "booted", "good");
         later.slots[0].bundle_version = "1.0.1".into();
-        let (o, e) = rauc_slot(&later);
+        let (o, e) = rauc_slot(&later, false);
         assert_eq!(o, Pass);
         assert!(e.contains("bundle 1.0.1"), "{e}");
+    }
+
+    /// A bad mark is the agent's own while it judges the booted slot; everything else that is
+    /// wrong still fails then.
+    #[test]
+    fn the_agents_own_bad_mark_is_no_finding() {
+        let a_idle = || slot("rootfs.0", "A", "inactive", "good");
+        let bad = info("B", vec![a_idle(), slot("rootfs.1", "B", "booted", "bad")]);
+        assert_eq!(rauc_slot(&bad, false).0, Outcome::Fail);
+        let (o, e) = rauc_slot(&bad, true);
+        assert_eq!(o, Outcome::Pass, "{e}");
+        assert!(e.contains("this agent's health check"), "{e}");
+        let (o, e) = rauc_slot(&info("B", vec![a_idle()]), true);
+        assert_eq!(o, Outcome::Fail, "{e}");
+        let mismatch = info("A", vec![a_idle(), slot("rootfs.1", "B", "booted", "bad")]);
+        assert_eq!(rauc_slot(&mismatch, true).0, Outcome::Fail);
     }
 }
