@@ -192,6 +192,9 @@ fn the_fleet_page_shows_two_sandbox_devices_at_their_patch_levels() {
     );
     assert!(a.iter().any(|l| l.starts_with("received 20")), "{a:#?}");
     assert!(a.iter().any(|l| l == "current"), "{a:#?}");
+    // Both devices probe a clean device tree: trusted, and the updated one needs nothing.
+    assert_has(&a, &["ok"]);
+    assert_has(&a, &["trusted"]);
 
     let b = row(&dom, &rolled.key_id);
     assert_has(
@@ -201,6 +204,9 @@ fn the_fleet_page_shows_two_sandbox_devices_at_their_patch_levels() {
     assert_has(&b, &["2026-09-01", "version 1.0.0"]);
     assert_has(&b, &["booted A", "rolled-back"]);
     assert!(b.iter().any(|l| l == "rolled back"), "{b:#?}");
+    // Its rollback was the agent's own verdict, not a compromise.
+    assert_has(&b, &["trusted"]);
+    assert!(!b.iter().any(|l| l == "compromised"), "{b:#?}");
     assert!(
         b.iter().any(|l| l == "slot B inactive, bundle 1.0.1, bad"),
         "{b:#?}"
