@@ -309,6 +309,23 @@ pub struct Status {
     pub support: Support,
     /// The newest signed metadata verified, and when (signed reports carry it).
     pub verified: VerifiedMetadata,
+    /// Signed reports on their way to the fleet server (`[report] url`).
+    pub delivery: ReportDelivery,
+}
+
+/// Delivery of signed reports to the fleet server, as a settings screen shows it: whether
+/// reports reach the fleet, or pile up and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ReportDelivery {
+    /// `[report] url` is set; without it nothing else here changes.
+    pub configured: bool,
+    /// Reports in the queue, not yet acknowledged by the server.
+    pub queued: u32,
+    /// When the server last acknowledged a report (kept across restarts); `None`: never.
+    pub last_delivered: Option<Timestamp>,
+    /// Why the last attempt failed or the last report was refused, as one clean short line;
+    /// empty after a delivery.
+    pub last_error: String,
 }
 
 /// The highest role versions of the manufacturer's metadata this device verified (its

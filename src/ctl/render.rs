@@ -161,6 +161,9 @@ pub fn status(st: &Value, history: &[Value], tz: &TimeZone) -> String {
     }
     line("Integrity", &integrity(st));
     line("Components", &components(st));
+    if let Some(reports) = fleet_reports(st, tz) {
+        line("Fleet reports", &reports);
+    }
     let err = str_at(st, "LastError");
     if !err.is_empty() {
         line("Last error", err);
@@ -382,6 +385,29 @@ fn integrity(st: &Value) -> String {
         }
     }
     text
+}
+
+/// Delivery of signed reports to the fleet server, when it is configured: how many wait, when
+/// one last arrived, and why the last attempt failed.
+fn fleet_reports(st: &Value, tz: &TimeZone) -> Option<String> {
+    let d = st.get("ReportDelivery")?;
+    if d.get("configured").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let mut text = match u64_at(d, "queued") {
+        0 => "none queued".to_owned(),
+        n => format!("{n} queued"),
+    };
+    let _ = match long_time(u64_at(d, "last_delivered"), tz) {
+        Some(t) => write!(text, " (last delivered {t}"),
+        None => write!(text, " (never delivered"),
+    };
+    let err = str_at(d, "last_error");
+    if !err.is_empty() {
+        let _ = write!(text, "; last error: {err}");
+    }
+    text.push(')');
+    Some(text)
 }
 
 fn components(st: &Value) -> String {

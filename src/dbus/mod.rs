@@ -2,26 +2,29 @@
 //!
 //! The interface object holds nothing but a [`Handle`] to the engine: property getters read
 //! the engine's latest [`Status`] snapshot, methods send commands. A separate task
-//! ([`forward_changes`]) turns each new snapshot into one `PropertiesChanged` signal listing
-//! exactly the properties that changed. The introspection XML in `dbus/org.ssu.Agent1.xml` is
+//! ([`forward_changes`], in `forward.rs`) turns each new snapshot into one `PropertiesChanged`
+//! signal listing exactly the properties that changed. The introspection XML in `dbus/org.ssu.Agent1.xml` is
 //! the contract; a test fails when the served interface and that file differ.
 
 pub mod auth;
+mod forward;
 pub mod limits;
 pub mod properties;
 pub mod refusals;
 pub mod reply;
 pub mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
+use zbus::Connection;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, OwnedVariant, Variant};
 
-use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Notice, Request};
+pub use forward::{forward_changes, forward_notices};
+
+use crate::engine::{EngineError, HISTORY_LIMIT, Handle, Request};
 use crate::report::Reporter;
 use crate::status::Status;
 use auth::{Action, Authorizer};
@@ -447,6 +450,11 @@ impl Agent1 {
     fn last_error(&self) -> String {
         self.with(view::last_error)
     }
+
+    #[zbus(property)]
+    fn report_delivery(&self) -> view::Dict {
+        self.with(view::report_delivery)
+    }
 }
 
 /// Why the service could not be started.
@@ -496,48 +504,6 @@ pub async fn serve(
     }
 }
 
-/// Emits the engine's notices as signals. Runs until the engine stops.
-pub async fn forward_notices(conn: Connection, mut notices: broadcast::Receiver<Notice>) {
-    let emitter = match SignalEmitter::new(&conn, OBJECT_PATH) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot emit signals");
-            return;
-        }
-    };
-    loop {
-        let sent = match notices.recv().await {
-            Ok(Notice::UpdateAvailable(offer)) => {
-                Agent1::update_available(&emitter, view::offer(&offer)).await
-            }
-            Ok(Notice::InstallFinished(f)) => {
-                Agent1::install_finished(&emitter, view::finished(&f)).await
-            }
-            Ok(Notice::SubscriptionChanged(c)) => {
-                Agent1::subscription_switched(&emitter, view::subscription_change(&c)).await
-            }
-            Ok(Notice::IntegrityChanged(i)) => {
-                Agent1::integrity_changed(&emitter, i.state.as_str(), view::findings(&i.findings))
-                    .await
-            }
-            Ok(Notice::RebootPending(p)) => {
-                Agent1::reboot_pending(&emitter, view::reboot_plan(&p)).await
-            }
-            Ok(Notice::StoreRecovered(r)) => {
-                Agent1::store_recovered(&emitter, view::recovery(&r)).await
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!("{n} notices were dropped");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "cannot emit a signal");
-        }
-    }
-}
-
 /// Waits until every copy of the inhibitor's write end is closed, then releases it.
 async fn release_on_close(engine: Handle, reader: tokio::net::unix::pipe::Receiver, id: u64) {
     let mut buf = [0u8; 64];
@@ -555,40 +521,5 @@ async fn release_on_close(engine: Handle, reader: tokio::net::unix::pipe::Receiv
     }
     if let Err(e) = engine.control(Request::Release(id)).await {
         tracing::debug!(error = %e, "inhibitor released after the engine stopped");
-    }
-}
-
-/// Emits `PropertiesChanged` for every published status change, naming only the properties
-/// whose values changed. Runs until the engine stops publishing.
-pub async fn forward_changes(conn: Connection, mut status: watch::Receiver<Status>) {
-    let mut last: BTreeMap<&'static str, OwnedVariant> = view::properties(&status.borrow());
-    let emitter = match SignalEmitter::new(&conn, OBJECT_PATH) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot emit signals");
-            return;
-        }
-    };
-    while status.changed().await.is_ok() {
-        let now = view::properties(&status.borrow_and_update());
-        let changed: HashMap<&str, Variant<'_>> = now
-            .iter()
-            .filter(|(k, v)| last.get(*k) != Some(*v))
-            .map(|(k, v)| (*k, Variant::from(v.clone())))
-            .collect();
-        if !changed.is_empty() {
-            let iface = zbus::names::InterfaceName::from_static_str_unchecked(INTERFACE);
-            if let Err(e) = zbus::fdo::Properties::properties_changed(
-                &emitter,
-                iface,
-                changed,
-                std::borrow::Cow::Borrowed(&[]),
-            )
-            .await
-            {
-                tracing::warn!(error = %e, "cannot emit PropertiesChanged");
-            }
-        }
-        last = now;
     }
 }

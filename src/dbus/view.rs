@@ -337,6 +337,21 @@ pub fn last_error(st: &Status) -> String {
     st.last_error.clone()
 }
 
+/// Delivery of signed reports to the fleet server: every key always present, so a settings
+/// screen can tell "not configured" from "nothing waiting".
+pub fn report_delivery(st: &Status) -> Dict {
+    let d = &st.delivery;
+    Dict::from([
+        ("configured".to_owned(), OwnedVariant::from(d.configured)),
+        ("queued".to_owned(), OwnedVariant::from(d.queued)),
+        (
+            "last_delivered".to_owned(),
+            OwnedVariant::from(secs(d.last_delivered)),
+        ),
+        ("last_error".to_owned(), s(&d.last_error)),
+    ])
+}
+
 /// Every property by its D-Bus name. `GetStatus` returns exactly this, and the service
 /// diffs two of these to emit `PropertiesChanged`.
 pub fn properties(st: &Status) -> BTreeMap<&'static str, OwnedVariant> {
@@ -371,6 +386,7 @@ pub fn properties(st: &Status) -> BTreeMap<&'static str, OwnedVariant> {
         ("Components", OwnedVariant::from(components(st))),
         ("LastError", s(&last_error(st))),
         ("Inhibitors", ov(inhibitors(st))),
+        ("ReportDelivery", OwnedVariant::from(report_delivery(st))),
     ])
 }
 

@@ -10,6 +10,10 @@
 //! ([`crate::policy::delivery::retry_delay`]); on a costly link each report counts against
 //! the monthly budget like a download. None of this makes the engine busy: updates never wait
 //! for reports.
+//!
+//! What a user needs to see of it — configured, queue length, last delivery, last error — is
+//! kept in the status ([`crate::status::ReportDelivery`], D-Bus `ReportDelivery`), updated on
+//! every enqueue, answer, failure and drop.
 
 use jiff::Timestamp;
 
@@ -20,6 +24,12 @@ use crate::policy::delivery::{self, Answer, Backoff, QueueLimits};
 /// Store key of when the last report was queued (RFC 3339): the periodic report counts from
 /// it, across restarts.
 const LAST_QUEUED_KEY: &str = "report_last_queued_at";
+
+/// Store key of when the server last acknowledged a report (RFC 3339): shown, across restarts.
+const LAST_DELIVERED_KEY: &str = "report_last_delivered_at";
+
+/// Longest last error shown (characters): a settings screen's line, not a log.
+const MAX_ERROR_CHARS: usize = 240;
 
 /// What the engine tracks for delivery.
 #[derive(Debug, Default)]
@@ -36,7 +46,8 @@ pub(super) struct DeliveryState {
     retry_at: Option<Timestamp>,
     /// When the next periodic report is due.
     periodic_at: Option<Timestamp>,
-    /// Reports in the queue (as last seen in the store).
+    /// Reports in the queue (as last seen in the store); changed only by
+    /// [`Engine::set_queued`], which shows it.
     queued: usize,
     /// Why delivery waits for a cheaper link (logged once per change).
     held: Option<String>,
@@ -48,6 +59,13 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         if !self.ports.courier.configured() {
             return;
         }
+        self.status.delivery.configured = true;
+        self.status.delivery.last_delivered = self
+            .store
+            .state(LAST_DELIVERED_KEY)
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok());
         let now = self.clock.now();
         let last = self
             .store
@@ -61,7 +79,8 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             self.config.check.boot_delay.0,
             self.config.check.interval.0,
         ));
-        self.delivery.queued = self.store.report_queue().map(|q| q.len()).unwrap_or(0);
+        let queued = self.store.report_queue().map(|q| q.len()).unwrap_or(0);
+        self.set_queued(queued);
         if self.delivery.queued > 0 {
             tracing::info!(
                 queued = self.delivery.queued,
@@ -133,6 +152,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(%reason, "cannot sign a report for the fleet server: {e}");
+                self.delivery_failed(&format!("cannot sign a report: {e}"));
                 self.schedule_periodic(now);
                 return;
             }
@@ -145,6 +165,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             Ok(q) => q,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the report queue; report not queued");
+                self.delivery_failed(&format!("cannot read the report queue: {e}"));
                 return;
             }
         };
@@ -156,7 +177,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             .collect();
         match self.store.enqueue_report(now, &reason, &signed.body, &drop) {
             Ok(id) => {
-                self.delivery.queued = queue.len() + 1 - drop.len();
+                self.set_queued(queue.len() + 1 - drop.len());
                 if !drop.is_empty() {
                     tracing::warn!(
                         dropped = drop.len(),
@@ -178,7 +199,10 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     tracing::warn!(error = %e, "cannot record when the last report was queued");
                 }
             }
-            Err(e) => tracing::error!(error = %e, %reason, "cannot queue a report"),
+            Err(e) => {
+                tracing::error!(error = %e, %reason, "cannot queue a report");
+                self.delivery_failed(&format!("cannot queue a report: {e}"));
+            }
         }
         self.schedule_periodic(now);
     }
@@ -204,7 +228,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let next = match self.store.next_report() {
             Ok(Some(r)) => r,
             Ok(None) => {
-                self.delivery.queued = 0;
+                self.set_queued(0);
                 return;
             }
             Err(e) => {
@@ -216,6 +240,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         let Some((key_id, counter)) = crate::report::identify(&next.body) else {
             // Nothing could ever acknowledge it; it would block the queue behind it.
             tracing::error!(id = next.id, "queued report is unreadable; dropped");
+            self.delivery_failed("a queued report was unreadable and was dropped");
             self.forget_report(next.id);
             return self.send_next(now);
         };
@@ -268,6 +293,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 self.forget_report(id);
                 self.delivery.failures = 0;
                 self.delivery.retry_at = None;
+                self.delivered(now);
                 tracing::info!(
                     counter,
                     duplicate,
@@ -284,6 +310,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     queued = self.delivery.queued,
                     "report dropped: {why}"
                 );
+                self.delivery_failed(&format!("report {counter} dropped: {why}"));
             }
             Answer::Retry(why) => {
                 self.delivery.failures = self.delivery.failures.saturating_add(1);
@@ -296,6 +323,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                     next_attempt = %at,
                     "report not delivered, kept in the queue: {why}"
                 );
+                self.delivery_failed(&why);
             }
         }
         self.send_next(now);
@@ -303,13 +331,39 @@ impl<C: Clock, P: Ports> Engine<C, P> {
 
     fn forget_report(&mut self, id: i64) {
         match self.store.remove_report(id) {
-            Ok(_) => self.delivery.queued = self.delivery.queued.saturating_sub(1),
+            Ok(_) => self.set_queued(self.delivery.queued.saturating_sub(1)),
             Err(e) => {
                 // Sent again later; the server answers "duplicate".
                 tracing::error!(error = %e, "cannot remove a delivered report from the queue");
                 self.delivery.retry_at = Some(self.retry_after(self.clock.now(), id));
             }
         }
+    }
+
+    /// The queue's length, in the engine's state and in the status.
+    fn set_queued(&mut self, n: usize) {
+        self.delivery.queued = n;
+        self.status.delivery.queued = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+
+    /// The server acknowledged a report at `now`: shown, and kept for after a restart.
+    fn delivered(&mut self, now: Timestamp) {
+        self.status.delivery.last_delivered = Some(now);
+        self.status.delivery.last_error.clear();
+        if let Err(e) = self
+            .store
+            .set_state(LAST_DELIVERED_KEY, Some(&now.to_string()))
+        {
+            tracing::warn!(error = %e, "cannot record when the last report was delivered");
+        }
+    }
+
+    /// Shows why delivery failed. `why` may quote the server and names the URL: one clean
+    /// line, and the URL's credentials (user, password, query) left out — the property is
+    /// readable by every local user.
+    fn delivery_failed(&mut self, why: &str) {
+        self.status.delivery.last_error =
+            shown_error(why, self.config.report.url.as_ref(), MAX_ERROR_CHARS);
     }
 
     fn retry_after(&self, now: Timestamp, salt: i64) -> Timestamp {
@@ -326,9 +380,59 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     }
 }
 
+/// `why` as [`Engine::delivery_failed`] shows it: `url` without its credentials, then one
+/// clean line of at most `max` characters.
+fn shown_error(why: &str, url: Option<&url::Url>, max: usize) -> String {
+    let mut why = why.to_owned();
+    if let Some(url) = url.filter(|u| has_secrets(u)) {
+        let mut bare = url.clone();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        bare.set_query(None);
+        bare.set_fragment(None);
+        why = why.replace(url.as_str(), bare.as_str());
+    }
+    crate::text::one_line(&why, max)
+}
+
+fn has_secrets(u: &url::Url) -> bool {
+    !u.username().is_empty() || u.password().is_some() || u.query().is_some()
+}
+
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shown_error_is_one_clean_bounded_line_without_the_urls_secrets() {
+        let url: url::Url = "https://dev:s3cret@fleet.example/reports?token=abc"
+            .parse()
+            .unwrap();
+        let why = format!(
+            "cannot POST to {url}: error sending request for url ({url}): connection refused"
+        );
+        let shown = shown_error(&why, Some(&url), 240);
+        assert_eq!(
+            shown,
+            "cannot POST to https://fleet.example/reports: error sending request for url \
+             (https://fleet.example/reports): connection refused"
+        );
+        let plain: url::Url = "https://fleet.example/reports".parse().unwrap();
+        let hostile = "the server answered 503: \u{1b}[31mdown\u{1b}[0m\n\u{1b}]0;title\u{7}";
+        assert_eq!(
+            shown_error(hostile, Some(&plain), 240),
+            "the server answered 503: down"
+        );
+        let long = "y".repeat(5000);
+        let shown = shown_error(&long, None, 240);
+        assert_eq!(shown.chars().count(), 240);
+        assert!(shown.ends_with('…'));
+    }
 }

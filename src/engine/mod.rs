@@ -343,6 +343,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
                 at: last_verified,
                 versions: floor.clone(),
             },
+            delivery: Default::default(),
         };
         let (publish, status_rx) = watch::channel(status.clone());
         let (commands_tx, commands) = mpsc::channel(32);
@@ -478,8 +479,9 @@ impl<C: Clock, P: Ports> Engine<C, P> {
             }
             self.answer_check_waiters();
             self.refresh_derived();
-            self.publish();
+            // Before publishing: what it changes (the queue's length) shows in this turn.
             self.tend_delivery();
+            self.publish();
         }
         tracing::debug!("engine stopped");
     }

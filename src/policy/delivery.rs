@@ -6,6 +6,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::store::QueuedSize;
+use crate::text::one_line;
 
 /// The queue's bounds (`[report] max_queued`, `max_queued_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,9 @@ pub enum Answer {
 /// Longest answer body read from the server.
 pub const MAX_ANSWER_BYTES: usize = 4096;
 
+/// Longest piece of the server's answer quoted in a reason.
+const MAX_REASON_CHARS: usize = 200;
+
 /// Judges the server's answer `status` + `body` to a POST of the report with `counter`,
 /// signed by `key_id`.
 ///
@@ -87,9 +91,10 @@ pub const MAX_ANSWER_BYTES: usize = 4096;
 /// every other answer — 5xx, 401/403 (device not enrolled yet), 404, 408, 429 — may change,
 /// so the report stays queued.
 pub fn classify(status: u16, body: &[u8], key_id: &str, counter: u64) -> Answer {
+    // The server's words reach the log, D-Bus and terminals: one clean, short line.
     let text = || {
         let s = String::from_utf8_lossy(&body[..body.len().min(MAX_ANSWER_BYTES)]);
-        let s: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
+        let s = one_line(&s, MAX_REASON_CHARS);
         if s.is_empty() {
             "no reason given".to_owned()
         } else {
@@ -100,7 +105,7 @@ pub fn classify(status: u16, body: &[u8], key_id: &str, counter: u64) -> Answer 
         serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
-            .map(|r| r.chars().filter(|c| !c.is_control()).take(200).collect())
+            .map(|r| one_line(&r, MAX_REASON_CHARS))
             .unwrap_or_else(text)
     };
     match status {
@@ -275,6 +280,17 @@ mod tests {
             Answer::Retry(m) => assert!(m.len() < 300, "{}", m.len()),
             other => panic!("{other:?}"),
         }
+        // Terminal escapes go whole, in a body and in a JSON reason.
+        let hostile = b"\x1b[2J\x1b]0;owned\x07busy\x1b[31m now\r\n";
+        assert_eq!(
+            classify(503, hostile, key, 7),
+            Answer::Retry("the server answered 503: busy now".into())
+        );
+        let json = br#"{"reason":"\u001b[31mbad\u001b[0m signature\u202e"}"#;
+        assert_eq!(
+            classify(422, json, key, 7),
+            Answer::Refused("the server refused it (422): bad signature".into())
+        );
     }
 
     #[test]

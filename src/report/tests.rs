@@ -75,6 +75,7 @@ fn status() -> Status {
                 keys: Default::default(),
             },
         },
+        delivery: Default::default(),
     }
 }
 

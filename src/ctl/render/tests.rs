@@ -187,3 +187,58 @@ fn history_lines() {
     assert!(text.contains("fixes CVE-2026-1234"), "{text}");
     assert_eq!(history(&[], &TimeZone::UTC), "No updates recorded yet.\n");
 }
+
+#[test]
+fn fleet_reports_show_the_queue_the_last_delivery_and_the_last_error() {
+    let with = |delivery: serde_json::Value| {
+        let st = json!({"State": "idle", "ReportDelivery": delivery});
+        status(&st, &[], &TimeZone::UTC)
+    };
+    let text = with(json!({"configured": true, "queued": 2u32,
+        "last_delivered": 1_795_000_000u64,
+        "last_error": "cannot POST to https://fleet.example/reports: connection refused"}));
+    assert!(
+        text.contains(
+            "Fleet reports:        2 queued (last delivered 18 November 2026, 11:06 UTC; \
+             last error: cannot POST to https://fleet.example/reports: connection refused)\n"
+        ),
+        "{text}"
+    );
+    let text = with(json!({"configured": true, "queued": 0u32,
+        "last_delivered": 1_795_000_000u64, "last_error": ""}));
+    assert!(
+        text.contains(
+            "Fleet reports:        none queued (last delivered 18 November 2026, 11:06 UTC)\n"
+        ),
+        "{text}"
+    );
+    let text = with(
+        json!({"configured": true, "queued": 1u32, "last_delivered": 0u64,
+        "last_error": "the server answered 503: busy"}),
+    );
+    assert!(
+        text.contains(
+            "Fleet reports:        1 queued (never delivered; last error: the server answered 503: busy)\n"
+        ),
+        "{text}"
+    );
+    // Not configured, or an agent without the property: no line at all.
+    for st in [
+        json!({"State": "idle", "ReportDelivery": {"configured": false, "queued": 0u32,
+            "last_delivered": 0u64, "last_error": ""}}),
+        json!({"State": "idle"}),
+    ] {
+        let text = status(&st, &[], &TimeZone::UTC);
+        assert!(!text.contains("Fleet reports"), "{text}");
+    }
+    // Whatever reached the agent's string, a terminal sees no escape.
+    let text = with(
+        json!({"configured": true, "queued": 1u32, "last_delivered": 0u64,
+        "last_error": "\u{1b}]0;owned\u{7}"}),
+    );
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(
+        text.contains("last error: \\u{1b}]0;owned\\u{7})"),
+        "{text}"
+    );
+}

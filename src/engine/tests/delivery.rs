@@ -1,9 +1,10 @@
 //! Delivery to the fleet server over the courier double: reports after an install and a
 //! rollback, the queue kept across failures and restarts, its bounds, the backoff, and the
-//! byte budget on costly links — in Tokio's paused time.
+//! byte budget on costly links, and what the status shows of it — in Tokio's paused time.
 
 use super::*;
 use crate::config::Dur;
+use crate::status::ReportDelivery;
 
 type Posts = Vec<(u64, tokio::time::Instant, serde_json::Value)>;
 
@@ -64,6 +65,7 @@ async fn without_a_fleet_server_nothing_is_signed_or_queued() {
     assert_eq!(courier.counter.load(Ordering::SeqCst), 0);
     assert!(courier.posted.lock().unwrap().is_empty());
     assert!(queued(&rig).is_empty());
+    assert_eq!(rig.handle.status().delivery, ReportDelivery::default());
 }
 
 #[tokio::test(start_paused = true)]
@@ -335,4 +337,150 @@ async fn on_a_costly_link_reports_count_against_the_budget_and_wait_when_it_is_s
         .unwrap();
     let used: serde_json::Value = serde_json::from_str(&budget).unwrap();
     assert!(used["bytes"].as_u64().unwrap() > 100, "{budget}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_status_shows_the_queue_the_last_delivery_and_a_clean_last_error() {
+    let courier = FakeCourier::on();
+    *courier.answers.lock().unwrap() = VecDeque::from([
+        Err("cannot POST to https://fleet.example/reports: connection refused".into()),
+        // A hostile or broken server: terminal escapes and a flood of text.
+        Ok((
+            503,
+            [
+                &b"\x1b[2J\x1b]0;owned\x07overloaded\x1b[31m,\r\ntry later "[..],
+                &[b'z'; 3000][..],
+            ]
+            .concat(),
+        )),
+    ]);
+    let mut setup = delivering(&courier);
+    setup.config.report.retry_initial = secs(60);
+    setup.config.report.retry_max = secs(60);
+    let rig = start(setup);
+    assert_eq!(
+        rig.handle.status().delivery,
+        ReportDelivery {
+            configured: true,
+            ..ReportDelivery::default()
+        }
+    );
+
+    let st = wait_for(&rig.handle, "the connection failure shown", |s| {
+        !s.delivery.last_error.is_empty()
+    })
+    .await;
+    assert_eq!(
+        st.delivery.last_error,
+        "cannot POST to https://fleet.example/reports: connection refused"
+    );
+    assert_eq!((st.delivery.queued, st.delivery.last_delivered), (1, None));
+
+    let st = wait_for(&rig.handle, "the server's answer shown", |s| {
+        s.delivery.last_error.contains("503")
+    })
+    .await;
+    let shown = &st.delivery.last_error;
+    assert!(
+        shown.starts_with("the server answered 503: overloaded, try later zzz"),
+        "{shown:?}"
+    );
+    assert!(
+        !shown.contains(['\u{1b}', '\u{7}', '\n', '\r']),
+        "{shown:?}"
+    );
+    assert!(
+        !shown.contains("[31m") && !shown.contains("owned"),
+        "{shown:?}"
+    );
+    assert!(
+        shown.chars().count() <= MAX_SHOWN,
+        "{}",
+        shown.chars().count()
+    );
+    assert_eq!(st.delivery.queued, 1);
+
+    let st = wait_for(&rig.handle, "the report delivered", |s| {
+        s.delivery.last_delivered.is_some()
+    })
+    .await;
+    assert_eq!(st.delivery.queued, 0, "{:?}", st.delivery);
+    assert_eq!(
+        st.delivery.last_error, "",
+        "a delivery clears the last error"
+    );
+    let delivered = st.delivery.last_delivered.unwrap();
+    let start: Timestamp = START.parse().unwrap();
+    // Two failed attempts, each followed by a wait of 30 to 60 s, after the first report.
+    assert!(
+        delivered >= start + SignedDuration::from_secs(60 + 2 * 30)
+            && delivered <= start + SignedDuration::from_secs(60 + 2 * 60 + 5),
+        "{delivered}"
+    );
+
+    // Kept across a restart (the new engine's clock starts at START again).
+    let rig = restart(rig, delivering(&FakeCourier::on())).await;
+    assert_eq!(
+        rig.handle.status().delivery,
+        ReportDelivery {
+            configured: true,
+            queued: 0,
+            last_delivered: Some(delivered),
+            last_error: String::new(),
+        }
+    );
+}
+
+/// The longest last error the status shows (characters).
+const MAX_SHOWN: usize = 240;
+
+#[tokio::test(start_paused = true)]
+async fn the_status_counts_queued_reports_through_drops_refusals_and_restarts() {
+    let courier = FakeCourier::on();
+    *courier.answers.lock().unwrap() = (0..200)
+        .map(|_| Err("cannot POST: connection refused".to_owned()))
+        .collect();
+    let mut setup = delivering(&courier);
+    setup.config.check.interval = secs(300);
+    setup.config.report.max_queued = 3;
+    setup.config.report.retry_initial = secs(120);
+    setup.config.report.retry_max = secs(120);
+    let rig = start(setup);
+    // Periodic reports at 1, 6, 11, 16 and 21 minutes; the server is down.
+    wait_for(&rig.handle, "two reports queued", |s| {
+        s.delivery.queued == 2
+    })
+    .await;
+    assert_eq!(queued(&rig).len(), 2);
+    // Five into a queue of three: the oldest dropped, the count right.
+    tokio::time::sleep(Duration::from_secs(16 * 60)).await;
+    assert_eq!(courier.counter.load(Ordering::SeqCst), 5);
+    assert_eq!(rig.handle.status().delivery.queued, 3);
+
+    // After a restart the count comes from the store. The server refuses them all for good:
+    // they leave the queue, none counts as delivered, and the last refusal is shown.
+    let back = FakeCourier::on();
+    let refused = Ok((422, br#"{"reason":"bad signature"}"#.to_vec()));
+    *back.answers.lock().unwrap() = VecDeque::from(vec![refused; 3]);
+    let rig = restart(rig, delivering(&back)).await;
+    assert_eq!(rig.handle.status().delivery.queued, 3);
+    let st = wait_for(&rig.handle, "the refusals shown", |s| {
+        s.delivery.queued == 0 && !s.delivery.last_error.is_empty()
+    })
+    .await;
+    assert_eq!(
+        st.delivery.last_error,
+        "report 5 dropped: the server refused it (422): bad signature"
+    );
+    assert_eq!(st.delivery.last_delivered, None, "a refusal is no delivery");
+    assert!(queued(&rig).is_empty());
+    // The next periodic report is taken.
+    let st = wait_for(&rig.handle, "a delivery", |s| {
+        s.delivery.last_delivered.is_some()
+    })
+    .await;
+    assert_eq!(
+        (st.delivery.queued, st.delivery.last_error.as_str()),
+        (0, "")
+    );
 }
