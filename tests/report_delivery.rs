@@ -432,3 +432,167 @@ fn a_redirect_from_https_to_plain_http_is_not_followed_and_the_report_stays_queu
     assert!(rx.reports().is_empty(), "{:?}", rx.reports());
     assert!(!rx.log().contains("report 1 of device"), "{}", rx.log());
 }
+
+#[test]
+fn report_delivery_shows_the_queue_the_last_delivery_and_a_clean_last_error_across_restarts() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let d = Device::new("");
+    let port = free_port();
+    // First a hostile server on the fleet's port: 503, with terminal escapes (clear the
+    // screen, set the window title, colours) and a flood of text in its answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let hostile = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut body =
+                b"\x1b[2J\x1b]0;pwned title\x07overloaded\x1b[31m, retry later\x1b[0m\r\n".to_vec();
+            body.extend_from_slice(&[b'z'; 3000]);
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                // The whole request, so that closing sends no reset.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 8192];
+                let complete = |r: &[u8]| {
+                    let text = String::from_utf8_lossy(r);
+                    let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+                        return false;
+                    };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    rest.len() >= length
+                };
+                while !complete(&request) {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body);
+            }
+        }
+    });
+    deliver_to(&d, &format!("http://127.0.0.1:{port}/reports"));
+    d.sb.start("agent");
+    let monitor = d.sb.monitor_agent();
+    // `ReportDelivery` as a settings screen reads it: the property itself, not GetStatus.
+    let delivery = || -> serde_json::Value {
+        let out = d.sb.busctl(&[
+            "get-property",
+            "--json=short",
+            "org.ssu.Agent1",
+            "/org/ssu/Agent1",
+            "org.ssu.Agent1",
+            "ReportDelivery",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["type"], "a{sv}", "{v}");
+        let flat = v["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, x)| (k.clone(), x["data"].clone()))
+            .collect();
+        serde_json::Value::Object(flat)
+    };
+    let error_of = |v: &serde_json::Value| v["last_error"].as_str().unwrap().to_owned();
+
+    let mut seen = serde_json::Value::Null;
+    d.sb.wait_for("the hostile answer shown", WAIT, || {
+        seen = delivery();
+        error_of(&seen).contains("503")
+    });
+    assert_eq!(seen["configured"], true, "{seen}");
+    assert!(seen["queued"].as_u64().unwrap() >= 1, "{seen}");
+    assert_eq!(seen["last_delivered"], 0, "{seen}");
+    let err = error_of(&seen);
+    assert!(
+        err.starts_with("the server answered 503: overloaded, retry later zzz"),
+        "{err:?}"
+    );
+    assert!(!err.contains(['\u{1b}', '\u{7}', '\r', '\n']), "{err:?}");
+    assert!(!err.contains("[31m") && !err.contains("pwned"), "{err:?}");
+    assert!(err.chars().count() <= 240, "{}", err.chars().count());
+    stop.store(true, Ordering::SeqCst);
+    hostile.join().unwrap();
+
+    // The server is down: the connection failure is shown, the report waits.
+    let refused = format!("cannot POST to http://127.0.0.1:{port}/reports");
+    d.sb.wait_for("the connection failure shown", WAIT, || {
+        seen = delivery();
+        let err = error_of(&seen);
+        err.starts_with(&refused) && err.to_lowercase().contains("connection refused")
+    });
+    assert!(seen["queued"].as_u64().unwrap() >= 1, "{seen}");
+    assert_eq!(seen["last_delivered"], 0, "{seen}");
+    let out = d.sb.ssuctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "Fleet reports:        {} queued (never delivered; last error: {refused}",
+            seen["queued"]
+        )),
+        "{text}"
+    );
+    assert_eq!(d.status()["ReportDelivery"]["configured"], true);
+
+    // The receiver starts: the queue empties, the error clears, the delivery is dated.
+    let before = jiff::Timestamp::now().as_second();
+    let mut rx = Receiver::start(&d.sb.dir().join("fleet"), port, true);
+    d.sb.wait_for("the queue delivered", WAIT, || {
+        seen = delivery();
+        seen["queued"] == 0 && seen["last_error"] == "" && seen["last_delivered"] != 0
+    });
+    let delivered = seen["last_delivered"].as_i64().unwrap();
+    let after = jiff::Timestamp::now().as_second();
+    assert!((before..=after).contains(&delivered), "{seen}");
+    assert!(!rx.reports().is_empty());
+    let signals = monitor.wait_for_text("'queued': <uint32 0>", Duration::from_secs(10));
+    assert!(
+        signals.contains("PropertiesChanged")
+            && signals.contains("'ReportDelivery'")
+            && signals.contains("'queued': <uint32 0>")
+            && signals.contains("'last_error': <''>"),
+        "{signals}"
+    );
+    let out = d.sb.ssuctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Fleet reports:        none queued (last delivered "),
+        "{text}"
+    );
+
+    // Kept across a restart of the agent.
+    d.sb.stop("agent");
+    d.sb.start("agent");
+    let after_restart = delivery();
+    assert_eq!(
+        after_restart["last_delivered"], delivered,
+        "{after_restart}"
+    );
+    assert_eq!(after_restart["queued"], 0, "{after_restart}");
+    assert_eq!(after_restart["configured"], true, "{after_restart}");
+    rx.stop();
+}
