@@ -57,6 +57,21 @@ fn delivering(courier: &Arc<FakeCourier>) -> Setup {
     setup
 }
 
+/// A periodic report every 5 minutes into a queue of at most 3, to a server that refuses the
+/// connection for the next 200 attempts; retried every 2 minutes, so its return is seen
+/// before the next periodic report.
+fn a_small_queue_and_the_server_down(courier: &Arc<FakeCourier>) -> Setup {
+    *courier.answers.lock().unwrap() = (0..200)
+        .map(|_| Err("cannot POST: connection refused".to_owned()))
+        .collect();
+    let mut setup = delivering(courier);
+    setup.config.check.interval = secs(300);
+    setup.config.report.max_queued = 3;
+    setup.config.report.retry_initial = secs(120);
+    setup.config.report.retry_max = secs(120);
+    setup
+}
+
 #[tokio::test(start_paused = true)]
 async fn without_a_fleet_server_nothing_is_signed_or_queued() {
     let courier = Arc::new(FakeCourier::default());
@@ -239,17 +254,7 @@ async fn a_refused_report_is_dropped_and_the_next_one_goes_out() {
 #[tokio::test(start_paused = true)]
 async fn a_full_queue_drops_the_oldest_and_delivers_the_rest_in_order_once() {
     let courier = FakeCourier::on();
-    let down: VecDeque<_> = (0..200)
-        .map(|_| Err("cannot POST: connection refused".to_owned()))
-        .collect();
-    *courier.answers.lock().unwrap() = down;
-    let mut setup = delivering(&courier);
-    setup.config.check.interval = secs(300);
-    setup.config.report.max_queued = 3;
-    // Retried every 1 to 2 minutes: the server's return is seen before the next periodic.
-    setup.config.report.retry_initial = secs(120);
-    setup.config.report.retry_max = secs(120);
-    let rig = start(setup);
+    let rig = start(a_small_queue_and_the_server_down(&courier));
     // Periodic reports at 1, 6, 11, 16, 21 and 26 minutes; the server is down.
     tokio::time::sleep(Duration::from_secs(27 * 60)).await;
     assert_eq!(courier.counter.load(Ordering::SeqCst), 6);
@@ -437,15 +442,7 @@ const MAX_SHOWN: usize = 240;
 #[tokio::test(start_paused = true)]
 async fn the_status_counts_queued_reports_through_drops_refusals_and_restarts() {
     let courier = FakeCourier::on();
-    *courier.answers.lock().unwrap() = (0..200)
-        .map(|_| Err("cannot POST: connection refused".to_owned()))
-        .collect();
-    let mut setup = delivering(&courier);
-    setup.config.check.interval = secs(300);
-    setup.config.report.max_queued = 3;
-    setup.config.report.retry_initial = secs(120);
-    setup.config.report.retry_max = secs(120);
-    let rig = start(setup);
+    let rig = start(a_small_queue_and_the_server_down(&courier));
     // Periodic reports at 1, 6, 11, 16 and 21 minutes; the server is down.
     wait_for(&rig.handle, "two reports queued", |s| {
         s.delivery.queued == 2
