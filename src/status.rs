@@ -326,6 +326,9 @@ pub struct ReportDelivery {
     /// Why the last attempt failed or the last report was refused, as one clean short line;
     /// empty after a delivery.
     pub last_error: String,
+    /// Why queued reports wait instead of going out (the byte budget of a metered or roaming
+    /// link is spent); empty while they may go out. Not a failure: nothing was attempted.
+    pub waiting: String,
 }
 
 /// The highest role versions of the manufacturer's metadata this device verified (its

@@ -527,6 +527,8 @@ fn report_delivery_shows_the_queue_the_last_delivery_and_a_clean_last_error_acro
     assert_eq!(seen["configured"], true, "{seen}");
     assert!(seen["queued"].as_u64().unwrap() >= 1, "{seen}");
     assert_eq!(seen["last_delivered"], 0, "{seen}");
+    // Not held back (no metered link here): the key is there, and empty.
+    assert_eq!(seen["waiting"], "", "{seen}");
     let err = error_of(&seen);
     assert!(
         err.starts_with("the server answered 503: overloaded, retry later zzz"),

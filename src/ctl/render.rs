@@ -388,7 +388,7 @@ fn integrity(st: &Value) -> String {
 }
 
 /// Delivery of signed reports to the fleet server, when it is configured: how many wait, when
-/// one last arrived, and why the last attempt failed.
+/// one last arrived, why the last attempt failed, and why the queue waits (a spent budget).
 fn fleet_reports(st: &Value, tz: &TimeZone) -> Option<String> {
     let d = st.get("ReportDelivery")?;
     if d.get("configured").and_then(Value::as_bool) != Some(true) {
@@ -405,6 +405,10 @@ fn fleet_reports(st: &Value, tz: &TimeZone) -> Option<String> {
     let err = str_at(d, "last_error");
     if !err.is_empty() {
         let _ = write!(text, "; last error: {err}");
+    }
+    let waiting = str_at(d, "waiting");
+    if !waiting.is_empty() {
+        let _ = write!(text, "; waiting: {waiting}");
     }
     text.push(')');
     Some(text)

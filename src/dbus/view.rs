@@ -349,6 +349,7 @@ pub fn report_delivery(st: &Status) -> Dict {
             OwnedVariant::from(secs(d.last_delivered)),
         ),
         ("last_error".to_owned(), s(&d.last_error)),
+        ("waiting".to_owned(), s(&d.waiting)),
     ])
 }
 

@@ -250,11 +250,13 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         match delivery::may_send(link.costly(), budget, self.budget_used(now), bytes) {
             Ok(()) => {
                 self.delivery.held = None;
+                self.status.delivery.waiting.clear();
             }
             Err(why) => {
                 if self.delivery.held.as_ref() != Some(&why) {
                     tracing::info!(queued = self.delivery.queued, "{why}");
                 }
+                self.status.delivery.waiting = why.clone();
                 self.delivery.held = Some(why);
                 return;
             }
@@ -344,6 +346,11 @@ impl<C: Clock, P: Ports> Engine<C, P> {
     fn set_queued(&mut self, n: usize) {
         self.delivery.queued = n;
         self.status.delivery.queued = u32::try_from(n).unwrap_or(u32::MAX);
+        if n == 0 {
+            // Nothing left to wait.
+            self.delivery.held = None;
+            self.status.delivery.waiting.clear();
+        }
     }
 
     /// The server acknowledged a report at `now`: shown, and kept for after a restart.

@@ -222,6 +222,17 @@ fn fleet_reports_show_the_queue_the_last_delivery_and_the_last_error() {
         ),
         "{text}"
     );
+    let text = with(
+        json!({"configured": true, "queued": 3u32, "last_delivered": 0u64,
+        "last_error": "", "waiting": "monthly budget for metered/roaming links exhausted"}),
+    );
+    assert!(
+        text.contains(
+            "Fleet reports:        3 queued (never delivered; waiting: monthly budget for \
+             metered/roaming links exhausted)\n"
+        ),
+        "{text}"
+    );
     // Not configured, or an agent without the property: no line at all.
     for st in [
         json!({"State": "idle", "ReportDelivery": {"configured": false, "queued": 0u32,

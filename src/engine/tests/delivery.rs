@@ -319,6 +319,15 @@ async fn on_a_costly_link_reports_count_against_the_budget_and_wait_when_it_is_s
         "held for the budget"
     );
     assert_eq!(queued(&rig), [1]);
+    // Shown as the reason the queue waits, not as an error: nothing was attempted.
+    let d = rig.handle.status().delivery;
+    assert_eq!(d.queued, 1);
+    assert!(d.waiting.starts_with("monthly budget"), "{d:?}");
+    assert!(
+        d.waiting.contains("reports wait for a cheaper link"),
+        "{d:?}"
+    );
+    assert_eq!(d.last_error, "");
     rig.network_tx.send_replace(NetworkInfo {
         metered: Some(false),
         ..metered.clone()
@@ -326,6 +335,8 @@ async fn on_a_costly_link_reports_count_against_the_budget_and_wait_when_it_is_s
     posts(&courier, 1).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(queued(&rig).is_empty());
+    let d = rig.handle.status().delivery;
+    assert_eq!((d.queued, d.waiting.as_str()), (0, ""), "{d:?}");
 
     // Within the budget a costly link carries it, and the bytes are counted.
     let courier = FakeCourier::on();
@@ -432,6 +443,7 @@ async fn the_status_shows_the_queue_the_last_delivery_and_a_clean_last_error() {
             queued: 0,
             last_delivered: Some(delivered),
             last_error: String::new(),
+            waiting: String::new(),
         }
     );
 }
