@@ -392,11 +392,7 @@ impl<C: Clock, P: Ports> Engine<C, P> {
 fn shown_error(why: &str, url: Option<&url::Url>, max: usize) -> String {
     let mut why = why.to_owned();
     if let Some(url) = url.filter(|u| has_secrets(u)) {
-        let mut bare = url.clone();
-        let _ = bare.set_username("");
-        let _ = bare.set_password(None);
-        bare.set_query(None);
-        bare.set_fragment(None);
+        let bare = crate::report::deliver::without_secrets(url);
         why = why.replace(url.as_str(), bare.as_str());
     }
     crate::text::one_line(&why, max)

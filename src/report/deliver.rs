@@ -55,18 +55,20 @@ impl Courier for HttpCourier {
     }
 
     async fn post(&self, body: String) -> Result<(u16, Vec<u8>), String> {
-        let Some(url) = &self.url else {
+        let Some(full) = &self.url else {
             return Err("no fleet server configured".to_owned());
         };
+        // What the messages (journal, `ReportDelivery`) name: a token in the URL stays out.
+        let url = &without_secrets(full);
         let exchange = async {
             let mut response = self
                 .client
-                .post(url.clone())
+                .post(full.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| format!("cannot POST to {url}: {}", causes(&e)))?;
+                .map_err(|e| format!("cannot POST to {url}: {}", causes(&e.without_url())))?;
             let status = response.status().as_u16();
             // The receiver answers in a few hundred bytes; more is not read.
             let mut answer = Vec::new();
@@ -77,7 +79,7 @@ impl Courier for HttpCourier {
                     Err(e) => {
                         return Err(format!(
                             "{url} answered {status}, then the answer broke off: {}",
-                            causes(&e)
+                            causes(&e.without_url())
                         ));
                     }
                 }
@@ -93,4 +95,16 @@ impl Courier for HttpCourier {
             )),
         }
     }
+}
+
+/// `url` without user, password, query and fragment: how messages name the fleet server,
+/// since an integrator may put an access token there and every local user reads
+/// `ReportDelivery`.
+pub fn without_secrets(url: &url::Url) -> url::Url {
+    let mut bare = url.clone();
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    bare.set_query(None);
+    bare.set_fragment(None);
+    bare
 }

@@ -336,3 +336,37 @@ async fn the_reporter_counts_up_and_refuses_bad_nonces_without_counting() {
     ));
     assert!(broken.public_key().is_err());
 }
+
+/// A token in `[report] url` (user, password or query) never reaches the messages the
+/// journal and `ReportDelivery` show; the request itself still goes to the full URL.
+#[tokio::test]
+async fn a_failed_post_names_the_server_without_the_urls_secrets() {
+    use crate::engine::ports::Courier;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("boot_id"), "boot-7\n").unwrap();
+    let signer = Arc::new(key::FileSigner::open(dir.path(), None).unwrap());
+    let reporter = Reporter::new(
+        signer,
+        Counter::open(dir.path()).unwrap(),
+        dir.path().join("boot_id"),
+    );
+    // A port nothing listens on: the connection is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://fleet:s3cret-pw@127.0.0.1:{port}/reports?token=s3cret-tok#x");
+    let courier = deliver::HttpCourier {
+        reporter: Arc::new(reporter),
+        client: reqwest::Client::new(),
+        url: Some(url.parse().unwrap()),
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let e = courier.post("{}".into()).await.unwrap_err();
+    assert!(
+        e.starts_with(&format!("cannot POST to http://127.0.0.1:{port}/reports: ")),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret") && !e.contains("fleet:"), "{e}");
+}
