@@ -22,7 +22,7 @@ use crate::metadata::client::{BundleTarget, MetadataError, RefusedTarget, Verifi
 use crate::metadata::schema::sample_security_bundle;
 use crate::rauc::fake::{Call, FakeRauc};
 use crate::rauc::{BundleInfo, RaucError};
-use crate::status::{Availability, NetworkInfo, SlotInfo};
+use crate::status::{Availability, Installed, NetworkInfo, SlotInfo, Staleness};
 use crate::store::NewHistoryEntry;
 
 /// Wall-clock time that moves with `tokio::time`, so a paused runtime drives both.
