@@ -1,5 +1,6 @@
-//! Shared by tests/ssu_repo.rs and tests/ssu_repo_keys.rs: run the `ssu-repo` binary, expect
-//! success or a refusal that leaves the repository byte for byte as it was.
+//! Shared by tests/ssu_repo.rs, tests/ssu_repo_verify.rs and tests/ssu_repo_keys.rs: run the
+//! `ssu-repo` binary, expect success or a refusal that leaves the repository byte for byte as it
+//! was. `work` is the bundle-building harness of the first two.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -8,6 +9,8 @@ use std::fmt::Debug;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+pub mod work;
 
 pub fn text(out: &Output) -> String {
     format!(
