@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::chromium::{assert_has, chromium, png_size, text_lines};
+use common::chromium::{assert_has, chromium, screenshot, text_lines};
 use common::device::{show, ssu_repo as ok, ssu_repo_output as ssu_repo};
 
 const GENERATED_AT: &str = "2026-11-27T12:00:00Z";
@@ -313,19 +313,7 @@ fn the_bulletin_renders_in_chromium_with_every_models_security_facts() {
     );
 
     // The picture for the docs.
-    let png_path = work.join("bulletin.png");
-    let (w, h) = SCREENSHOT_SIZE;
-    chromium(
-        work,
-        &page,
-        &[
-            format!("--screenshot={}", png_path.display()),
-            format!("--window-size={w},{h}"),
-            "--hide-scrollbars".into(),
-        ],
-    );
-    let png = fs::read(&png_path).unwrap();
-    assert_eq!(png_size(&png), SCREENSHOT_SIZE);
+    let png = screenshot(work, &page, SCREENSHOT_SIZE);
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bulletin.png");
     // Rewritten only when it changed, so an unchanged page leaves the checkout clean.
     if fs::read(&docs).ok().as_deref() != Some(&png[..]) {

@@ -13,7 +13,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::chromium::{assert_has, chromium, png_size, text_lines};
+use common::chromium::{assert_has, chromium, screenshot, text_lines};
 use common::device::{Device, WAIT};
 use common::device::{show, ssu_repo as ok, ssu_repo_output as ssu_repo};
 
@@ -53,10 +53,7 @@ fn device_after_update(work: &Path, name: &str, health_fails: bool) -> Collected
         ""
     });
     d.sb.start("agent");
-    d.publish_security_update();
-    d.check();
-    d.wait_state("reboot-required");
-    d.sb.reboot();
+    d.install_security_update_and_reboot();
     // Rolling back, the agent reboots the sandbox once more, into A.
     let (want, slot) = if health_fails {
         ("rolled-back", "A")
@@ -218,19 +215,7 @@ fn the_fleet_page_shows_two_sandbox_devices_at_their_patch_levels() {
     );
 
     // The picture for the docs.
-    let png_path = work.join("fleet.png");
-    let (w, h) = SCREENSHOT_SIZE;
-    chromium(
-        work,
-        &page,
-        &[
-            format!("--screenshot={}", png_path.display()),
-            format!("--window-size={w},{h}"),
-            "--hide-scrollbars".into(),
-        ],
-    );
-    let png = fs::read(&png_path).unwrap();
-    assert_eq!(png_size(&png), SCREENSHOT_SIZE);
+    let png = screenshot(work, &page, SCREENSHOT_SIZE);
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/fleet.png");
     if !docs.exists() || std::env::var_os("SSU_UPDATE_SCREENSHOT").is_some() {
         fs::write(&docs, &png).unwrap();

@@ -236,10 +236,7 @@ fn an_install_delivers_a_report_that_verifies_and_matches_ssuctl_status() {
     deliver_to(&d, &rx.url());
     d.sb.start("agent");
     let key = enroll(&d, &rx);
-    d.publish_security_update();
-    d.check();
-    d.wait_state("reboot-required");
-    d.sb.reboot();
+    d.install_security_update_and_reboot();
     d.sb.wait_for("the update to be confirmed", WAIT, || {
         let st = d.status();
         st["InstalledVersion"] == "1.0.1" && st["State"] == "idle"
@@ -260,15 +257,8 @@ fn a_rollback_delivers_a_report_that_verifies_and_matches_ssuctl_status() {
     deliver_to(&d, &rx.url());
     d.sb.start("agent");
     let key = enroll(&d, &rx);
-    d.publish_security_update();
-    d.check();
-    d.wait_state("reboot-required");
-    d.sb.reboot();
-    d.sb.wait_for("the rollback", WAIT, || {
-        std::fs::read_to_string(d.sb.dir().join("boot/booted")).is_ok_and(|b| b.trim() == "A")
-            && d.sb.ssuctl(&["status", "--json"]).status.success()
-            && d.status()["State"] == "rolled-back"
-    });
+    d.install_security_update_and_reboot();
+    d.wait_rolled_back();
     let (r, file) = wait_report(&d, &rx, "the rollback's report from slot A", |r| {
         r["update_state"] == "rolled-back" && r["boot"]["booted_slot"] == "A"
     });
@@ -294,10 +284,7 @@ fn reports_queued_while_the_server_is_down_arrive_once_each_after_it_returns_and
     assert!(log.contains("cannot POST to http://127.0.0.1"), "{log}");
     // An install while the server is down: its report queues behind the first, across the
     // agent restarts of the reboot.
-    d.publish_security_update();
-    d.check();
-    d.wait_state("reboot-required");
-    d.sb.reboot();
+    d.install_security_update_and_reboot();
     d.sb.wait_for("the install's report queued", WAIT, || {
         d.status()["InstalledVersion"] == "1.0.1" && queued(&d) == 2
     });
@@ -498,16 +485,7 @@ fn report_delivery_shows_the_queue_the_last_delivery_and_a_clean_last_error_acro
     let monitor = d.sb.monitor_agent();
     // `ReportDelivery` as a settings screen reads it: the property itself, not GetStatus.
     let delivery = || -> serde_json::Value {
-        let out = d.sb.busctl(&[
-            "get-property",
-            "--json=short",
-            "org.ssu.Agent1",
-            "/org/ssu/Agent1",
-            "org.ssu.Agent1",
-            "ReportDelivery",
-        ]);
-        assert!(out.status.success(), "{out:?}");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = d.sb.agent_property_json("ReportDelivery");
         assert_eq!(v["type"], "a{sv}", "{v}");
         let flat = v["data"]
             .as_object()

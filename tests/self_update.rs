@@ -187,17 +187,10 @@ fn a_rollback_from_the_newer_agent_is_finished_by_the_older_one_on_the_newer_sto
     std::fs::write(slots.join("agent.A"), env!("CARGO_BIN_EXE_ssu-agent")).unwrap();
     std::fs::write(slots.join("agent.B"), newer.display().to_string()).unwrap();
     d.sb.start("agent");
-    d.publish_security_update();
-    d.check();
-    d.wait_state("reboot-required");
-    d.sb.reboot();
+    d.install_security_update_and_reboot();
     // B's newer agent migrates the store, rejects the slot and reboots into A, whose older
     // agent finishes the rollback in the newer store.
-    d.sb.wait_for("the rollback", WAIT, || {
-        std::fs::read_to_string(d.sb.dir().join("boot/booted")).is_ok_and(|b| b.trim() == "A")
-            && d.sb.ssuctl(&["status", "--json"]).status.success()
-            && d.status()["State"] == "rolled-back"
-    });
+    d.wait_rolled_back();
     assert_eq!(agent_binary(&d), Path::new(env!("CARGO_BIN_EXE_ssu-agent")));
     assert!(
         d.sb.agent_log()

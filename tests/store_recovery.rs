@@ -73,10 +73,7 @@ fn a_damaged_store_is_replaced_and_every_floor_still_holds() {
 
     // Raise every floor above the factory image: install and confirm 1.0.1 (2026-11-01),
     // verify newer metadata; then offer a release with a lower patch level.
-    d.publish_security_update();
-    d.check();
-    d.wait_state("reboot-required");
-    d.sb.reboot();
+    d.install_security_update_and_reboot();
     d.sb.wait_for("1.0.1 confirmed", WAIT, || {
         d.status()["InstalledVersion"] == "1.0.1" && d.status()["State"] == "idle"
     });

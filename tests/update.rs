@@ -8,9 +8,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::Sandbox;
 use common::device::*;
 use common::http::Fault;
-use common::{Sandbox, busctl_value};
 
 // ---- the happy path ---------------------------------------------------------------------
 
@@ -402,16 +402,9 @@ fn a_rauc_failure_is_reported_with_raucs_message() {
 fn a_failing_health_check_rolls_back_and_keeps_the_old_patch_level() {
     let d = Device::new("health_checks = [[\"false\"]]");
     d.sb.start("agent");
-    d.publish_security_update();
-    d.check();
-    d.wait_state("reboot-required");
-    d.sb.reboot();
+    d.install_security_update_and_reboot();
     // The agent marks B bad and runs the reboot command; the sandbox boots A again.
-    d.sb.wait_for("the rollback", WAIT, || {
-        std::fs::read_to_string(d.sb.dir().join("boot/booted")).is_ok_and(|b| b.trim() == "A")
-            && d.sb.ssuctl(&["status", "--json"]).status.success()
-            && d.status()["State"] == "rolled-back"
-    });
+    d.wait_rolled_back();
     let st = d.status();
     assert_eq!(st["SecurityPatchLevel"], "2026-09-01");
     assert_eq!(st["InstalledVersion"], "1.0.0");
@@ -565,18 +558,5 @@ fn the_installed_count_helper_reads_raucs_slot_status() {
     let bundle = d.sb.build_bundle("1.0.1", &d.image);
     d.sb.rauc_install(&bundle).unwrap();
     assert_eq!(d.installs_into_b(), 1);
-    assert_eq!(
-        busctl_value(
-            &d.sb
-                .busctl(&[
-                    "get-property",
-                    "de.pengutronix.rauc",
-                    "/",
-                    "de.pengutronix.rauc.Installer",
-                    "Operation"
-                ])
-                .stdout
-        ),
-        "idle"
-    );
+    assert_eq!(d.sb.rauc_property("Operation"), "idle");
 }

@@ -92,6 +92,24 @@ pub fn assert_has(lines: &[String], want: &[&str]) {
     );
 }
 
+/// A screenshot of `page` at `size` (width, height) as PNG bytes, checked to have that size.
+pub fn screenshot(work: &Path, page: &Path, size: (u32, u32)) -> Vec<u8> {
+    let png_path = work.join("screenshot.png");
+    let (w, h) = size;
+    chromium(
+        work,
+        page,
+        &[
+            format!("--screenshot={}", png_path.display()),
+            format!("--window-size={w},{h}"),
+            "--hide-scrollbars".into(),
+        ],
+    );
+    let png = std::fs::read(&png_path).unwrap();
+    assert_eq!(png_size(&png), size);
+    png
+}
+
 /// Width and height from a PNG's IHDR chunk.
 pub fn png_size(png: &[u8]) -> (u32, u32) {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");

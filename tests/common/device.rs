@@ -182,6 +182,26 @@ reboot_command = ["bash", "{script}", "reboot", "{dir}"]
         self.publish("1.0.1", &self.image, &security_args("1.0", "2026-11-01"))
     }
 
+    /// Publishes the security update, has the agent check and install it, and reboots the
+    /// device into the new slot.
+    pub fn install_security_update_and_reboot(&self) {
+        self.publish_security_update();
+        self.check();
+        self.wait_state("reboot-required");
+        self.sb.reboot();
+    }
+
+    /// Waits until the agent has rolled back: slot A booted again, the agent answering, its
+    /// state `rolled-back`.
+    pub fn wait_rolled_back(&self) {
+        self.sb.wait_for("the rollback", WAIT, || {
+            std::fs::read_to_string(self.sb.dir().join("boot/booted"))
+                .is_ok_and(|b| b.trim() == "A")
+                && self.sb.ssuctl(&["status", "--json"]).status.success()
+                && self.status()["State"] == "rolled-back"
+        });
+    }
+
     /// Rewrites the published bytes of `name` on the server (the signed metadata stays).
     pub fn tamper_with(&self, name: &str, change: impl FnOnce(&mut Vec<u8>)) -> usize {
         let file = self.target_file(name);
