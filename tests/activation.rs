@@ -12,21 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::control::{call, err_text, error_name};
-use common::{Options, Sandbox, busctl_value, process_alive};
+use common::{Options, Sandbox, process_alive};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn agent_property(sb: &Sandbox, name: &str) -> String {
-    let out = sb.busctl(&[
-        "get-property",
-        "org.ssu.Agent1",
-        "/org/ssu/Agent1",
-        "org.ssu.Agent1",
-        name,
-    ]);
-    assert!(out.status.success(), "busctl get-property {name}: {out:?}");
-    busctl_value(&out.stdout)
-}
 
 fn activated() -> Sandbox {
     Sandbox::up_with(Options {
@@ -40,7 +28,7 @@ fn rauc_not_running_is_started_by_activation_and_again_after_it_left() {
     let sb = activated();
     // Nothing but the agent asked for RAUC: it runs because the agent started it.
     sb.wait_for("the agent to show RAUC's boot slot", WAIT, || {
-        agent_property(&sb, "BootSlot") == "A"
+        sb.agent_property("BootSlot") == "A"
     });
     let first = sb.pid("rauc").expect("RAUC was started");
     assert!(process_alive(first));
@@ -60,7 +48,7 @@ fn rauc_not_running_is_started_by_activation_and_again_after_it_left() {
     sb.wait_for("RAUC to be started again", WAIT, || {
         sb.pid("rauc")
             .is_some_and(|p| p != first && process_alive(p))
-            && agent_property(&sb, "BootSlot") == "A"
+            && sb.agent_property("BootSlot") == "A"
     });
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Options, Sandbox, busctl_value, process_alive, repo_root};
+use common::{Options, Sandbox, process_alive, repo_root};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -22,18 +22,6 @@ fn bus_only() -> Sandbox {
         modem: false,
         ..Options::default()
     })
-}
-
-fn get_property(sb: &Sandbox, name: &str) -> String {
-    let out = sb.busctl(&[
-        "get-property",
-        "org.ssu.Agent1",
-        "/org/ssu/Agent1",
-        "org.ssu.Agent1",
-        name,
-    ]);
-    assert!(out.status.success(), "busctl get-property {name}: {out:?}");
-    busctl_value(&out.stdout)
 }
 
 fn status_json(sb: &Sandbox) -> serde_json::Value {
@@ -50,10 +38,10 @@ fn stdout(out: &std::process::Output) -> String {
 fn owns_the_name_and_real_clients_read_the_properties() {
     let sb = Sandbox::up();
 
-    assert_eq!(get_property(&sb, "SecurityPatchLevel"), "2026-09-01");
-    assert_eq!(get_property(&sb, "InstalledVersion"), "1.0.0");
-    assert_eq!(get_property(&sb, "Model"), "Sandbox Gateway");
-    assert_eq!(get_property(&sb, "Staleness"), "unverified");
+    assert_eq!(sb.agent_property("SecurityPatchLevel"), "2026-09-01");
+    assert_eq!(sb.agent_property("InstalledVersion"), "1.0.0");
+    assert_eq!(sb.agent_property("Model"), "Sandbox Gateway");
+    assert_eq!(sb.agent_property("Staleness"), "unverified");
 
     // gdbus (GLib) reads the same through the standard Properties interface.
     let out = sb
@@ -103,7 +91,7 @@ fn owns_the_name_and_real_clients_read_the_properties() {
 fn ssuctl_shows_rauc_boot_slot_compatible_and_patch_level() {
     let sb = Sandbox::up();
     sb.wait_for("RAUC data in the status", WAIT, || {
-        get_property(&sb, "BootSlot") == "A"
+        sb.agent_property("BootSlot") == "A"
     });
 
     let out = sb.ssuctl(&["status"]);
@@ -156,12 +144,12 @@ fn check_is_recorded_honestly_and_announced_with_properties_changed() {
     assert!(text.contains("no update source configured"), "{text}");
     assert!(text.contains("unverified"), "{text}");
     assert_eq!(
-        get_property(&sb, "LastCheckResult"),
+        sb.agent_property("LastCheckResult"),
         "no update source configured"
     );
-    assert_ne!(get_property(&sb, "LastCheck"), "0");
+    assert_ne!(sb.agent_property("LastCheck"), "0");
     // Never "up to date" without verified metadata.
-    assert_eq!(get_property(&sb, "Staleness"), "unverified");
+    assert_eq!(sb.agent_property("Staleness"), "unverified");
 
     let seen = monitor.wait_for_text("LastCheck", Duration::from_secs(10));
     assert!(
@@ -404,7 +392,7 @@ fn notifies_systemd_ready_and_watchdog_and_exits_cleanly_on_sigterm() {
         "{ready}"
     );
     // READY comes after the name is owned: a client can talk to the agent right away.
-    assert_eq!(get_property(&sb, "Model"), "Own");
+    assert_eq!(sb.agent_property("Model"), "Own");
 
     let mut saw_watchdog = false;
     for _ in 0..20 {
@@ -455,7 +443,7 @@ fn run_until_ready(sb: &Sandbox, config: &Path) -> String {
     let ready = agent.next_notification();
     assert!(ready.contains("READY=1"), "{ready}");
     // Ready means on the bus: clients reach it.
-    assert_eq!(get_property(sb, "Model"), "Own");
+    assert_eq!(sb.agent_property("Model"), "Own");
     agent.sigterm();
     let status = agent.child.wait().unwrap();
     let mut err = String::new();

@@ -7,7 +7,6 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::busctl_value;
 use common::device::*;
 
 const NOTES: &str = "https://example.com/notes/1.0.1";
@@ -233,14 +232,7 @@ fn a_support_end_in_the_past_is_end_of_life_on_dbus_and_in_ssuctl_status() {
         st["ReplacementInfo"]["url"],
         "https://example.com/eol/sandbox-gw"
     );
-    let prop = d.sb.busctl(&[
-        "get-property",
-        "org.ssu.Agent1",
-        "/org/ssu/Agent1",
-        "org.ssu.Agent1",
-        "SupportState",
-    ]);
-    assert_eq!(busctl_value(&prop.stdout), "ended");
+    assert_eq!(d.sb.agent_property("SupportState"), "ended");
     let text = String::from_utf8_lossy(&d.sb.ssuctl(&["status"]).stdout).into_owned();
     assert!(
         text.contains(

@@ -262,15 +262,7 @@ fn without_polkit_and_without_an_allowlist_everything_mutating_is_refused() {
 }
 
 fn postponed_until(sb: &Sandbox) -> u64 {
-    let out = sb.busctl(&[
-        "get-property",
-        "org.ssu.Agent1",
-        "/org/ssu/Agent1",
-        "org.ssu.Agent1",
-        "PostponedUntil",
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    busctl_value(&out.stdout).parse().unwrap()
+    sb.agent_property("PostponedUntil").parse().unwrap()
 }
 
 #[test]

@@ -93,16 +93,7 @@ unlock_marker = "/var/lib/bootloader/unlocked"
 
     /// A property as busctl reads it (`--json`, so the D-Bus types show).
     fn property(&self, name: &str) -> serde_json::Value {
-        let out = self.sb.busctl(&[
-            "--json=short",
-            "get-property",
-            "org.ssu.Agent1",
-            "/org/ssu/Agent1",
-            "org.ssu.Agent1",
-            name,
-        ]);
-        assert!(out.status.success(), "busctl get-property {name}: {out:?}");
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.sb.agent_property_json(name)
     }
 
     fn status(&self) -> serde_json::Value {

@@ -4,19 +4,7 @@
 
 mod common;
 
-use common::{Options, Sandbox, busctl_value};
-
-fn get_property(sb: &Sandbox, name: &str) -> String {
-    let out = sb.busctl(&[
-        "get-property",
-        "org.ssu.Agent1",
-        "/org/ssu/Agent1",
-        "org.ssu.Agent1",
-        name,
-    ]);
-    assert!(out.status.success(), "busctl get-property {name}: {out:?}");
-    busctl_value(&out.stdout)
-}
+use common::{Options, Sandbox};
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -58,7 +46,7 @@ fn setting_a_property_answers_property_read_only_and_reads_still_work() {
         "{text}"
     );
     // Nothing changed.
-    assert_eq!(get_property(&sb, "AutoInstall"), "true");
+    assert_eq!(sb.agent_property("AutoInstall"), "true");
     let (ok, text) = properties_call(&sb, "Set", &["org.ssu.Agent1", "NoSuchThing", "<1>"]);
     assert!(
         !ok && text.contains("org.freedesktop.DBus.Error.UnknownProperty"),

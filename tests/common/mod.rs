@@ -223,6 +223,32 @@ impl Sandbox {
             .expect("run busctl")
     }
 
+    /// A property of the agent's `org.ssu.Agent1`, as busctl prints its value ("A", "42").
+    pub fn agent_property(&self, name: &str) -> String {
+        busctl_value(&self.agent_property_output(name, &[]).stdout)
+    }
+
+    /// A property of the agent as busctl reads it with `--json=short`, so the D-Bus types show
+    /// (`{"type": "a{sv}", "data": …}`).
+    pub fn agent_property_json(&self, name: &str) -> serde_json::Value {
+        let out = self.agent_property_output(name, &["--json=short"]);
+        serde_json::from_slice(&out.stdout).expect("busctl --json output")
+    }
+
+    fn agent_property_output(&self, name: &str, options: &[&str]) -> Output {
+        let mut args = options.to_vec();
+        args.extend([
+            "get-property",
+            "org.ssu.Agent1",
+            "/org/ssu/Agent1",
+            "org.ssu.Agent1",
+            name,
+        ]);
+        let out = self.busctl(&args);
+        assert!(out.status.success(), "busctl get-property {name}: {out:?}");
+        out
+    }
+
     /// A property of RAUC's Installer interface, e.g. "BootSlot" → "A".
     pub fn rauc_property(&self, name: &str) -> String {
         let out = self.busctl(&[
