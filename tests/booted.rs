@@ -243,9 +243,13 @@ fn a_security_update_is_installed_and_confirmed_across_a_real_reboot() {
 
 #[test]
 fn a_failing_health_check_rolls_back_and_reboots_into_the_old_slot() {
+    // Only the RAUC slot probe: the container's / is a writable overlay, which the other
+    // probes rightly call compromised; this one must not mistake the agent's own bad mark
+    // on B for a forced boot.
     let d = Booted::up(&[(
         "50-test.toml",
-        "[install]\nauto_reboot = true\nhealth_checks = [[\"/bin/false\"]]\n",
+        "[install]\nauto_reboot = true\nhealth_checks = [[\"/bin/false\"]]\n\
+         [integrity]\nprobes = [\"rauc-slot\"]\n",
     )]);
     wait_agent_running(&d);
     wait_boot_slot(&d, "A");
@@ -267,6 +271,8 @@ fn a_failing_health_check_rolls_back_and_reboots_into_the_old_slot() {
     });
     assert_eq!(st["InstalledVersion"], "1.0.0", "{st:#}");
     assert_eq!(st["SecurityPatchLevel"], "2026-09-01", "{st:#}");
+    assert_eq!(st["IntegrityState"], "trusted", "{st:#}");
+    // Nothing but the rollback: no integrity change while B was marked bad and running.
     let history = d.history();
     assert_eq!(history.len(), 1, "{history:#?}");
     assert_eq!(history[0]["action"], "rolled-back");

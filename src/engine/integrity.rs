@@ -7,7 +7,8 @@
 //! changes cost at most two runs.
 //!
 //! A verdict that differs from the last one recorded on this device (store key
-//! [`STATE_KEY`]) is a change: a history entry (kind `event`) and `IntegrityChanged`. The
+//! [`STATE_KEY`]) is a change, except `unknown`, which says only that the probes cannot tell
+//! right now: a history entry (kind `event`) and `IntegrityChanged`. The
 //! very first verdict on a device is its baseline: recorded and published as
 //! `IntegrityState`, but no change. An agent restart is no change either, because the
 //! comparison is with the stored verdict, not with "not probed yet".
@@ -110,14 +111,24 @@ impl<C: Clock, P: Ports> Engine<C, P> {
         self.probing.running = false;
         let state = result.state;
         self.status.integrity = result;
+        // `unknown`: the probes cannot tell (after a boot RAUC is started on demand and has
+        // not answered yet). Shown as such, but no change of integrity, neither recorded nor
+        // announced, so the next real verdict is compared with the last real one.
+        if state != IntegrityState::Unknown {
+            self.record_verdict(state);
+        }
+        if std::mem::take(&mut self.probing.again) {
+            self.start_probe();
+        }
+    }
+
+    /// Compares a real verdict with the stored one: a change is recorded and announced.
+    fn record_verdict(&mut self, state: IntegrityState) {
         match self.store.state(STATE_KEY) {
             Ok(recorded) if recorded.as_deref() == Some(state.as_str()) => {}
             Ok(recorded) => self.integrity_changed(recorded.as_deref(), state),
             // The verdict is still published; only its history waits for the next run.
             Err(e) => tracing::error!(error = %e, "cannot read the last integrity verdict"),
-        }
-        if std::mem::take(&mut self.probing.again) {
-            self.start_probe();
         }
     }
 

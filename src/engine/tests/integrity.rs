@@ -104,3 +104,39 @@ async fn a_restart_with_the_same_verdict_records_nothing() {
         assert!(rig.history().is_empty());
     }
 }
+
+/// `unknown` (RAUC not answering, as after every boot until it is activated) is shown but is
+/// no change: trusted → unknown → trusted records and announces nothing.
+#[tokio::test(start_paused = true)]
+async fn a_verdict_that_cannot_tell_is_shown_but_records_no_change() {
+    use crate::status::IntegrityState;
+    let mut config = config();
+    config.integrity.probes = vec![crate::integrity::ProbeId::RaucSlot];
+    let rig = start(Setup {
+        config,
+        ..Setup::default()
+    });
+    let mut notices = rig.handle.notices();
+    wait_for(&rig.handle, "trusted", |s| {
+        s.integrity.state == IntegrityState::Trusted
+    })
+    .await;
+    rig.rauc_tx.send_replace(RaucInfo {
+        availability: Availability::Unavailable,
+        ..RaucInfo::default()
+    });
+    wait_for(&rig.handle, "unknown", |s| {
+        s.integrity.state == IntegrityState::Unknown
+    })
+    .await;
+    rig.rauc_tx.send_replace(rauc_view("A", "1.0.0"));
+    wait_for(&rig.handle, "trusted again", |s| {
+        s.integrity.state == IntegrityState::Trusted
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(rig.history().is_empty(), "{:#?}", rig.history());
+    while let Ok(n) = notices.try_recv() {
+        assert!(!matches!(n, Notice::IntegrityChanged(_)), "{n:?}");
+    }
+}
